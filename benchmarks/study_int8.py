@@ -1,0 +1,133 @@
+"""The int8 / fp32 speed study behind benchmarks/NOTES.md (run on a scratch 299 px run).
+
+1. ``variants RUN``: from RUN's onnx-fp32, build ONNX int8 variants (QDQ vs QOperator,
+   U8S8 vs S8S8, per-channel vs per-tensor, an offline-optimized graph) and add them to RUN's
+   manifest under ``study-*`` names, so the one benchmark harness measures them like any export.
+2. ``litert RUN``: LiteRT interpreter options (threads, XNNPACK on/off, latest XNNPACK
+   features) on the TFLite files, in-process, with the same ``measure_runtime`` harness.
+
+    python benchmarks/study_int8.py variants /tmp/bench299
+    skinscan-edge benchmark /tmp/bench299 --threads 2 --batch 1 --models onnx-int8,study-...
+    python benchmarks/study_int8.py litert /tmp/bench299
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import skinscan_edge  # noqa: F401
+from skinscan_edge.rundir import RunDir, read_json, sha256_file, write_json
+
+VARIANTS = {  # name -> quantize_static settings
+    "study-qdq-u8s8-pc": dict(fmt="QDQ", act="QUInt8", per_channel=True),
+    "study-qop-u8s8-pc": dict(fmt="QOperator", act="QUInt8", per_channel=True),
+    "study-qdq-s8s8-pc": dict(fmt="QDQ", act="QInt8", per_channel=True),
+    "study-qop-s8s8-pc": dict(fmt="QOperator", act="QInt8", per_channel=True),
+    "study-qdq-u8s8-pt": dict(fmt="QDQ", act="QUInt8", per_channel=False),
+}
+
+
+class _Reader:
+    def __init__(self, images):
+        self.it = iter(images)
+
+    def get_next(self):
+        x = next(self.it, None)
+        return None if x is None else {"image": x[None].astype(np.float32)}
+
+
+def build_variants(root: Path, calib_count: int = 32) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from skinscan_edge.export.run import calibration_set
+
+    run = RunDir(root)
+    manifest = read_json(run.manifest_path)
+    fp32 = run.exports / next(e["file"] for e in manifest["exports"] if e["name"] == "onnx-fp32")
+    _, calib = calibration_set(run, calib_count, 0)
+    prep = run.exports / "study_prep.onnx"
+    quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=False)
+    entries = [e for e in manifest["exports"] if not e["name"].startswith("study-")]
+    for name, v in VARIANTS.items():
+        out = run.exports / f"{name.replace('-', '_')}.onnx"
+        t0 = time.time()
+        quantize_static(str(prep), str(out), _Reader(calib), quant_format=getattr(QuantFormat, v["fmt"]),
+                        activation_type=getattr(QuantType, v["act"]), weight_type=QuantType.QInt8,
+                        per_channel=v["per_channel"], calibrate_method=CalibrationMethod.MinMax)
+        entries.append(_entry(name, out, "int8", f"{v} ({time.time() - t0:.0f} s)"))
+        print(name, out.stat().st_size / 1e6, "MB", flush=True)
+    # an offline-optimized copy of the default export (ORT_ENABLE_EXTENDED: portable across hosts)
+    entries += [_offline(run, "onnx-int8", "study-qdq-u8s8-pc-offline", "int8", manifest),
+                _offline(run, "onnx-fp32", "study-fp32-offline", "fp32", manifest)]
+    prep.unlink()
+    manifest["exports"] = entries
+    write_json(run.manifest_path, manifest)
+
+
+def _entry(name: str, path: Path, precision: str, notes: str) -> dict:
+    return {"name": name, "file": path.name, "format": "onnx", "precision": precision,
+            "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "notes": notes}
+
+
+def _offline(run: RunDir, source: str, name: str, precision: str, manifest: dict) -> dict:
+    import onnxruntime as ort
+
+    src = run.exports / next(e["file"] for e in manifest["exports"] if e["name"] == source)
+    out = run.exports / f"{name.replace('-', '_')}.onnx"
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    return _entry(name, out, precision, f"offline ORT_ENABLE_EXTENDED of {source}")
+
+
+def litert_options(root: Path, threads: tuple[int, ...] = (1, 2), rounds: int = 2) -> list[dict]:
+    """Batch-1 p50 of each TFLite file under several interpreter options, interleaved in rounds."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from skinscan_edge.benchmark import BenchmarkConfig, _tflite_delegation, measure_runtime, sample_images
+    from skinscan_edge.runtimes import TFLiteRuntime
+
+    run = RunDir(root)
+    images = sample_images(run, 8, 0)
+    cfg = BenchmarkConfig(batches=(1,), warmup=3, min_time_s=1.5, min_runs=10)
+    options = {
+        "xnnpack (default)": {},
+        "xnnpack latest features": {"experimental_default_delegate_latest_features": True},
+        "builtin kernels, no xnnpack": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
+    }
+    files = [e for e in read_json(run.manifest_path)["exports"] if e["format"] == "tflite"]
+    rows = []
+    for r in range(rounds):
+        order = list(options.items()) if r % 2 == 0 else list(reversed(options.items()))
+        for e in files:
+            for t in threads:
+                for label, kw in order:
+                    rt = TFLiteRuntime(run.exports / e["file"], num_threads=t, name=e["name"])
+                    rt.interp = Interpreter(model_path=str(run.exports / e["file"]), num_threads=t, **kw)
+                    rt._in, rt._out = rt.interp.get_input_details()[0], rt.interp.get_output_details()[0]
+                    rt._batch = None
+                    m = measure_runtime(rt, images, cfg)
+                    rows.append({"round": r, "model": e["name"], "threads": t, "option": label,
+                                 "p50_ms": round(m["latency_p50_ms"], 1),
+                                 "delegation": _tflite_delegation(rt.interp)["accelerator_detail"]})
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    what, root = sys.argv[1], Path(sys.argv[2])
+    if what == "variants":
+        build_variants(root)
+    elif what == "litert":
+        out = litert_options(root)
+        Path(tempfile.gettempdir(), "litert_study.json").write_text(json.dumps(out, indent=1))
+    else:
+        sys.exit(__doc__)

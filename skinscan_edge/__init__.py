@@ -1,0 +1,18 @@
+"""skinscan-edge: fine-tune InceptionV3 for skin screening and ship it to phones.
+
+tfmot's quantization-aware training supports Keras 2 only, so the whole project runs on
+tf-keras. TF_USE_LEGACY_KERAS must be set before TensorFlow is first imported, which is why
+it is set here, at package import, and why nothing in the package imports TensorFlow at
+module level (``skinscan-edge --help`` stays fast).
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+#: The input contract shared by the Keras model and every export: NHWC, RGB, 0-255.
+INPUT_NAME = "image"
+OUTPUT_NAME = "probs"

@@ -1,0 +1,213 @@
+"""Scan, validate and split an image folder, and build the tf.data input pipeline.
+
+Accepted layouts:
+  * ImageFolder: ``DATA/<class>/<image>`` (the Kaggle "skin-diseases-image-dataset" as
+    extracted, whose single ``IMG_CLASSES/`` folder is descended into automatically);
+  * pre-split: ``DATA/train/<class>/...``, ``DATA/test/<class>/...`` and optionally ``DATA/val/``
+    (carved from train when absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadImage, SkinscanError
+from .imageio import load_rgb
+
+MIN_IMAGES_PER_CLASS = 5
+SPLITS = ("train", "val", "test")
+KAGGLE_SUBFOLDER = "IMG_CLASSES"
+
+
+def natural_key(name: str):
+    """'2. Melanoma' before '10. Warts'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class ScanResult:
+    """Valid images per class folder, and every refused file with its reason."""
+
+    root: Path
+    layout: str
+    classes: list[str]
+    items: dict[str, list[tuple[str, int]]]  # split name (or "all") -> [(relpath, class index)]
+    skipped: list[dict] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for split, items in self.items.items():
+            c = np.bincount([y for _, y in items], minlength=len(self.classes))
+            out[split] = {self.classes[i]: int(n) for i, n in enumerate(c)}
+        return out
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: natural_key(d.name))
+
+
+def detect_layout(data: Path) -> tuple[str, Path]:
+    """Return (layout, class root) for a data folder; see the module docstring."""
+    data = Path(data)
+    subdirs = {d.name.lower(): d for d in _class_dirs(data)}
+    if "train" in subdirs and "test" in subdirs:
+        return "presplit", data
+    if set(subdirs) == {KAGGLE_SUBFOLDER.lower()}:
+        return "kaggle", subdirs[KAGGLE_SUBFOLDER.lower()]
+    return "imagefolder", data
+
+
+def _check(path: Path) -> str | None:
+    try:
+        load_rgb(path)
+        return None
+    except BadImage as e:
+        return e.reason
+
+
+def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
+    """Decode every file once, keeping the valid images and recording the rest with reasons."""
+    from rich.progress import Progress
+
+    layout, root = detect_layout(Path(data))
+    groups: dict[str, Path] = (
+        {s: d for s in SPLITS for d in _class_dirs(root) if d.name.lower() == s}
+        if layout == "presplit" else {"all": root}
+    )
+    class_names = sorted({d.name for g in groups.values() for d in _class_dirs(g)}, key=natural_key)
+    if not class_names:
+        raise SkinscanError(f"no class folders in {data}: expected one subfolder per class")
+    index = {c: i for i, c in enumerate(class_names)}
+    files: list[tuple[str, Path, int]] = []
+    for split, gdir in groups.items():
+        for cdir in _class_dirs(gdir):
+            for f in sorted(cdir.rglob("*")):
+                if f.is_file() and not f.name.startswith("."):
+                    files.append((split, f, index[cdir.name]))
+    items: dict[str, list[tuple[str, int]]] = {s: [] for s in groups}
+    skipped = []
+    with Progress(disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
+        task = bar.add_task(f"scanning {len(files)} files", total=len(files))
+        for (split, f, y), reason in zip(files, pool.map(lambda t: _check(t[1]), files)):
+            rel = f.relative_to(root).as_posix()
+            if reason is None:
+                items[split].append((rel, y))
+            else:
+                skipped.append({"path": rel, "reason": reason})
+            bar.advance(task)
+    return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped)
+
+
+def load_label_map(path: str | Path | None, classes: list[str]) -> list[str]:
+    """Display names in class order: the folder names, or a JSON {folder: display name} map."""
+    if path is None:
+        return list(classes)
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SkinscanError(f"--labels {path} is not a JSON object of folder -> label ({e})") from None
+    if isinstance(mapping, dict) and "labels" in mapping and isinstance(mapping["labels"], dict):
+        mapping = mapping["labels"]
+    if not isinstance(mapping, dict):
+        raise SkinscanError(f"--labels {path} must be a JSON object mapping folder names to labels")
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        raise SkinscanError(f"--labels {path} has no label for folder(s): {', '.join(missing)}")
+    names = [str(mapping[c]) for c in classes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SkinscanError(f"--labels {path} maps several folders to the same label: {', '.join(dupes)}")
+    return names
+
+
+def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fraction: float) -> dict:
+    """Stratified, seeded train/val/test split (scikit-learn), persisted as relative paths."""
+    from sklearn.model_selection import train_test_split
+
+    classes = scan_result.classes
+    pools = scan_result.items
+    present = {y for items in pools.values() for _, y in items}
+    if len(present) < 2:
+        raise SkinscanError(
+            f"need at least 2 classes with valid images, found {len(present)} in {scan_result.root}"
+        )
+
+    def _split(items, size, what):
+        counts = np.bincount([y for _, y in items], minlength=len(classes))
+        small = [f"{classes[i]} ({n})" for i, n in enumerate(counts) if 0 < n < MIN_IMAGES_PER_CLASS]
+        empty = [classes[i] for i, n in enumerate(counts) if n == 0]
+        if small or empty:
+            bad = ", ".join(small + [f"{c} (0)" for c in empty])
+            raise SkinscanError(
+                f"too few valid images to split {what}: {bad}; each class needs at least "
+                f"{MIN_IMAGES_PER_CLASS} (add images or remove the folder)"
+            )
+        try:
+            return train_test_split(items, test_size=size, random_state=seed,
+                                    stratify=[y for _, y in items])
+        except ValueError as e:
+            raise SkinscanError(f"cannot split {what}: {e}") from None
+
+    if scan_result.layout == "presplit":
+        train, test = pools.get("train", []), pools.get("test", [])
+        val = pools.get("val", [])
+        if not val:
+            train, val = _split(train, val_fraction, "train into train/val")
+    else:
+        rest, test = _split(pools["all"], test_fraction, "the data")
+        train, val = _split(rest, val_fraction / (1 - test_fraction), "train into train/val")
+    splits = {name: sorted([list(t) for t in part]) for name, part in
+              (("train", train), ("val", val), ("test", test))}
+    body = {"root": str(scan_result.root), "layout": scan_result.layout, "seed": seed,
+            "classes": classes, "splits": splits}
+    body["sha256"] = hashlib.sha256(json.dumps(body["splits"], sort_keys=True).encode()).hexdigest()
+    return body
+
+
+def _cache_fits(n: int, img_size: int, budget_bytes: float = 1.5e9) -> bool:
+    return n * img_size * img_size * 3 < budget_bytes
+
+
+def make_dataset(paths: list[str], labels: list[int], img_size: int, batch_size: int, *,
+                 training: bool, seed: int, augment: bool = True):
+    """tf.data pipeline: parallel decode (Pillow via numpy_function), cache when it fits, shuffle
+    and augment for training only, batch, prefetch. Yields float32 0..255 images and labels;
+    normalization is inside the model, and augmentation never enters the exported graph."""
+    from ._tf import keras, tf
+
+    tf_, k = tf(), keras()
+    autotune = tf_.data.AUTOTUNE
+
+    def _decode(path):
+        return load_rgb(path.decode("utf-8"), img_size)
+
+    def _load(path, y):
+        img = tf_.numpy_function(_decode, [path], tf_.uint8)
+        img.set_shape((img_size, img_size, 3))
+        return img, y
+
+    ds = tf_.data.Dataset.from_tensor_slices((list(map(str, paths)), np.asarray(labels, np.int32)))
+    ds = ds.map(_load, num_parallel_calls=autotune, deterministic=True)
+    if _cache_fits(len(paths), img_size):
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda x, y: (tf_.cast(x, tf_.float32), y))
+    if training and augment:
+        aug = k.Sequential([
+            k.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            k.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+            k.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+            k.layers.RandomContrast(0.15, seed=seed + 3),
+        ], name="augment")
+        ds = ds.map(lambda x, y: (tf_.clip_by_value(aug(x, training=True), 0.0, 255.0), y),
+                    num_parallel_calls=autotune)
+    return ds.prefetch(autotune)

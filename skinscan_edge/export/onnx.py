@@ -1,0 +1,100 @@
+"""ONNX export through tf2onnx (fp32) and static int8 quantization through onnxruntime.
+
+int8 choice (recorded in the manifest): QDQ format, uint8 activations and int8 per-channel
+weights (U8S8). On x86 onnxruntime runs U8S8 through its VNNI/AMX integer GEMM kernels;
+S8S8 QDQ is converted to U8S8 internally there anyway, and QDQ is the format onnxruntime's
+graph optimizer fuses best (QLinearConv) while staying portable to other execution providers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .. import INPUT_NAME, OUTPUT_NAME
+
+ONNX_OPSET = 17
+ONNX_PRECISIONS = {
+    "fp32": "float32, tf2onnx, dynamic batch",
+    "int8": "static int8 (onnxruntime quantize_static), QDQ, U8S8, per-channel weights",
+}
+INT8_SETTINGS = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
+                 "per_channel": True, "calibrate_method": "MinMax"}
+
+
+def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
+    """Convert the Keras model to ONNX with a dynamic batch and named input/output, then check it."""
+    import onnx
+    import tf2onnx
+
+    from .._tf import tf
+
+    tf_ = tf()
+    spec = [tf_.TensorSpec([None, *model.input_shape[1:]], tf_.float32, name=INPUT_NAME)]
+
+    @tf_.function(input_signature=spec)
+    def serve(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(proto)
+    tmp = Path(path).with_suffix(".tmp.onnx")
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
+    return Path(path)
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over the shared calibration images (one per call)."""
+
+    def __init__(self, images: Iterable[np.ndarray]):
+        self._it = iter(images)
+
+    def get_next(self):
+        x = next(self._it, None)
+        return None if x is None else {INPUT_NAME: x[None].astype(np.float32)}
+
+    def rewind(self):  # pragma: no cover - only used by some calibrators
+        raise NotImplementedError
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray]) -> Path:
+    """quant_pre_process (shape inference + optimisation), then quantize_static (see INT8_SETTINGS)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out_path = Path(out_path)
+    prep = out_path.with_suffix(".prep.onnx")
+    tmp = out_path.with_suffix(".tmp.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
+        quantize_static(
+            str(prep), str(tmp), _Calibration(images),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+        )
+        tmp.replace(out_path)
+    finally:
+        prep.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def describe(path: Path) -> dict:
+    """Input/output names, shapes (symbolic dims as names) and dtypes of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def one(v):
+        t = v.type.tensor_type
+        dims = [d.dim_param or int(d.dim_value) for d in t.shape.dim]
+        return {"name": v.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "quantization": None}
+
+    return {"inputs": [one(v) for v in proto.graph.input], "outputs": [one(v) for v in proto.graph.output],
+            "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}

@@ -1,0 +1,107 @@
+"""One image decoder for every path through the toolkit.
+
+Training, calibration, evaluation, benchmarking and predict all decode with ``load_rgb`` so
+that the Keras model and every export see byte-identical pixels. Pillow does the decoding
+because TensorFlow's decoders ignore EXIF orientation, mishandle CMYK JPEGs and return
+16-bit PNGs as uint16.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadImage
+
+#: Refuse images over this many pixels (decompression bombs). 50 MP covers any phone photo.
+MAX_PIXELS = 50_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: scale the full range to 8 bits, don't clip it.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparency over white, the way a viewer shows it.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Decode an image file to a uint8 RGB array (H, W, 3), optionally resized to size x size.
+
+    Applies the EXIF orientation, converts grayscale / RGBA / CMYK / 16-bit to 8-bit RGB,
+    and raises :class:`BadImage` with a short reason for anything unusable.
+
+    >>> # load_rgb("lesion.jpg", size=299).shape == (299, 299, 3)
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImage("empty-file", "0 bytes")
+    except OSError as e:
+        raise BadImage("unreadable", str(e)) from None
+    old_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise BadImage("too-many-pixels", f"{w}x{h} exceeds {MAX_PIXELS} pixels")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgb(img)
+                if size is not None:
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage("too-many-pixels", str(e)) from None
+    except UnidentifiedImageError:
+        if _has_image_magic(path):
+            raise BadImage("corrupt", "image header present but the data cannot be decoded") from None
+        raise BadImage("not-an-image", "unrecognised file format") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
+            ZeroDivisionError, MemoryError, RuntimeError) as e:
+        # Pillow reports truncated and corrupt data through several exception types.
+        msg = str(e).lower()
+        reason = "truncated" if "truncated" in msg or "premature" in msg else "corrupt"
+        raise BadImage(reason, str(e)[:200]) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise BadImage("corrupt", f"unexpected decoded shape {arr.shape}")
+    return arr
+
+
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _has_image_magic(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def load_batch(paths, size: int) -> np.ndarray:
+    """Stack images into one uint8 NHWC batch at size x size (paths must be valid)."""
+    return np.stack([load_rgb(p, size) for p in paths]) if len(paths) else np.zeros((0, size, size, 3), np.uint8)
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,66 @@
+"""Plots people would rather look at than read. matplotlib with the Agg backend, imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix with counts in each cell and class names on both axes."""
+    plt = _plt()
+    cm = np.asarray(cm)
+    n = len(labels)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.65 * n, 1.0 + 0.6 * n), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_history(rows: list[dict], path: Path, fine_tune_start: int | None = None) -> Path:
+    """Loss and accuracy curves (train and val) from history.csv rows, phases marked."""
+    plt = _plt()
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--o")):
+            vals = [float(r[prefix + key]) for r in rows if r.get(prefix + key) not in (None, "")]
+            if vals:
+                ax.plot(epochs[: len(vals)], vals, style, ms=3, label=(prefix or "train_") + key)
+        if fine_tune_start is not None:
+            ax.axvline(fine_tune_start + 0.5, color="grey", lw=0.8, ls=":")
+            ax.text(fine_tune_start + 0.6, ax.get_ylim()[1], "fine-tune", va="top", fontsize=8, color="grey")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

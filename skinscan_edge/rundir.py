@@ -1,0 +1,195 @@
+"""The run directory: the contract between `train` and every later command.
+
+``train`` writes it; ``export``, ``evaluate``, ``benchmark`` and ``predict`` read it. Nothing a
+run already knows (image size, labels, data root, split) is asked for again on the command line.
+
+Layout::
+
+    RUN/
+      config.json            resolved TrainConfig, tool versions, data root, split hash
+      labels.txt             display names, one per line, in output order
+      model.keras            the trained Keras model (best weights)
+      split.json             persisted stratified split (paths relative to the data root)
+      skipped.json           files the scanner refused, each with a reason
+      status.json            {"state": "complete" | "incomplete", ...}
+      history.csv, training_curves.png
+      reports/               keras_test_report.{txt,json}, keras_confusion.png, evaluate.*, benchmark.*
+      exports/manifest.json  one entry per exported file (see skinscan_edge.export.manifest)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SkinscanError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file, fsync and rename, so a crash never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and readers for one run directory."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, path: str | Path, *, require_model: bool = True) -> "RunDir":
+        """Open an existing run; fail with a one-line error that says what is missing."""
+        root = Path(path)
+        if not root.exists():
+            raise SkinscanError(f"run directory not found: {root}")
+        if not root.is_dir():
+            raise SkinscanError(f"not a run directory (it is a file): {root}")
+        run = cls(root)
+        if require_model:
+            if not run.model_path.exists():
+                raise SkinscanError(
+                    f"no trained model in {root} (expected {run.model_path.name}); "
+                    f"run `skinscan-edge train --out {root}` first"
+                )
+            state = run.status().get("state")
+            if state != "complete":
+                raise SkinscanError(
+                    f"run {root} is incomplete (training was interrupted); "
+                    f"finish it with `skinscan-edge train --resume --out {root}`"
+                )
+        return run
+
+    # --- paths -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.txt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def split_path(self) -> Path:
+        return self.root / "split.json"
+
+    @property
+    def skipped_path(self) -> Path:
+        return self.root / "skipped.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def exports(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.exports / "manifest.json"
+
+    # --- readers -------------------------------------------------------------------------
+    def config(self) -> dict:
+        if not self.config_path.exists():
+            raise SkinscanError(f"{self.config_path} is missing; is {self.root} a skinscan-edge run?")
+        return read_json(self.config_path)
+
+    def labels(self) -> list[str]:
+        if not self.labels_path.exists():
+            raise SkinscanError(f"{self.labels_path} is missing")
+        return [ln for ln in self.labels_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def img_size(self) -> int:
+        return int(self.config()["train"]["img_size"])
+
+    def split(self) -> dict:
+        if not self.split_path.exists():
+            raise SkinscanError(f"{self.split_path} is missing; the run has no persisted split")
+        return read_json(self.split_path)
+
+    def split_items(self, name: str) -> list[tuple[Path, int]]:
+        """(absolute path, label index) for every image in one split ('train', 'val', 'test')."""
+        split = self.split()
+        if name not in split["splits"]:
+            raise SkinscanError(f"unknown split '{name}'; valid: {', '.join(split['splits'])}")
+        root = Path(split["root"])
+        return [(root / rel, int(label)) for rel, label in split["splits"][name]]
+
+    def status(self) -> dict:
+        return read_json(self.status_path) if self.status_path.exists() else {}
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        write_json(self.status_path, {"state": state, **extra})
+
+    def load_model(self):
+        """Load model.keras with safe_mode on.
+
+        Written by hand because tf-keras' ``load_model`` hands h5py a seekable view into the
+        zip member; on Python 3.11 every backward seek re-reads the member from its start, so
+        loading InceptionV3 (87 MB) takes minutes. We extract the weights file once and use
+        the same two public calls ``load_model`` makes: deserialize the config (safe_mode)
+        and load the weights.
+        """
+        return load_keras_model(self.model_path)
+
+
+def load_keras_model(path: Path):
+    from ._tf import keras
+
+    k = keras()
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+            config = json.loads(zf.read("config.json"))
+            config["compile_config"] = None
+            zf.extract("model.weights.h5", tmp)
+            model = k.saving.deserialize_keras_object(config, safe_mode=True)
+            model.load_weights(os.path.join(tmp, "model.weights.h5"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
+        raise SkinscanError(f"{path} is not a valid .keras model file ({e})") from None
+    return model

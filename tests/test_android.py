@@ -1,0 +1,394 @@
+"""The Android bundle: TFLite Model Metadata written here, read back by MediaPipe itself.
+
+A tiny real int8 .tflite (32x32, uint8 in/out) stands in for InceptionV3. The real-reader test
+runs MediaPipe's ImageClassifier in a separate venv (``.venv-reader``, built once with pip) because
+mediapipe's absl-py pin cannot live beside tfmot's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
+from skinscan_edge.errors import SkinscanError
+from skinscan_edge.export import android
+from skinscan_edge.export.android import build_android_bundle, read_metadata, write_metadata
+from skinscan_edge.rundir import RunDir, sha256_file, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+READER_DIR = Path(__file__).with_name("android_reader")
+READER_VENV = REPO / ".venv-reader"
+MEDIAPIPE = "mediapipe==1.2.3"
+SIZE = 32
+LABELS = (REPO / "android_assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+MD_ARGS = dict(name="tiny", description="a test model", version="9.9.9", author="tests", license="MIT")
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_saved(tmp_path_factory) -> Path:
+    """Input 32x32x3 float 0..255 -> Rescaling -> Conv -> GAP -> Dense(10, softmax), saved as a
+    light SavedModel (a tf.Module with one serving signature: "image" in, "probs" out)."""
+    from skinscan_edge._tf import keras, tf
+
+    tf, k = tf(), keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((SIZE, SIZE, 3), name="image")
+    x = k.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = k.layers.Conv2D(8, 3, activation="relu")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    model = k.Model(inp, k.layers.Dense(10, activation="softmax", name="probs")(x))
+    dense = model.get_layer("probs")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 12, bias])  # peaky scores, so a wrong label order would show
+
+    class Serving(tf.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="image")])
+        def serve(self, image):
+            return {"probs": self.m(image, training=False)}
+
+    saved = tmp_path_factory.mktemp("tiny_saved")
+    module = Serving(model)
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    return saved
+
+
+def _convert(saved: Path, int8: bool) -> bytes:
+    from skinscan_edge._tf import tf
+
+    tf = tf()
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if int8:  # full-integer, uint8 in/out, as the project's tflite-int8 export
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.uint8
+        rng = np.random.default_rng(0)
+        conv.representative_dataset = lambda: ({"image": _image(rng, c)[None].astype(np.float32)} for c in range(16))
+    return conv.convert()
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tiny_saved) -> bytes:
+    return _convert(tiny_saved, int8=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_saved) -> bytes:
+    return _convert(tiny_saved, int8=False)
+
+
+def _image(rng, seed: int, shape=(SIZE, SIZE)) -> np.ndarray:
+    """A colour-dominated synthetic photo: one strong base colour plus noise."""
+    base = np.random.default_rng(seed).integers(0, 256, 3)
+    noise = rng.integers(-40, 41, (*shape, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _litert(path: Path, pixels: np.ndarray) -> np.ndarray:
+    from skinscan_edge.runtimes import TFLiteRuntime
+
+    return TFLiteRuntime(path).predict(pixels)
+
+
+def _save(tmp_path: Path, data: bytes, name: str = "m.tflite") -> Path:
+    (tmp_path / name).write_bytes(data)
+    return tmp_path / name
+
+
+def _make_run(root: Path, model: bytes, labels=LABELS, fmt="tflite") -> RunDir:
+    """A minimal run directory by hand: config, labels, status, split with PNGs, one export."""
+    from PIL import Image
+
+    data = root / "data"
+    items = {"train": [], "val": [], "test": []}
+    rng = np.random.default_rng(1)
+    for i, split in enumerate(["train", "val", "test", "test", "test"]):
+        rel = f"cls{i % 3}/img{i}.png"
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_image(rng, 100 + i, shape=(40, 48))).save(data / rel)
+        items[split].append([rel, i % 3])
+    run = RunDir(root / "run")
+    run.root.mkdir()
+    write_json(run.config_path, {"train": {"img_size": SIZE}})
+    run.labels_path.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    run.set_status("complete")
+    write_json(run.split_path, {"root": str(data), "seed": 0, "splits": items})
+    run.exports.mkdir()
+    (run.exports / "model_int8.tflite").write_bytes(model)
+    entry = {"name": "tflite-int8", "file": "model_int8.tflite", "format": fmt, "precision": "int8",
+             "size_bytes": len(model), "sha256": hashlib.sha256(model).hexdigest()}
+    write_json(run.manifest_path, {"run": str(run.root), "exports": [entry], "failures": []})
+    return run
+
+
+@pytest.fixture(scope="session")
+def bundle(tiny_int8, tmp_path_factory) -> tuple[RunDir, Path, dict]:
+    root = tmp_path_factory.mktemp("bundle")
+    run = _make_run(root, tiny_int8)
+    out = root / "android"
+    out.mkdir()
+    shutil.copy(REPO / "android_assets" / "README.md", out / "README.md")
+    return run, out, build_android_bundle(run, out)
+
+
+@pytest.fixture(scope="session")
+def reader_python() -> Path:
+    """The reader venv's python, with mediapipe installed (once; cached in <repo>/.venv-reader)."""
+    stamp = READER_VENV / f".installed-{MEDIAPIPE}"
+    python = READER_VENV / "bin" / "python"
+    if stamp.exists() and python.exists():
+        return python
+    shutil.rmtree(READER_VENV, ignore_errors=True)  # a half-built venv from an interrupted run
+    subprocess.run([sys.executable, "-m", "venv", str(READER_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    done = subprocess.run([*pip, "install", "--quiet", MEDIAPIPE], capture_output=True, text=True)
+    if done.returncode != 0:
+        probe = subprocess.run([*pip, "index", "versions", "mediapipe"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            shutil.rmtree(READER_VENV, ignore_errors=True)
+            last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"pip cannot reach the package registry to install {MEDIAPIPE} into "
+                        f".venv-reader ({last}); the MediaPipe real-reader check did not run")
+        pytest.fail(f"pip install {MEDIAPIPE} failed although the registry answers:\n{done.stderr[-3000:]}")
+    stamp.touch()
+    return python
+
+
+# --- write_metadata / read_metadata -----------------------------------------------------------
+def test_metadata_reads_back(tiny_int8):
+    md = read_metadata(write_metadata(tiny_int8, labels=LABELS, img_size=SIZE, **MD_ARGS))
+    assert {k: md[k] for k in MD_ARGS} == MD_ARGS
+    assert md["labels"] == LABELS and md["labels_file"] == "labels.txt" and md["packed_files"] == ["labels.txt"]
+    assert (md["input_name"], md["output_name"]) == ("image", "probs")
+    assert (md["input_content"], md["color_space"]) == ("ImageProperties", "RGB")
+    assert (md["normalization_mean"], md["normalization_std"]) == ([0.0], [1.0])
+    assert (md["input_min"], md["input_max"]) == ([0.0], [255.0])
+    assert md["output_process_units"] == []  # no score calibration
+    assert md["min_parser_version"] == "1.0.0"
+
+
+def test_metadata_leaves_inference_unchanged_and_rewrites_idempotently(tiny_int8, tmp_path):
+    once = write_metadata(tiny_int8, labels=LABELS, img_size=SIZE, **MD_ARGS)
+    assert write_metadata(once, labels=LABELS, img_size=SIZE, **MD_ARGS) == once
+    renamed = read_metadata(write_metadata(once, labels=LABELS, img_size=SIZE, **{**MD_ARGS, "name": "new"}))
+    assert renamed["name"] == "new" and renamed["packed_files"] == ["labels.txt"]
+    pixels = np.stack([_image(np.random.default_rng(s), s) for s in range(4)])
+    np.testing.assert_array_equal(_litert(_save(tmp_path, tiny_int8, "a.tflite"), pixels),
+                                  _litert(_save(tmp_path, once, "b.tflite"), pixels))
+
+
+def _int8_input(model: bytes) -> bytes:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    m.subgraphs[0].tensors[m.subgraphs[0].inputs[0]].type = schema.TensorType.INT8
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(labels=LABELS[:9]), "9 labels but the model outputs 10 scores"),
+    (dict(labels=LABELS[:9] + LABELS[:1]), "labels must be unique"),
+    (dict(labels=LABELS[:9] + ["two\nlines"]), "labels must be unique, non-empty single lines"),
+    (dict(img_size=64), "is not [1, 64, 64, 3]"),
+    (dict(model=_int8_input), "model input is INT8"),
+])
+def test_write_metadata_refuses(tiny_int8, change, message):
+    kw = dict(labels=LABELS, img_size=SIZE, **MD_ARGS) | change
+    model = kw.pop("model", lambda m: m)(tiny_int8)
+    with pytest.raises(SkinscanError) as err:
+        write_metadata(model, **kw)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _strip_packed_files(model: bytes) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(bytearray(model))))
+
+
+@pytest.mark.parametrize("with_metadata, message", [
+    (False, "no TFLITE_METADATA entry in the model's metadata"),
+    (True, "the model's metadata names ['labels.txt'] but the packed files are missing"),
+])
+def test_read_metadata_refuses(tiny_int8, with_metadata, message):
+    model = tiny_int8
+    if with_metadata:
+        model = _strip_packed_files(write_metadata(tiny_int8, labels=LABELS, img_size=SIZE, **MD_ARGS))
+    with pytest.raises(SkinscanError) as err:
+        read_metadata(model)
+    assert message in str(err.value)
+
+
+# --- build_android_bundle ---------------------------------------------------------------------
+def _shape(obj):
+    """Keys and value types, recursively: what the golden file pins."""
+    if isinstance(obj, dict):
+        return {k: _shape(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shape(obj[0])] if obj else []
+    return type(obj).__name__
+
+
+def test_bundle_files_and_sidecar(bundle, tiny_int8):
+    run, out, summary = bundle
+    model = out / "skinscan_int8.tflite"
+    sidecar = json.loads((out / "metadata.json").read_text())
+    golden = json.loads((READER_DIR / "metadata.golden.json").read_text())
+    assert _shape(sidecar) == golden, "metadata.json changed shape; update tests/android_reader/metadata.golden.json"
+    assert sidecar["model_sha256"] == sha256_file(model) == summary["model_sha256"]
+    assert sidecar["model_size_bytes"] == model.stat().st_size
+    assert sidecar["source_export"] == "tflite-int8" and sidecar["source_sha256"] == hashlib.sha256(tiny_int8).hexdigest()
+    assert sidecar["labels"] == LABELS == (out / "labels.txt").read_text().splitlines()
+    assert (sidecar["input_size"], sidecar["input"]["dtype"]) == (SIZE, "uint8")
+    assert sidecar["normalization"]["mean"] == [0.0] and sidecar["normalization"]["std"] == [1.0]
+    assert read_metadata(model)["labels"] == LABELS
+    assert sidecar["golden"]["source"] == "cls2/img2.png"  # the first test-split image
+
+
+def test_golden_vector_is_litert_on_the_bundled_file(bundle):
+    from PIL import Image
+
+    from skinscan_edge.imageio import load_rgb
+
+    _, out, summary = bundle
+    with Image.open(out / "golden_image.jpg") as im:
+        assert (im.format, im.size) == ("JPEG", (SIZE, SIZE))
+    probs = _litert(out / "skinscan_int8.tflite", load_rgb(out / "golden_image.jpg")[None])[0]
+    top3 = json.loads((out / "metadata.json").read_text())["golden"]["top3"]
+    assert top3 == summary["golden_top3"]
+    assert [t["index"] for t in top3] == list(np.argsort(-probs, kind="stable")[:3])
+    assert [t["label"] for t in top3] == [LABELS[t["index"]] for t in top3]
+    np.testing.assert_allclose([t["score"] for t in top3], np.sort(probs)[::-1][:3], atol=1e-6)
+    assert top3[0]["score"] > top3[2]["score"]  # the tiny model is not flat
+
+
+def test_readme_golden_section_is_replaced_between_markers(bundle, tmp_path):
+    _, out, _ = bundle
+    text = (out / "README.md").read_text()
+    committed = (REPO / "android_assets" / "README.md").read_text()
+    before, after = committed.split(android.GOLDEN_START)[0], committed.split(android.GOLDEN_END)[1]
+    assert text.startswith(before) and text.endswith(after)  # only the section changed
+    section = text.split(android.GOLDEN_START)[1].split(android.GOLDEN_END)[0]
+    top3 = json.loads((out / "metadata.json").read_text())["golden"]["top3"]
+    for t in top3:
+        assert f"| {t['label']} | {t['score']:.4f} |" in section
+    readme = tmp_path / "README.md"
+    android.update_golden_section(readme, "first\n")
+    android.update_golden_section(readme, "second\n")
+    assert readme.read_text().count(android.GOLDEN_START) == 1 and "second" in readme.read_text()
+    assert "first" not in readme.read_text()
+
+
+def test_bundle_replaces_a_stale_model(tiny_int8, tmp_path):
+    run = _make_run(tmp_path, tiny_int8)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "skinscan_fp32.tflite").write_bytes(b"old")
+    summary = build_android_bundle(run, tmp_path / "out")
+    assert summary["removed_stale"] == ["skinscan_fp32.tflite"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tflite")) == ["skinscan_int8.tflite"]
+    assert android.GOLDEN_START in (tmp_path / "out" / "README.md").read_text()  # created when missing
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("unknown", "unknown export 'tflite-int9'; valid names: tflite-int8 (did you mean 'tflite-int8'?)"),
+    ("onnx", "export tflite-int8 is onnx; the Android bundle needs a TFLite export"),
+    ("labels", "9 labels but the model outputs 10 scores"),
+    ("tampered", "does not match its manifest SHA-256"),
+    ("no-test-images", "no usable image in the test split"),
+])
+def test_bundle_errors_are_one_line(tiny_int8, tmp_path, setup, message):
+    run = _make_run(tmp_path, tiny_int8, labels=LABELS[:9] if setup == "labels" else LABELS,
+                    fmt="onnx" if setup == "onnx" else "tflite")
+    if setup == "tampered":
+        (run.exports / "model_int8.tflite").write_bytes(tiny_int8 + b"x")
+    if setup == "no-test-images":
+        split = json.loads(run.split_path.read_text())
+        split["splits"]["test"] = [["cls0/missing.png", 0]]
+        write_json(run.split_path, split)
+    with pytest.raises(SkinscanError) as err:
+        build_android_bundle(run, tmp_path / "out", "tflite-int9" if setup == "unknown" else "tflite-int8")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# --- the real reader: MediaPipe Tasks ---------------------------------------------------------
+def test_schema_excerpt_matches_the_published_schema(reader_python):
+    """Every table, enum and union in android._SCHEMA must match metadata_schema.fbs field for field
+    (the slot numbers follow from the order)."""
+    (fbs,) = READER_VENV.glob("lib/python*/site-packages/mediapipe/tasks/metadata/metadata_schema.fbs")
+    real_tables, real_enums, real_unions = android._parse_fbs(fbs.read_text())
+    tables, enums, unions = android._schema()
+    for name, fields in tables.items():
+        assert fields == real_tables[name], name
+    for name, (base, values) in enums.items():
+        assert (base, values) == real_enums[name], name
+    for name, members in unions.items():
+        assert members == real_unions[name], name
+
+
+def _classify(reader_python: Path, model: Path, tmp_path: Path, pixels: np.ndarray, image: Path | None = None) -> dict:
+    """Run tests/android_reader/classify.py in the reader venv; its JSON output."""
+    np.save(tmp_path / "pixels.npy", pixels)
+    cmd = [str(reader_python), str(READER_DIR / "classify.py"), str(model), "--array", str(tmp_path / "pixels.npy")]
+    done = subprocess.run(cmd + (["--image", str(image)] if image else []), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_mediapipe_image_classifier_reads_the_bundle(bundle, reader_python, tmp_path):
+    from skinscan_edge.imageio import load_rgb
+
+    run, out, _ = bundle
+    model = out / "skinscan_int8.tflite"
+    pixels = load_rgb(run.split_items("test")[1][0], SIZE)  # a second image, straight from pixels
+    got = _classify(reader_python, model, tmp_path, pixels, image=out / "golden_image.jpg")
+    assert got["mediapipe_version"] == "1.2.3"
+
+    # Labels come from the metadata alone, and the scores are LiteRT's (same uint8 output, dequantised).
+    litert = _litert(model, pixels[None])[0]
+    assert sorted(c["name"] for c in got["array"]) == sorted(LABELS)
+    for c in got["array"]:
+        assert c["name"] == LABELS[c["index"]]
+        assert c["score"] == pytest.approx(float(litert[c["index"]]), abs=1 / 256 + 1e-6)
+    # The golden image as the phone would see it: MediaPipe decodes the JPEG itself.
+    golden = {t["label"]: t["score"] for t in json.loads((out / "metadata.json").read_text())["golden"]["top3"]}
+    mp_scores = {c["name"]: c["score"] for c in got["image"]}
+    for label, score in golden.items():
+        assert mp_scores[label] == pytest.approx(score, abs=0.02)
+
+    md = got["metadata"]
+    assert md["identifier_ok"] and md["min_parser_version"] == "1.0.0"
+    assert {k: md[k] for k in MD_ARGS if k != "description"} == {
+        "name": "Skinscan InceptionV3 (int8)", "version": f"{skinscan_edge.__version__}+"
+        f"{json.loads((out / 'metadata.json').read_text())['source_sha256'][:12]}",
+        "author": android.MODEL_AUTHOR, "license": android.MODEL_LICENSE}
+    assert (md["input_name"], md["output_name"]) == ("image", "probs")
+    assert md["content_type"] == md["content_type_image"] and md["color_space"] == md["rgb"]
+    assert md["default_size"] == [SIZE, SIZE]
+    assert md["unit_type"] == md["unit_type_norm"] and (md["mean"], md["std"]) == ([0.0], [1.0])
+    assert (md["stats_min"], md["stats_max"]) == ([0.0], [255.0])
+    assert md["output_files"] == [["labels.txt", md["axis_labels"]]] and md["output_process_units"] == 0
+
+
+def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
+    """A float32-input export: MediaPipe must apply the identity normalisation (mean 0, std 1) and
+    feed 0..255, which the model normalises itself; any other normalisation changes the scores."""
+    model = _save(tmp_path, write_metadata(tiny_fp32, labels=LABELS, img_size=SIZE, **MD_ARGS))
+    pixels = _image(np.random.default_rng(7), 7)
+    got = _classify(reader_python, model, tmp_path, pixels)
+    litert = _litert(model, pixels[None])[0]
+    assert litert.max() > 0.3  # not flat, so a wrong normalisation would show
+    assert {c["name"]: c["score"] for c in got["array"]} == pytest.approx(
+        {LABELS[i]: float(p) for i, p in enumerate(litert)}, abs=1e-4)

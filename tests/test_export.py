@@ -1,0 +1,143 @@
+"""`skinscan-edge export`: every file runs in its real runtime and agrees with Keras."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import IMG, invoke
+from skinscan_edge.rundir import sha256_file
+
+ALL = ["tflite-fp32", "onnx-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8", "tflite-qat-int8"]
+#: Stated minimum top-1 agreement with Keras on the test split, per quantized export.
+MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.80, "onnx-int8": 0.80,
+                 "tflite-qat-int8": 0.70}
+
+
+@pytest.fixture(scope="module")
+def predictions(exported_run):
+    """Keras and every export on the same test-split images, through the real runtimes."""
+    from skinscan_edge.export.manifest import entries
+    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.runtimes import open_runtime
+
+    items = exported_run.split_items("test")
+    x = load_batch([p for p, _ in items], IMG)
+    out = {"keras": open_runtime(exported_run).predict(x), "y": np.array([y for _, y in items])}
+    for entry in entries(exported_run):
+        out[entry["name"]] = open_runtime(exported_run, entry).predict(x)
+    return out
+
+
+def test_manifest_lists_every_export_with_matching_hashes(exported_run, export_result):
+    manifest = json.loads(exported_run.manifest_path.read_text())
+    assert manifest["failures"] == []
+    assert sorted(e["name"] for e in manifest["exports"]) == sorted(ALL)
+    for e in manifest["exports"]:
+        path = exported_run.exports / e["file"]
+        assert sha256_file(path) == e["sha256"] and path.stat().st_size == e["size_bytes"], e["name"]
+        assert e["inputs"][0]["name"] == "image" and e["outputs"][0]["name"] == "probs"
+        assert e["inputs"][0]["shape"][1:] == [IMG, IMG, 3]
+        assert e["convert_seconds"] > 0
+    assert manifest["calibration"]["count"] == 48 and len(manifest["calibration"]["files"]) == 48
+    assert manifest["tool_versions"]["tf2onnx"] == "1.17.0"
+    for name in ALL:
+        assert name in export_result[1].output  # a progress line per format
+
+
+def test_keras_model_is_trained_well_enough_for_agreement_to_mean_something(predictions):
+    acc = (predictions["keras"].argmax(1) == predictions["y"]).mean()
+    assert acc >= 0.5, f"fixture model accuracy {acc:.2f} is too close to chance (0.10)"
+    assert len(set(predictions["keras"].argmax(1))) >= 5
+
+
+@pytest.mark.parametrize("name", ["tflite-fp32", "onnx-fp32"])
+def test_fp32_exports_match_keras(predictions, name):
+    np.testing.assert_allclose(predictions[name], predictions["keras"], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MIN_AGREEMENT))
+def test_quantized_exports_agree_on_top1(predictions, name):
+    probs = predictions[name]
+    assert probs.shape == predictions["keras"].shape
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)
+    agreement = (probs.argmax(1) == predictions["keras"].argmax(1)).mean()
+    assert agreement >= MIN_AGREEMENT[name], f"{name}: top-1 agreement {agreement:.3f}"
+
+
+@pytest.mark.parametrize("name", ["tflite-int8", "tflite-qat-int8"])
+def test_int8_tflite_is_full_integer(exported_run, name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from skinscan_edge.export.manifest import entries
+
+    entry = entries(exported_run, [name])[0]
+    interp = Interpreter(model_path=str(exported_run.exports / entry["file"]))
+    assert interp.get_input_details()[0]["dtype"] == np.uint8
+    assert interp.get_output_details()[0]["dtype"] == np.uint8
+    # The input range is pinned: raw pixels go straight in (scale 1, zero point 0).
+    assert interp.get_input_details()[0]["quantization"] == pytest.approx((1.0, 0))
+    dtypes = {np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+    assert dtypes <= {"uint8", "int8", "int32"}, dtypes
+
+
+def test_dynamic_range_file_is_not_called_int8(exported_run):
+    from skinscan_edge.export.manifest import entries
+
+    entry = entries(exported_run, ["tflite-dynamic"])[0]
+    assert entry["precision"] == "dynamic" and "int8" not in entry["file"]
+    assert entry["inputs"][0]["dtype"] == "float32"
+
+
+def test_qat_reports_layers_it_could_not_annotate(exported_run):
+    from skinscan_edge.export.manifest import entries
+
+    notes = entries(exported_run, ["tflite-qat-int8"])[0]["notes"]
+    assert "normalize (Rescaling)" in notes
+
+
+def test_onnx_fp32_is_checked_and_has_dynamic_batch(exported_run):
+    import onnx
+
+    model = onnx.load(str(exported_run.exports / "model_fp32.onnx"))
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+# --- errors ---------------------------------------------------------------------------------
+def test_run_without_model_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = invoke(["export", tmp_path / "run"])
+    assert result.exit_code == 2 and "no trained model" in result.output
+
+
+def test_unknown_precision_lists_valid_names(trained_run):
+    result = invoke(["export", trained_run.root, "--precision", "int4"])
+    assert result.exit_code == 2
+    assert "valid names: fp32, fp16, dynamic, int8, qat" in result.output
+
+
+def test_int8_without_train_images_is_refused(run_copy):
+    split = json.loads(run_copy.split_path.read_text())
+    split["splits"]["train"] = []
+    run_copy.split_path.write_text(json.dumps(split))
+    result = invoke(["export", run_copy.root, "--int8"])
+    assert result.exit_code == 2 and "need train images to calibrate on" in result.output
+
+
+def test_a_failing_format_is_named_and_the_others_complete(run_copy, monkeypatch):
+    from skinscan_edge.export import onnx as onnx_export
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated tf2onnx failure")
+
+    monkeypatch.setattr(onnx_export, "export_fp32", broken)
+    result = invoke(["export", run_copy.root])
+    assert result.exit_code == 1
+    assert "export onnx-fp32 failed: RuntimeError: simulated tf2onnx failure" in result.output
+    manifest = json.loads(run_copy.manifest_path.read_text())
+    assert [e["name"] for e in manifest["exports"]] == ["tflite-fp32"]
+    assert manifest["failures"][0]["name"] == "onnx-fp32"
