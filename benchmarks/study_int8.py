@@ -5,10 +5,12 @@
    manifest under ``study-*`` names, so the one benchmark harness measures them like any export.
 2. ``litert RUN``: LiteRT interpreter options (threads, XNNPACK on/off, latest XNNPACK
    features) on the TFLite files, in-process, with the same ``measure_runtime`` harness.
+3. ``ort-spin RUN``: onnxruntime's intra-op spin-waiting on and off at 2 threads.
 
     python benchmarks/study_int8.py variants /tmp/bench299
     skinscan-edge benchmark /tmp/bench299 --threads 2 --batch 1 --models onnx-int8,study-...
     python benchmarks/study_int8.py litert /tmp/bench299
+    python benchmarks/study_int8.py ort-spin /tmp/bench299
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def litert_options(root: Path, threads: tuple[int, ...] = (1, 2), rounds: int = 
         "xnnpack latest features": {"experimental_default_delegate_latest_features": True},
         "builtin kernels, no xnnpack": {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES},
     }
-    files = [e for e in read_json(run.manifest_path)["exports"] if e["format"] == "tflite"]
+    files = [e for e in read_json(run.manifest_path)["exports"] if e["name"] in ("tflite-fp32", "tflite-int8")]
     rows = []
     for r in range(rounds):
         order = list(options.items()) if r % 2 == 0 else list(reversed(options.items()))
@@ -122,10 +124,40 @@ def litert_options(root: Path, threads: tuple[int, ...] = (1, 2), rounds: int = 
     return rows
 
 
+def ort_spinning(root: Path, threads: int = 2, rounds: int = 3) -> list[dict]:
+    """Batch-1 p50 of onnx-fp32 / onnx-int8 with intra-op spin-waiting on and off, interleaved."""
+    import onnxruntime as ort
+
+    from skinscan_edge.benchmark import BenchmarkConfig, measure_runtime, sample_images
+    from skinscan_edge.runtimes import OnnxRuntime
+
+    run = RunDir(root)
+    images = sample_images(run, 8, 0)
+    cfg = BenchmarkConfig(batches=(1,), warmup=3, min_time_s=1.5, min_runs=8)
+    files = {e["name"]: run.exports / e["file"] for e in read_json(run.manifest_path)["exports"]
+             if e["name"] in ("onnx-fp32", "onnx-int8")}
+    rows = []
+    for r in range(rounds):
+        for name, path in files.items():
+            for spin in (("1", "0") if r % 2 == 0 else ("0", "1")):
+                rt = OnnxRuntime(path, num_threads=threads, name=name)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+                rt.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+                m = measure_runtime(rt, images, cfg)
+                rows.append({"round": r, "model": name, "threads": threads, "allow_spinning": spin,
+                             "p50_ms": round(m["latency_p50_ms"], 1), "mean_ms": round(m["latency_mean_ms"], 1)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 if __name__ == "__main__":
     what, root = sys.argv[1], Path(sys.argv[2])
     if what == "variants":
         build_variants(root)
+    elif what == "ort-spin":
+        ort_spinning(root)
     elif what == "litert":
         out = litert_options(root)
         Path(tempfile.gettempdir(), "litert_study.json").write_text(json.dumps(out, indent=1))

@@ -74,6 +74,11 @@ class TrainConfig:
             raise SkinscanError("--epochs and --fine-tune-epochs must be >= 0 and not both 0")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise SkinscanError("split fractions must be between 0 and 0.5")
+        from .errors import did_you_mean
+        from .model import BLOCKS
+
+        if self.unfreeze_from not in BLOCKS:
+            raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS))
         data = Path(self.data)
         if not data.exists():
             raise SkinscanError(f"--data folder not found: {data}")

@@ -154,7 +154,9 @@ def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fr
             return train_test_split(items, test_size=size, random_state=seed,
                                     stratify=[y for _, y in items])
         except ValueError as e:
-            raise SkinscanError(f"cannot split {what}: {e}") from None
+            raise SkinscanError(
+                f"too few images for a stratified split of {what} ({e}); add images to the small classes"
+            ) from None
 
     if scan_result.layout == "presplit":
         train, test = pools.get("train", []), pools.get("test", [])

@@ -173,7 +173,7 @@ def _walk(rng, start, steps: int, step: float, turn: float) -> np.ndarray:
 # Each painter gets (rng, img, ctx) and draws in place; ctx has the grid, skin colour and zoom.
 
 def _mole(rng, img, c):  # Tahi Lalat: small, round, one even brown, smooth sharp rim
-    r, th = _frame(rng, c["xx"], c["yy"], rng.uniform(0.06, 0.12) * c["zoom"], c["center"])
+    r, th = _frame(rng, c["xx"], c["yy"], rng.uniform(0.07, 0.12) * c["zoom"], c["center"])
     r = r / _wobble(rng, th, 0.03, 4)
     col = np.array([0.36, 0.22, 0.13], np.float32) * rng.uniform(0.5, 1.05)
     _paint(img, 0.95 * _inside(r, 0.12), col[:, None, None] * (1 - 0.12 * np.clip(1 - r, 0, 1)))
@@ -185,9 +185,10 @@ def _melanoma(rng, img, c):  # larger, ragged notched rim, several tones in blot
     r = r / (_wobble(rng, th, ragged, 7) + ragged * 0.8 * _noise(rng, c["size"], 7))
     mask = _inside(r, rng.uniform(0.08, 0.2))
     _paint(img, 0.95 * mask, np.array([0.32, 0.19, 0.11], np.float32) * rng.uniform(0.7, 1.1))
-    tones = np.array([[0.10, 0.07, 0.06], [0.38, 0.42, 0.52], [0.62, 0.27, 0.22], [0.58, 0.40, 0.27]],
+    # black, then blue-grey veil or red, sometimes light brown: never the mole's single brown
+    tones = np.array([[0.08, 0.06, 0.06], [0.40, 0.45, 0.56], [0.66, 0.26, 0.22], [0.60, 0.42, 0.28]],
                      np.float32)
-    for k in rng.choice(4, size=rng.integers(2, 4), replace=False):
+    for k in (0, rng.integers(1, 3), *([3] if rng.uniform() < 0.5 else [])):
         blot = np.clip(_noise(rng, c["size"], 5) - rng.uniform(-0.3, 0.3), 0, 1)
         _paint(img, 0.85 * mask * blot, tones[k])
 
@@ -198,37 +199,37 @@ def _patch(rng, c, radius):
     return _inside(r + 0.3 * _noise(rng, c["size"], 5), 0.45)
 
 
-def _eczema(rng, img, c):  # Eksim: red patch with a fine (2-4 px) speckle and tiny weeping dots
-    mask = _patch(rng, c, rng.uniform(0.2, 0.33)) * rng.uniform(0.6, 0.85)
-    fine = _noise(rng, c["size"], c["size"] / 3.5)
-    col = c["skin"] * np.array([1.12, 0.58, 0.56], np.float32)
-    _paint(img, mask, col[:, None, None] * (1 + 0.13 * fine))
-    _paint(img, mask * np.clip(fine - 1.3, 0, 1), np.array([0.95, 0.86, 0.7], np.float32))
+def _eczema(rng, img, c):  # Eksim: bright red patch, fine (~4% wide) speckle, weeping dots
+    mask = _patch(rng, c, rng.uniform(0.2, 0.33)) * rng.uniform(0.75, 0.95)
+    fine = _noise(rng, c["size"], 25)
+    col = c["skin"] * np.array([1.15, 0.55, 0.52], np.float32)
+    _paint(img, mask, col[:, None, None] * (1 + 0.12 * fine))
+    _paint(img, mask * np.clip(fine - 1.1, 0, 1), np.array([0.97, 0.88, 0.72], np.float32))
 
 
-def _atopic(rng, img, c):  # Dermatitis Atopik: duller red, coarse lichenified cross-hatching
-    mask = _patch(rng, c, rng.uniform(0.2, 0.33)) * rng.uniform(0.6, 0.85)
+def _atopic(rng, img, c):  # Dermatitis Atopik: duller violet-brown, coarse lichenified hatching
+    mask = _patch(rng, c, rng.uniform(0.2, 0.33)) * rng.uniform(0.75, 0.95)
     period = rng.uniform(0.07, 0.11)
     a1 = rng.uniform(0, np.pi)
     a2 = a1 + rng.uniform(1.1, 2.0)
     hatch = sum(np.sin(c["xx"] * np.float32(2 * np.pi * np.cos(a) / period)
                        + c["yy"] * np.float32(2 * np.pi * np.sin(a) / period)) for a in (a1, a2))
-    tex = 0.13 * hatch + 0.07 * _noise(rng, c["size"], 8)
-    col = c["skin"] * np.array([0.88, 0.58, 0.55], np.float32)
+    tex = 0.15 * hatch + 0.07 * _noise(rng, c["size"], 8)
+    col = c["skin"] * np.array([0.95, 0.56, 0.55], np.float32)
     _paint(img, mask, col[:, None, None] * (1 + tex))
 
 
-def _tinea(rng, img, c):  # Infeksi Jamur: red scaly ring around paler clearing skin
+def _tinea(rng, img, c):  # Infeksi Jamur: deep red ring around paler clearing skin
     for n in range(1 + (rng.uniform() < 0.3)):
         center = c["center"] + (rng.uniform(-0.12, 0.12, 2) if n else 0)
         r, th = _frame(rng, c["xx"], c["yy"], rng.uniform(0.17, 0.3) * c["zoom"], center)
         r = r / _wobble(rng, th, 0.05, 5)
-        width = rng.uniform(0.15, 0.3)
+        width = rng.uniform(0.2, 0.35)
         ring = _inside(r, 0.1) * (1 - _inside(r / (1 - width), 0.15))
         _paint(img, 0.25 * _inside(r, 0.1), c["skin"] * np.array([1.03, 0.96, 0.92], np.float32))
-        _paint(img, 0.85 * ring, c["skin"] * np.array([1.06, 0.6, 0.56], np.float32))
-        scale = np.clip(_noise(rng, c["size"], c["size"] / 4) - 0.8, 0, 1)
-        _paint(img, 0.6 * ring * scale, np.array([0.93, 0.88, 0.84], np.float32))
+        _paint(img, 0.9 * ring, c["skin"] * np.array([1.0, 0.52, 0.48], np.float32))
+        scale = np.clip(_noise(rng, c["size"], c["size"] / 4) - 1.2, 0, 1)  # sparse, unlike psoriasis
+        _paint(img, 0.4 * ring * scale, np.array([0.93, 0.88, 0.84], np.float32))
 
 
 def _psoriasis(rng, img, c):  # sharp salmon plaques under silvery-white scale
@@ -315,7 +316,7 @@ _PAINTERS = {
 
 def _skin(rng, size: int):
     xx, yy = _grid(size)
-    pos = rng.uniform(0, 1) ** 1.3 * (len(_SKIN_TONES) - 1)
+    pos = rng.uniform(0, 1) ** 1.5 * (len(_SKIN_TONES) - 1)  # lighter tones more often
     lo = int(min(pos, len(_SKIN_TONES) - 2))
     base = _SKIN_TONES[lo] + (pos - lo) * (_SKIN_TONES[lo + 1] - _SKIN_TONES[lo])
     base = base * rng.normal(1, 0.025, 3).astype(np.float32)
@@ -338,7 +339,7 @@ def render_image(class_name: str, rng: np.random.Generator, size: int = DEFAULT_
     """Draw one synthetic image of `class_name` as a uint8 RGB array (size, size, 3)."""
     xx, yy, skin, img = _skin(rng, size)
     ctx = {"xx": xx, "yy": yy, "skin": skin, "size": size,
-           "zoom": rng.uniform(0.8, 1.25), "center": rng.uniform(0.33, 0.67, 2).astype(np.float32)}
+           "zoom": rng.uniform(0.85, 1.3), "center": rng.uniform(0.33, 0.67, 2).astype(np.float32)}
     _PAINTERS[class_name](rng, img, ctx)
     if rng.uniform() < 0.35:
         _hairs(rng, img, size)

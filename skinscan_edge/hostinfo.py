@@ -155,7 +155,8 @@ def time_gemm(kind: str, threads: int, n: int = FLOOR_GEMM_SIZE, min_time_s: flo
             "median_ms": float(np.median(times)) * 1e3, "runs": len(times)}
 
 
-def measure_floor(threads: int, n: int = FLOOR_GEMM_SIZE, min_time_s: float = 0.5) -> dict:
+def measure_floor(threads: int, n: int = FLOOR_GEMM_SIZE, min_time_s: float = 0.5,
+                  kinds: tuple[str, ...] = ("fp32", "u8s8", "s8s8")) -> dict:
     """The host's GEMM peak at ``threads`` intra-op threads, measured now through onnxruntime.
 
     fp32 is ``MatMul``; int8 is ``MatMulInteger`` with uint8 activations and int8 weights
@@ -165,6 +166,8 @@ def measure_floor(threads: int, n: int = FLOOR_GEMM_SIZE, min_time_s: float = 0.
     """
     out: dict = {"threads": threads, "gemm_size": n}
     for kind, key in (("fp32", "fp32_gflops"), ("u8s8", "u8s8_gops"), ("s8s8", "s8s8_gops")):
+        if kind not in kinds:
+            continue
         try:
             r = time_gemm(kind, threads, n=n, min_time_s=min_time_s)
         except Exception as e:  # an ORT build without the kernel: say so, keep going

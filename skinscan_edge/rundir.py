@@ -31,12 +31,17 @@ from typing import Any
 from .errors import SkinscanError
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file, fsync and rename, so a crash never leaves a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give it ordinary file permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -216,7 +216,8 @@ def test_write_metadata_refuses(tiny_int8, change, message):
 def _strip_packed_files(model: bytes) -> bytes:
     from ai_edge_litert.tools import flatbuffer_utils
 
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(bytearray(model))))
+    repacked = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(repacked))  # the zip is not carried over
 
 
 @pytest.mark.parametrize("with_metadata, message", [
@@ -250,7 +251,8 @@ def test_bundle_files_and_sidecar(bundle, tiny_int8):
     assert _shape(sidecar) == golden, "metadata.json changed shape; update tests/android_reader/metadata.golden.json"
     assert sidecar["model_sha256"] == sha256_file(model) == summary["model_sha256"]
     assert sidecar["model_size_bytes"] == model.stat().st_size
-    assert sidecar["source_export"] == "tflite-int8" and sidecar["source_sha256"] == hashlib.sha256(tiny_int8).hexdigest()
+    assert sidecar["source_export"] == "tflite-int8"
+    assert sidecar["source_sha256"] == hashlib.sha256(tiny_int8).hexdigest()
     assert sidecar["labels"] == LABELS == (out / "labels.txt").read_text().splitlines()
     assert (sidecar["input_size"], sidecar["input"]["dtype"]) == (SIZE, "uint8")
     assert sidecar["normalization"]["mean"] == [0.0] and sidecar["normalization"]["std"] == [1.0]
@@ -342,7 +344,8 @@ def _classify(reader_python: Path, model: Path, tmp_path: Path, pixels: np.ndarr
     """Run tests/android_reader/classify.py in the reader venv; its JSON output."""
     np.save(tmp_path / "pixels.npy", pixels)
     cmd = [str(reader_python), str(READER_DIR / "classify.py"), str(model), "--array", str(tmp_path / "pixels.npy")]
-    done = subprocess.run(cmd + (["--image", str(image)] if image else []), capture_output=True, text=True, timeout=300)
+    cmd += ["--image", str(image)] if image else []
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -227,6 +227,7 @@ def tiny_run(tmp_path_factory):
 def small_floor(monkeypatch):
     """The real floor measurement, on 256^3 matrices so the test stays fast."""
     monkeypatch.setattr(bm, "measure_floor", functools.partial(hostinfo.measure_floor, n=256, min_time_s=0.02))
+    monkeypatch.setattr(bm, "WORKER_FLOOR", {"n": 256, "min_time_s": 0.02})
 
 
 FAST = dict(threads=(1,), batches=(1, 2), warmup=1, min_time_s=0.05, min_runs=3, min_batch_runs=2, images=4)
@@ -244,6 +245,8 @@ def test_every_row_is_filled_or_says_why(tiny_run, small_floor):
         for metric in (*bm.ROW_METRICS, "throughput_b1_ips", "throughput_b2_ips", "floor_ms", "x_floor"):
             assert isinstance(r[metric], float) and r[metric] > 0, (key, metric)
         assert r["x_floor"] == pytest.approx(r["latency_p50_ms"] / r["floor_ms"])
+        assert r["floor_fp32_gflops"] > 0  # re-measured in the model's own process
+        assert (r["floor_int8_gops"] or 0) > 0 if r["precision"] == "int8" else r.get("floor_int8_gops") is None
         assert r["peak_rss_mb"] >= r["base_rss_mb"] > 0
     measured = [k for k, r in rows.items() if "skipped" not in r and "error" not in r]
     assert sorted(measured) == [("keras", "cpu"), ("onnx-fp32", "cpu"), ("tflite-fp32", "cpu"), ("tflite-int8", "cpu")]

@@ -43,7 +43,7 @@ def command(
         from ..export.android import build_android_bundle
 
         summary = build_android_bundle(rd, android_dir, export_name=android_export)
-        typer.echo(f"android bundle: {android_dir} ({summary.get('model', '')})")
+        typer.echo(f"android bundle: {android_dir} ({summary['model_path']})")
     if manifest["failures"]:
         for f in manifest["failures"]:
             typer.echo(f"error: export {f['name']} failed: {f['error']}", err=True)

@@ -303,7 +303,8 @@ def read_metadata(model: bytes | str | Path) -> dict:
             packed = zf.namelist()
             labels = zf.read(label_files[0]).decode("utf-8").splitlines() if label_files else []
     except (zipfile.BadZipFile, KeyError) as e:
-        raise SkinscanError(f"the model's metadata names {label_files} but the packed files are missing ({e})") from None
+        raise SkinscanError(f"the model's metadata names {label_files} but the packed files are "
+                            f"missing ({e})") from None
     content = image.get("content", {}).get("content_properties", ("NONE", {}))
     return {
         "name": md.get("name"), "description": md.get("description"), "version": md.get("version"),
