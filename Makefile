@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA := data/demo
 DEMO_RUN  := runs/demo
 DEMO_SIZE ?= 96
+DEMO_PER_CLASS ?= 80
+DEMO_EPOCHS ?= 8
 
 .PHONY: install demo test clean
 
@@ -18,10 +20,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/skinscan-edge demo-data $(DEMO_DATA)
-	$(BIN)/skinscan-edge train --data $(DEMO_DATA) --out $(DEMO_RUN) --weights none \
-	    --img-size $(DEMO_SIZE) --epochs 3 --fine-tune-epochs 6 --unfreeze-from input --batch-size 32
-	@echo "demo finished: see $(DEMO_RUN)/ (synthetic data, not medical)"
+	rm -rf $(DEMO_DATA) $(DEMO_RUN)
+	$(BIN)/skinscan-edge demo-data $(DEMO_DATA) --per-class $(DEMO_PER_CLASS)
+	$(BIN)/skinscan-edge train --data $(DEMO_DATA) --out $(DEMO_RUN) --weights none --img-size $(DEMO_SIZE) \
+	    --epochs 1 --fine-tune-epochs $(DEMO_EPOCHS) --unfreeze-from input --batch-size 32
+	$(BIN)/skinscan-edge export $(DEMO_RUN) --fp16 --dynamic --int8 --qat --android
+	$(BIN)/skinscan-edge evaluate $(DEMO_RUN) --critical-class Melanoma
+	@echo "demo finished: $(DEMO_RUN)/reports/evaluate.md, android_assets/ (SYNTHETIC data, not medical)"
 
 test: install
 	$(BIN)/python -m pytest

@@ -57,6 +57,13 @@ def build_model(num_classes: int, img_size: int, weights: str = "imagenet",
                 f"--weights {weights} is not a valid InceptionV3 no-top weights file ({text[:160]})"
             ) from None
         raise
+    if resolved is None:
+        # From scratch the BatchNorm moving statistics must settle within a few hundred steps;
+        # at Keras' default momentum (0.99) they lag so far behind that inference collapses
+        # to one class. 0.9 tracks the batch statistics closely enough.
+        for layer in base.layers:
+            if isinstance(layer, k.layers.BatchNormalization):
+                layer.momentum = 0.9
     y = k.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
     y = k.layers.Dropout(dropout, name="head_dropout")(y)
     y = k.layers.Dense(dense_units, activation="relu", name="head_dense")(y)

@@ -8,6 +8,7 @@ to class probabilities, float32 of shape (N, classes). A new format is one new c
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -64,7 +65,9 @@ class TFLiteRuntime:
         self.path = Path(path)
         self.name = name or self.path.stem
         try:
-            self.interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            # Always pass a thread count: LiteRT's default is one thread, not the usable cores.
+            threads = num_threads or len(os.sched_getaffinity(0))
+            self.interp = Interpreter(model_path=str(self.path), num_threads=threads)
         except (ValueError, RuntimeError) as e:
             raise SkinscanError(f"LiteRT cannot load {self.path}: {str(e).splitlines()[0]}") from None
         self._in = self.interp.get_input_details()[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IMG, invoke
+from conftest import FINE_TUNE_EPOCHS, IMG, invoke
 
 PNG = b"\x89PNG"
 
@@ -32,7 +32,7 @@ def test_train_writes_every_artifact(train_result):
     assert (out / "labels.txt").read_text().splitlines() == config["labels"]
     assert len(config["labels"]) == 10
     history = (out / "history.csv").read_text().splitlines()
-    assert len(history) == 1 + 1 + 3  # header + 1 head epoch + 3 fine-tune epochs
+    assert len(history) == 1 + FINE_TUNE_EPOCHS  # header + fine-tune epochs (head phase skipped)
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     assert "synthetic" in (Path(config["data_root"]) / "README.txt").read_text().lower()
 

@@ -20,6 +20,8 @@ def command(
     fine_tune_epochs: int = typer.Option(5, "--fine-tune-epochs", help="Phase 2 epochs: the base trains from --unfreeze-from on, at a lower learning rate."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
     weights: str = typer.Option("imagenet", "--weights", help="'imagenet' (downloaded by Keras), 'none' (random init), or PATH to a local InceptionV3 no-top .h5 weights file."),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Phase 1 (head) learning rate, Adam."),
+    fine_tune_lr: float = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate; keep it low with pretrained weights, raise it (1e-3) from scratch."),
     unfreeze_from: str = typer.Option("mixed7", "--unfreeze-from", help="Phase 2 trains the base layers after this block's output (mixed0..mixed10), or 'input' for the whole base."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="JSON map {folder name: display label}, e.g. convert/kaggle_labels.json."),
     seed: int = typer.Option(1337, "--seed", help="Seeds the split, augmentation and initialisation; same seed and data give the same split."),
@@ -38,7 +40,8 @@ def command(
             raise SkinscanError("--resume needs --out RUN (the run to continue)")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     cfg = TrainConfig(data=str(data), out=str(out), img_size=img_size, epochs=epochs,
-                      fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, weights=weights,
+                      fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
+                      learning_rate=learning_rate, fine_tune_lr=fine_tune_lr, weights=weights,
                       unfreeze_from=unfreeze_from, labels=str(labels) if labels else None, seed=seed,
                       class_weights=class_weights, augment=augment, resume=resume)
     console = stderr_console()
