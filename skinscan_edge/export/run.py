@@ -164,7 +164,8 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
                         raise SkinscanError("onnx-int8 needs onnx-fp32, which failed")
                     onnx_export.quantize_int8(fp32, path, list(calib))
                     info = onnx_export.describe(path)
-                    notes = "QDQ, U8S8 (uint8 activations, int8 weights), per-channel, MinMax calibration"
+                    notes = ("QDQ, U8S8 (uint8 activations, int8 weights), per-channel, reduce_range (7-bit weights, "
+                             "no saturation on non-VNNI x86), MinMax calibration")
                 seconds = time.time() - t0
                 manifest["exports"].append(_entry(run, name, path, seconds, info, notes))
                 say(f"[green]✓[/] {name:<16} {path.stat().st_size / 1e6:7.1f} MB  {seconds:6.1f} s  {path.name}")
