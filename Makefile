@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA := data/demo
 DEMO_RUN  := runs/demo
-DEMO_SIZE ?= 96
+DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
-DEMO_EPOCHS ?= 12
+DEMO_EPOCHS ?= 16
 
 .PHONY: install demo test clean
 

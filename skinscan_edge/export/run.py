@@ -193,6 +193,7 @@ def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) ->
     items = run.split_items("train")
     ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
                       batch_size=16, training=True, seed=cfg.seed)
+    qat.calibrate_ranges(qat_model, calib[:32])
     qat.fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
     serving = tflite.save_serving_model(qat_model, tmp / "serving_qat")
     data = tflite.convert(serving, "int8", lambda: iter(calib))
