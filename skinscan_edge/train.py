@@ -8,7 +8,6 @@ plots, and the Keras model's test-split report into the run directory.
 from __future__ import annotations
 
 import csv
-import json
 import platform
 import time
 from pathlib import Path
@@ -95,7 +94,7 @@ def _callbacks(run: RunDir, cfg: TrainConfig, phase: str):
     ]
 
 
-def _merge_history(run: RunDir, epochs_phase1: int) -> tuple[list[dict], int | None]:
+def _merge_history(run: RunDir) -> tuple[list[dict], int | None]:
     rows, boundary = [], None
     for phase in ("head", "fine_tune"):
         path = run.root / f"history_{phase}.csv"
@@ -221,7 +220,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
     _save_model(model, run)
     from .plots import plot_history
 
-    rows, boundary = _merge_history(run, cfg.epochs)
+    rows, boundary = _merge_history(run)
     if rows:
         plot_history(rows, run.root / "training_curves.png", boundary)
     result = evaluate_keras(model, run, labels, cfg.img_size, cfg.batch_size)

@@ -21,7 +21,7 @@ def command(
     calib_samples: int = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files."),
     qat_epochs: int = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sample and QAT."),
-    android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide."),
+    android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide. With the default --android-export it also makes the int8 files (as --int8)."),
     android_dir: Path = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle."),
     android_export: str = typer.Option("tflite-int8", "--android-export", help="Which export goes into the Android bundle."),
 ) -> None:
@@ -32,7 +32,7 @@ def command(
     rd = RunDir.open(run)
     wanted = list(precision or [])
     wanted += [p for p, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8), ("qat", qat)) if on]
-    if android and android_export in ("tflite-int8",) and "int8" not in wanted:
+    if android and android_export == "tflite-int8" and "int8" not in wanted:
         wanted.append("int8")
     cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], calib_samples=calib_samples,
                        qat_epochs=qat_epochs, seed=seed)

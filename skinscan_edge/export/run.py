@@ -60,14 +60,14 @@ class ExportConfig:
         return self
 
     def names(self) -> list[str]:
-        wanted = set(self.precisions)
-        out = ["tflite-fp32", "onnx-fp32"]
-        out += [n for n, (_, p, _) in EXPORTS.items() if p in wanted and p != "fp32" and n not in out]
-        if "int8" in wanted:
-            out.append("onnx-int8") if "onnx-int8" not in out else None
-        if "qat" in wanted:
-            out.append("tflite-qat-int8")
-        return list(dict.fromkeys(out))
+        """Export names in conversion order (onnx-int8 after onnx-fp32, which it quantizes)."""
+        wanted = {"fp32", *self.precisions}
+        return [name for p in PRECISIONS if p in wanted for name in _BY_PRECISION[p]]
+
+
+#: --precision name -> the exports it produces.
+_BY_PRECISION = {"fp32": ["tflite-fp32", "onnx-fp32"], "fp16": ["tflite-fp16"], "dynamic": ["tflite-dynamic"],
+                 "int8": ["tflite-int8", "onnx-int8"], "qat": ["tflite-qat-int8"]}
 
 
 def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarray]:
