@@ -17,7 +17,6 @@ from .errors import BadImage
 
 #: Refuse images over this many pixels (decompression bombs). 50 MP covers any phone photo.
 MAX_PIXELS = 50_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def _to_rgb(img):
@@ -102,6 +101,3 @@ def load_batch(paths, size: int) -> np.ndarray:
     """Stack images into one uint8 NHWC batch at size x size (paths must be valid)."""
     return np.stack([load_rgb(p, size) for p in paths]) if len(paths) else np.zeros((0, size, size, 3), np.uint8)
 
-
-def is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES

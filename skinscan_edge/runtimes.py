@@ -40,12 +40,6 @@ class KerasRuntime:
         spec = self._tf.TensorSpec([None, *model.input_shape[1:]], self._tf.float32)
         self._fn = self._tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
-    @classmethod
-    def from_file(cls, path: Path, **kw) -> "KerasRuntime":
-        from .rundir import load_keras_model
-
-        return cls(load_keras_model(path), **kw)
-
     def predict(self, images: np.ndarray) -> np.ndarray:
         with self._tf.device(self.device):
             out = self._fn(self._tf.constant(np.asarray(images, dtype=np.float32)))

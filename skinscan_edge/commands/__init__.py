@@ -4,7 +4,6 @@ print the result. Importing these modules must not import TensorFlow."""
 from __future__ import annotations
 
 import functools
-import sys
 
 import typer
 
@@ -46,4 +45,4 @@ def stderr_console():
     return Console(stderr=True)
 
 
-__all__ = ["user_errors", "parse_csv_ints", "stderr_console", "sys"]
+__all__ = ["user_errors", "parse_csv_ints", "stderr_console"]

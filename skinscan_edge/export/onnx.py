@@ -20,10 +20,6 @@ import numpy as np
 from .. import INPUT_NAME, OUTPUT_NAME
 
 ONNX_OPSET = 17
-ONNX_PRECISIONS = {
-    "fp32": "float32, tf2onnx, dynamic batch",
-    "int8": "static int8 (onnxruntime quantize_static), QDQ, U8S8, per-channel weights",
-}
 INT8_SETTINGS = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
                  "per_channel": True, "reduce_range": True, "calibrate_method": "MinMax"}
 

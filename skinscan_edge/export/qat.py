@@ -1,8 +1,8 @@
 """Quantization-aware training with tensorflow-model-optimization (Keras 2 only).
 
-Every layer tfmot's default 8-bit registry supports is annotated; the rest (for example the
-Rescaling layer that normalises 0..255 input) are reported and left in float, and the TFLite
-converter quantizes around them with the representative dataset.
+Every layer tfmot's default 8-bit registry supports is annotated; the rest (the Rescaling
+layer that normalises 0..255 input, and the concatenations tfmot would permute) are reported
+and left in float, and the TFLite converter quantizes them with the representative dataset.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def annotate(model) -> tuple[object, list[str]]:
         return fresh(layer)
 
     annotated = k.models.clone_model(model, clone_function=clone)
-    # Copy weights by layer name: the wrapped clone may list parallel Inception branches in
-    # another order, and set_weights(get_weights()) would then swap same-shaped kernels.
+    # Copy weights by layer name rather than by the flat order of get_weights(), which
+    # depends on how the wrapped clone lists parallel branches (a guard: the measured QAT
+    # drift came from the Concatenate transforms above, not from this).
     for layer in model.layers:
         if layer.weights:
             clones[layer.name].set_weights(layer.get_weights())

@@ -19,15 +19,6 @@ import numpy as np
 
 from .. import INPUT_NAME, OUTPUT_NAME
 
-#: precision name -> short description (also the CLI's list of valid names)
-TFLITE_PRECISIONS = {
-    "fp32": "float32 weights and activations",
-    "fp16": "float16 weights, float32 compute on CPU (fp16 on mobile GPUs)",
-    "dynamic": "int8 weights, float activations (dynamic-range quantization)",
-    "int8": "full-integer int8 ops, uint8 input and output, calibrated on the train split",
-}
-
-
 def save_serving_model(model, export_dir: Path) -> Path:
     """A SavedModel with one ``serving_default`` signature: ``image`` (N,H,W,3) -> ``probs``."""
     from .._tf import tf
@@ -86,15 +77,3 @@ def describe(path: Path) -> dict:
     sig = interp.get_signature_runner()
     return {"inputs": [dict(one(d), name=k) for k, d in sig.get_input_details().items()],
             "outputs": [dict(one(d), name=k) for k, d in sig.get_output_details().items()]}
-
-
-def integer_only_report(path: Path) -> dict:
-    """Count tensors by dtype; a full-integer model has no float tensors outside its weights' scales."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path))
-    counts: dict[str, int] = {}
-    for t in interp.get_tensor_details():
-        name = np.dtype(t["dtype"]).name
-        counts[name] = counts.get(name, 0) + 1
-    return counts
