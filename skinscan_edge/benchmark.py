@@ -28,7 +28,7 @@ import numpy as np
 from .errors import SkinscanError
 from .hostinfo import (INT8_PRECISIONS, count_macs_keras, count_macs_onnx, floor_ms, host_info, host_line,
                        measure_floor)
-from .rundir import RunDir, read_json
+from .rundir import RunDir, read_json, sha256_file
 
 DEVICES = ("cpu", "gpu", "all")
 ANDROID_GPU = ("TFLite's GPU delegate is for Android (OpenCL / OpenGL ES); it has no desktop "
@@ -435,7 +435,8 @@ def _assemble(run: RunDir, cfg: BenchmarkConfig, rows: list[dict], floors: dict)
     info = host_info()
     return {
         "schema": 1, "run": str(run.root), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "img_size": run.img_size(), "config": asdict(cfg), "host": info, "host_line": host_line(info),
+        "img_size": run.img_size(), "config": asdict(cfg), "host": info,
+        "manifest_sha256": sha256_file(run.manifest_path) if run.manifest_path.exists() else None, "host_line": host_line(info),
         "floor": {str(t): f for t, f in floors.items()}, "model_gmacs": gmacs,
         "gate_passed": evaluation["gate_passed"], "evaluate_json": evaluation["source"],
         "notes": [f"tflite on gpu: {ANDROID_GPU}"] if "gpu" in cfg.devices() else [], "rows": rows,

@@ -8,6 +8,9 @@ from .commands import benchmark as benchmark_cmd
 from .commands import demo as demo_cmd
 from .commands import evaluate as evaluate_cmd
 from .commands import export as export_cmd
+from .commands import pipeline as pipeline_cmd
+from .commands import predict as predict_cmd
+from .commands import report as report_cmd
 from .commands import train as train_cmd
 
 app = typer.Typer(
@@ -23,8 +26,30 @@ app.command("train")(train_cmd.command)
 app.command("export")(export_cmd.command)
 app.command("evaluate")(evaluate_cmd.command)
 app.command("benchmark")(benchmark_cmd.command)
+app.command("pipeline")(pipeline_cmd.command)
+app.command("predict")(predict_cmd.command)
+app.command("report")(report_cmd.command)
 
 
-def main() -> None:
-    """Console entry point (errors are handled per command by ``commands.user_errors``)."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Our own errors are handled per command (``commands.user_errors``);
+    here click's usage errors (an unknown option, a value of the wrong type) become the same
+    one line and exit code 2, instead of click's multi-line usage panel."""
+    import sys
+
+    # typer 0.29 (pinned) vendors click and does not re-export its usage errors.
+    from typer._click import exceptions as click
+
+    try:
+        code = app(args=argv, prog_name="skinscan-edge", standalone_mode=False)
+    except click.NoArgsIsHelpError as e:
+        typer.echo(e.format_message())
+        code = 0
+    except click.UsageError as e:
+        where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+        typer.echo(f"error: {where}{e.format_message()} (see --help)", err=True)
+        code = 2
+    except typer.Abort:
+        typer.echo("stopped: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

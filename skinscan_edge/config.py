@@ -31,6 +31,8 @@ class TrainConfig:
       augment: flip / rotation / zoom / contrast in the training pipeline only.
       early_stopping_patience, reduce_lr_patience: callback patience in epochs.
       resume: continue an interrupted run from its last completed epoch.
+      strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
+      cpu_replicas: with ``mirrored`` and no GPU, the number of logical CPU devices.
     """
 
     data: str = ""
@@ -54,6 +56,8 @@ class TrainConfig:
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
     resume: bool = False
+    strategy: str = "default"
+    cpu_replicas: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,8 +78,16 @@ class TrainConfig:
             raise SkinscanError("--epochs and --fine-tune-epochs must be >= 0 and not both 0")
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise SkinscanError("split fractions must be between 0 and 0.5")
+        from .distribute import STRATEGIES
         from .errors import did_you_mean
         from .model import BLOCKS
+
+        if self.strategy not in STRATEGIES:
+            raise SkinscanError("--strategy: " + did_you_mean(self.strategy, STRATEGIES))
+        if self.cpu_replicas < 1:
+            raise SkinscanError(f"--cpu-replicas must be at least 1, got {self.cpu_replicas}")
+        if self.cpu_replicas > 1 and self.strategy != "mirrored":
+            raise SkinscanError("--cpu-replicas only applies to --strategy mirrored")
 
         if self.unfreeze_from not in BLOCKS:
             raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS))
@@ -84,6 +96,10 @@ class TrainConfig:
             raise SkinscanError(f"--data folder not found: {data}")
         if not data.is_dir():
             raise SkinscanError(f"--data must be a folder of class subfolders, got a file: {data}")
+        if self.weights not in ("imagenet", "none"):
+            from .model import resolve_weights
+
+            resolve_weights(self.weights)  # a bad file fails here, before the data is scanned
         if self.labels and not Path(self.labels).is_file():
             raise SkinscanError(f"--labels file not found: {self.labels}")
         return self

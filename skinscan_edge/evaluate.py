@@ -26,7 +26,7 @@ import numpy as np
 
 from . import metrics
 from .errors import BadImage, SkinscanError
-from .rundir import RunDir, atomic_write_bytes, atomic_write_text, write_json
+from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, write_json
 
 #: Names of the report files inside ``RUN/reports/``.
 JSON_NAME = "evaluate.json"
@@ -67,6 +67,17 @@ class EvaluateConfig:
     critical_classes: list[str] = field(default_factory=list)
     min_agreement: float | None = None
 
+    def validate(self) -> "EvaluateConfig":
+        if self.batch_size < 1:
+            raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.n_bootstrap < 1:
+            raise SkinscanError(f"--bootstrap must be at least 1, got {self.n_bootstrap}")
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise SkinscanError(f"--min-agreement is a share between 0 and 1, got {self.min_agreement}")
+        if self.max_accuracy_drop_pp < 0 or self.max_recall_drop_pp < 0:
+            raise SkinscanError("--max-accuracy-drop and --max-recall-drop are drops in pp; use values >= 0")
+        return self
+
     def gate_kwargs(self) -> dict:
         return {"max_accuracy_drop_pp": self.max_accuracy_drop_pp,
                 "max_recall_drop_pp": self.max_recall_drop_pp,
@@ -83,7 +94,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, progress: Progress | None 
 
     labels = run.labels()
     metrics.resolve_classes(config.critical_classes, labels)
-    _check_config(config)
+    config.validate()
     chosen = entries(run, config.formats)
     for entry in chosen:
         verify_entry(run, entry)  # refuse a tampered file before the slow part, not after it
@@ -115,6 +126,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, progress: Progress | None 
         "run": str(run.root), "split": config.split, "created": _now(),
         "labels": labels, "num_images": len(paths), "num_skipped": len(skipped), "skipped": skipped,
         "pixels_sha256": digest, "img_size": run.img_size(), "settings": asdict(config),
+        "manifest_sha256": sha256_file(run.manifest_path) if run.manifest_path.exists() else None,
         "predictions_npz": f"reports/{PREDICTIONS_NAME}",
         "export_failures": read_manifest(run).get("failures", []) if not config.formats else [],
         "models": [],
@@ -156,17 +168,6 @@ def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np
         "num_flips": len(flips),
         "flips": flips,
     }
-
-
-def _check_config(config: EvaluateConfig) -> None:
-    if config.batch_size < 1:
-        raise SkinscanError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.n_bootstrap < 1:
-        raise SkinscanError(f"--bootstrap must be at least 1, got {config.n_bootstrap}")
-    if config.min_agreement is not None and not 0.0 <= config.min_agreement <= 1.0:
-        raise SkinscanError(f"--min-agreement is a share between 0 and 1, got {config.min_agreement}")
-    if config.max_accuracy_drop_pp < 0 or config.max_recall_drop_pp < 0:
-        raise SkinscanError("--max-accuracy-drop and --max-recall-drop are drops in pp; use values >= 0")
 
 
 def _score_model(run, entry, items, labels, config, progress):

@@ -19,6 +19,11 @@ from .errors import BadImage
 MAX_PIXELS = 50_000_000
 
 
+#: Every reason a file can be refused for (``BadImage.reason``), as skipped.json records them.
+REASONS = ("not-found", "not-a-file", "empty-file", "unreadable", "not-an-image", "corrupt", "truncated",
+           "too-many-pixels")
+
+
 def _to_rgb(img):
     from PIL import Image
 
@@ -48,8 +53,12 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
 
     path = Path(path)
     try:
+        if path.is_dir():
+            raise BadImage("not-a-file", "a folder")
         if path.stat().st_size == 0:
             raise BadImage("empty-file", "0 bytes")
+    except FileNotFoundError:
+        raise BadImage("not-found", "no such file") from None
     except OSError as e:
         raise BadImage("unreadable", str(e)) from None
     old_limit = Image.MAX_IMAGE_PIXELS
@@ -75,9 +84,10 @@ def load_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
         if _has_image_magic(path):
             raise BadImage("corrupt", "image header present but the data cannot be decoded") from None
         raise BadImage("not-an-image", "unrecognised file format") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-            ZeroDivisionError, MemoryError, RuntimeError) as e:
-        # Pillow reports truncated and corrupt data through several exception types.
+    except Exception as e:  # noqa: BLE001
+        # Pillow's parsers report damaged data through many exception types (OSError,
+        # SyntaxError, ValueError, struct.error, KeyError in EXIF, ...); for bytes from a user's
+        # folder every one of them means the same thing: this file cannot be used.
         msg = str(e).lower()
         reason = "truncated" if "truncated" in msg or "premature" in msg else "corrupt"
         raise BadImage(reason, str(e)[:200]) from None

@@ -28,7 +28,31 @@ def resolve_weights(weights: str) -> str | None:
     path = Path(weights)
     if not path.is_file():
         raise SkinscanError(f"--weights: expected 'imagenet', 'none' or an existing .h5 file, got '{weights}'")
+    check_weights_file(path)
     return str(path)
+
+
+def check_weights_file(path: Path) -> None:
+    """Refuse, before any data is read, a file that is not InceptionV3 no-top weights.
+
+    A cheap look at the HDF5 layer list (h5py, as Keras saves it): InceptionV3 names its last
+    block ``mixed10``; the with-top file adds ``predictions``. Keras' own loader stays the final
+    judge (layer count and shapes) when the model is built.
+    """
+    import h5py
+
+    why = None
+    try:
+        with h5py.File(path, "r") as f:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs.get("layer_names", [])]
+    except OSError:
+        names, why = [], "not an HDF5 file"
+    if why is None and "mixed10" not in names:
+        why = f"its {len(names)} layer(s) are not InceptionV3's" if names else "it lists no Keras layers"
+    elif why is None and "predictions" in names:
+        why = "it includes the ImageNet top; use the no-top file (..._notop.h5)"
+    if why:
+        raise SkinscanError(f"--weights {path} is not a valid InceptionV3 no-top weights file ({why})")
 
 
 def build_model(num_classes: int, img_size: int, weights: str = "imagenet",
@@ -52,7 +76,7 @@ def build_model(num_classes: int, img_size: int, weights: str = "imagenet",
                 "cannot download the ImageNet weights (offline?); use --weights PATH with a local "
                 "inception_v3 no-top .h5 file, or --weights none to train from scratch"
             ) from None
-        if resolved not in (None, "imagenet"):
+        if resolved not in (None, "imagenet") and isinstance(e, (ValueError, OSError, KeyError)):
             raise SkinscanError(
                 f"--weights {weights} is not a valid InceptionV3 no-top weights file ({text[:160]})"
             ) from None

@@ -88,6 +88,11 @@ class RunDir:
             raise SkinscanError(f"not a run directory (it is a file): {root}")
         run = cls(root)
         if require_model:
+            if run.status().get("state") == "incomplete":
+                raise SkinscanError(
+                    f"run {root} is incomplete (training was interrupted); "
+                    f"finish it with `skinscan-edge train --resume --out {root}`"
+                )
             if not run.model_path.exists():
                 raise SkinscanError(
                     f"no trained model in {root} (expected {run.model_path.name}); "
@@ -159,11 +164,7 @@ class RunDir:
 
     def split_items(self, name: str) -> list[tuple[Path, int]]:
         """(absolute path, label index) for every image in one split ('train', 'val', 'test')."""
-        split = self.split()
-        if name not in split["splits"]:
-            raise SkinscanError(f"unknown split '{name}'; valid: {', '.join(split['splits'])}")
-        root = Path(split["root"])
-        return [(root / rel, int(label)) for rel, label in split["splits"][name]]
+        return split_pairs(self.split(), name)
 
     def status(self) -> dict:
         return read_json(self.status_path) if self.status_path.exists() else {}
@@ -183,6 +184,14 @@ class RunDir:
         return load_keras_model(self.model_path)
 
 
+def split_pairs(split: dict, name: str) -> list[tuple[Path, int]]:
+    """(absolute path, label index) for one split of a split.json document."""
+    if name not in split["splits"]:
+        raise SkinscanError(f"unknown split '{name}'; valid: {', '.join(split['splits'])}")
+    root = Path(split["root"])
+    return [(root / rel, int(label)) for rel, label in split["splits"][name]]
+
+
 def load_keras_model(path: Path):
     from ._tf import keras
 
@@ -197,4 +206,7 @@ def load_keras_model(path: Path):
             model.load_weights(os.path.join(tmp, "model.weights.h5"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
         raise SkinscanError(f"{path} is not a valid .keras model file ({e})") from None
+    except (ValueError, TypeError) as e:  # safe_mode refuses Lambda layers and other code in the file
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SkinscanError(f"{path} cannot be loaded safely ({text[:200]})") from None
     return model

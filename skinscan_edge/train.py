@@ -54,14 +54,20 @@ def _say(console, msg: str) -> None:
         console.print(msg)
 
 
-def _datasets(run: RunDir, cfg: TrainConfig):
+def _datasets(split: dict, cfg: TrainConfig, placement):
+    """From the split in memory: a non-chief worker must not wait for the chief's split.json."""
+    from .distribute import shard_by_data
+    from .rundir import split_pairs
+
     def items(name):
-        pairs = run.split_items(name)
+        pairs = split_pairs(split, name)
         return [str(p) for p, _ in pairs], [y for _, y in pairs]
 
     tr, va = items("train"), items("val")
     train_ds = make_dataset(*tr, cfg.img_size, cfg.batch_size, training=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = make_dataset(*va, cfg.img_size, cfg.batch_size, training=False, seed=cfg.seed)
+    if placement.workers > 1:
+        train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
     return train_ds, val_ds, tr[1]
 
 
@@ -75,13 +81,18 @@ def _class_weights(labels: list[int], n: int) -> dict[int, float]:
     return out
 
 
-def _callbacks(run: RunDir, cfg: TrainConfig, phase: str):
+def _callbacks(run: RunDir, cfg: TrainConfig, phase: str, chief: bool = True):
+    """Every worker runs the callbacks that save state (under multi-worker, reading the
+    variables is a collective; Keras gives non-chief workers temporary files it removes);
+    only the chief logs history and TensorBoard."""
     from ._tf import keras
 
     k = keras()
     ckpt = run.root / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    return [
+    if chief:
+        ckpt.mkdir(parents=True, exist_ok=True)
+    shared = [
+        # First, so that an epoch's state is saved before its history row is written.
         k.callbacks.BackupAndRestore(str(run.root / "backup" / phase)),
         k.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
                                   restore_best_weights=True, verbose=1),
@@ -89,6 +100,10 @@ def _callbacks(run: RunDir, cfg: TrainConfig, phase: str):
                                       min_lr=1e-6, verbose=1),
         k.callbacks.ModelCheckpoint(str(ckpt / f"best_{phase}.weights.h5"), monitor="val_loss",
                                     save_best_only=True, save_weights_only=True),
+    ]
+    if not chief:
+        return shared
+    return shared + [
         k.callbacks.CSVLogger(str(run.root / f"history_{phase}.csv"), append=True),
         k.callbacks.TensorBoard(str(run.root / "tensorboard" / phase), write_graph=False, profile_batch=0),
     ]
@@ -101,7 +116,8 @@ def _merge_history(run: RunDir) -> tuple[list[dict], int | None]:
         if not path.exists():
             continue
         with open(path, newline="") as f:
-            phase_rows = list(csv.DictReader(f))
+            # A kill between an epoch's backup and its history row repeats that epoch on resume.
+            phase_rows = list({r["epoch"]: r for r in csv.DictReader(f)}.values())
         if phase == "fine_tune" and rows:
             boundary = len(rows)
         for r in phase_rows:
@@ -143,90 +159,147 @@ def evaluate_keras(model, run: RunDir, labels: list[str], img_size: int, batch_s
     return {"accuracy": accuracy, "n_images": int(len(y_true)), "report_text": text}
 
 
+class Interrupted(SkinscanError):
+    """Ctrl-C during training: the message says what was saved and how to continue."""
+
+    exit_code = 130
+
+
 def train(cfg: TrainConfig, console=None) -> dict:
     """Run the whole training; returns a summary. Writes everything into ``cfg.out``.
 
+    Under ``--strategy multi-worker`` every worker calls this; only the chief writes the run
+    directory (Keras' own multi-worker callbacks give the other workers temporary files that
+    they remove), and the others return ``{"chief": False}``.
+
     >>> # train(TrainConfig(data="data/demo", out="runs/demo", weights="none", img_size=96))
     """
-    from ._tf import keras
+    from .distribute import make_placement
 
-    k = keras()
     cfg.validate()
     run = RunDir(Path(cfg.out))
-    if run.root.exists() and any(run.root.iterdir()) and not cfg.resume:
-        raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
     if cfg.resume:
         if not run.config_path.exists():
             raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing)")
         saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
-        saved.resume, saved.out = True, cfg.out
+        # Where to train is this command's choice; what to train is the saved run's.
+        saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
         cfg = saved
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
+    placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    chief = placement.is_chief
+    if chief and not cfg.resume and run.root.exists() and any(run.root.iterdir()):
+        raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
     if cfg.resume:
         split, labels = run.split(), run.labels()
     else:
-        split, labels, skipped = _scan_and_split(cfg, console)
-        run.root.mkdir(parents=True, exist_ok=True)
-        write_json(run.skipped_path, skipped)
-        write_json(run.split_path, split)
-        atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
-    run.set_status("incomplete", phase="prepare")
-    k.utils.set_random_seed(cfg.seed)
-    write_json(run.config_path, {
-        "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
-        "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
-        "split_counts": split.get("counts"), "versions": tool_versions(),
-        "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
-                           "size": [cfg.img_size, cfg.img_size]},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    _say(console, f"data: {split['layout']} layout, {len(labels)} classes, "
-         + ", ".join(f"{n} {len(v)}" for n, v in split["splits"].items()))
+        split, labels, skipped = _scan_and_split(cfg, console if chief else None)
+        if chief:
+            run.root.mkdir(parents=True, exist_ok=True)
+            write_json(run.skipped_path, skipped)
+            write_json(run.split_path, split)
+            atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
+    if not chief:
+        _say(console, f"{placement.task}: training as one of {placement.workers} workers; "
+             "the chief writes the run directory")
+    state = {"phase": "prepare"}
+    try:
+        return _train(cfg, run, placement, split, labels, console, state)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
 
-    train_ds, val_ds, train_labels = _datasets(run, cfg)
+
+def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[str], console, state: dict) -> dict:
+    from ._tf import keras
+
+    k = keras()
+    chief = placement.is_chief
+    if chief:
+        run.set_status("incomplete", phase="prepare")
+        write_json(run.config_path, {
+            "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
+            "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
+            "split_counts": split.get("counts"), "versions": tool_versions(),
+            "distribution": placement.describe(),
+            "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
+                               "size": [cfg.img_size, cfg.img_size]},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+    k.utils.set_random_seed(cfg.seed)
+    _say(console, f"data: {split['layout']} layout, {len(labels)} classes, "
+         + ", ".join(f"{n} {len(v)}" for n, v in split["splits"].items())
+         + (f"; {placement.name}: {placement.replicas} replica(s) on {placement.workers} worker(s)"
+            if placement.name != "default" else ""))
+
+    train_ds, val_ds, train_labels = _datasets(split, cfg, placement)
     class_weight = _class_weights(train_labels, len(labels)) if cfg.class_weights else None
-    model = build_model_for(cfg, len(labels))
+    with placement.strategy.scope():
+        model = build_model_for(cfg, len(labels))
     pretrained = cfg.weights != "none"
     t0 = time.time()
 
     phase1_done = run.root / "checkpoints" / "phase1_end.weights.h5"
     if cfg.epochs > 0 and not phase1_done.exists():
-        run.set_status("incomplete", phase="head")
+        state["phase"] = "head"
+        if chief:
+            run.set_status("incomplete", phase="head")
         _say(console, f"phase 1: head only, {cfg.epochs} epoch(s), lr {cfg.learning_rate}")
         from .model import freeze_base
 
-        freeze_base(model)
-        model.compile(k.optimizers.Adam(cfg.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        with placement.strategy.scope():
+            freeze_base(model)
+            model.compile(k.optimizers.Adam(cfg.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
-                  callbacks=_callbacks(run, cfg, "head"), verbose=2)
-        model.save_weights(str(phase1_done))
+                  callbacks=_callbacks(run, cfg, "head", chief), verbose=2)
+        _save_weights(model, phase1_done, chief)
     elif phase1_done.exists():
         model.load_weights(str(phase1_done))
 
     if cfg.fine_tune_epochs > 0:
-        run.set_status("incomplete", phase="fine_tune")
+        state["phase"] = "fine_tune"
+        if chief:
+            run.set_status("incomplete", phase="fine_tune")
         from .model import unfreeze_from
 
-        n = unfreeze_from(model, cfg.unfreeze_from, keep_bn_frozen=pretrained)
+        with placement.strategy.scope():
+            n = unfreeze_from(model, cfg.unfreeze_from, keep_bn_frozen=pretrained)
+            model.compile(k.optimizers.Adam(cfg.fine_tune_lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
         _say(console, f"phase 2: fine-tune from {cfg.unfreeze_from} ({n} base layers trainable, "
              f"BatchNorm {'frozen' if pretrained else 'training: no pretrained statistics'}), "
              f"{cfg.fine_tune_epochs} epoch(s), lr {cfg.fine_tune_lr}")
-        model.compile(k.optimizers.Adam(cfg.fine_tune_lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, class_weight=class_weight,
-                  callbacks=_callbacks(run, cfg, "fine_tune"), verbose=2)
+                  callbacks=_callbacks(run, cfg, "fine_tune", chief), verbose=2)
     train_seconds = time.time() - t0
+    state["phase"] = "save"
+    weights = model.get_weights()  # a collective read under multi-worker: every worker takes part
+    if not chief:
+        return {"chief": False, "task": placement.task}
 
-    _save_model(model, run)
+    plain = _save_model(model, weights, run)
     from .plots import plot_history
 
     rows, boundary = _merge_history(run)
     if rows:
         plot_history(rows, run.root / "training_curves.png", boundary)
-    result = evaluate_keras(model, run, labels, cfg.img_size, cfg.batch_size)
+    result = evaluate_keras(plain, run, labels, cfg.img_size, cfg.batch_size)
     run.set_status("complete", train_seconds=round(train_seconds, 1), test_accuracy=result["accuracy"])
-    return {"run": str(run.root), "test_accuracy": result["accuracy"], "n_test": result["n_images"],
+    return {"chief": True, "run": str(run.root), "test_accuracy": result["accuracy"], "n_test": result["n_images"],
             "train_seconds": train_seconds, "labels": labels, "report_text": result["report_text"]}
+
+
+def _interrupted_message(run: RunDir, phase: str, chief: bool) -> str:
+    if not chief:
+        return "interrupted; this worker writes nothing (the chief keeps the run's state)"
+    done = 0
+    history = run.root / f"history_{phase}.csv"
+    if history.exists():
+        with open(history, newline="") as f:
+            done = len({r.get("epoch") for r in csv.DictReader(f)})
+    saved = (f"{done} completed epoch(s) of phase '{phase}' are saved in {run.root / 'backup' / phase}"
+             if phase in ("head", "fine_tune") else "nothing was trained yet")
+    return (f"interrupted during {phase}; {saved}; the run is marked incomplete. "
+            f"Continue with `skinscan-edge train --resume --out {run.root}`")
 
 
 def build_model_for(cfg: TrainConfig, num_classes: int):
@@ -235,8 +308,20 @@ def build_model_for(cfg: TrainConfig, num_classes: int):
     return build_model(num_classes, cfg.img_size, cfg.weights, cfg.dropout, cfg.dense_units)
 
 
-def _save_model(model, run: RunDir) -> None:
-    """Save the best weights as model.keras, without the optimizer's state.
+def _save_weights(model, path: Path, chief: bool) -> None:
+    """Every worker saves (a collective read); the non-chief ones into a temporary folder."""
+    import tempfile
+
+    if chief:
+        model.save_weights(str(path))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_weights(str(Path(tmp) / path.name))
+
+
+def _save_model(model, weights: list, run: RunDir):
+    """Save the trained weights as model.keras, without the optimizer's state; returns the
+    plain (undistributed) model.
 
     The optimizer's moments would triple the file (270 MB instead of 89 MB); an uncompiled
     clone carries the same architecture and weights. Resuming uses BackupAndRestore instead.
@@ -245,10 +330,11 @@ def _save_model(model, run: RunDir) -> None:
 
     from ._tf import keras
 
-    clean = keras().models.clone_model(model)
-    clean.set_weights(model.get_weights())
+    clean = keras().models.clone_model(model)  # outside any strategy scope: plain variables
+    clean.set_weights(weights)
     tmp = run.root / ".model.tmp.keras"
     clean.save(str(tmp))
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, run.model_path)
+    return clean

@@ -1,14 +1,25 @@
-"""Session-scoped fixtures: make the synthetic data, train once and export once.
+"""Session fixtures: the synthetic data, one trained run, one export of it, and the slow
+training jobs of the reliability tests.
 
-Everything runs through the real CLI (typer's CliRunner) at InceptionV3's minimum size
-(75 px) so the whole suite stays within a few minutes on 2 cores.
+The slow work runs as real ``skinscan-edge`` processes in the background, started when the
+session starts (training) or as soon as what they need exists (export; the Ctrl-C/SIGKILL/
+--resume chain and the distributed runs, which need the trained base). Tests are ordered so
+that the ones that need none of it run first, while it trains: on 2 cores most of this work is
+single-threaded (imports, graph tracing, the TFLite converter), so overlapping it roughly
+halves the suite's wall time. A test that needs a job's result waits for it.
+
+Everything runs at InceptionV3's minimum size (75 px).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,14 +27,60 @@ import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything im
 
 IMG = 75
 FINE_TUNE_EPOCHS = 8
+#: The session model's training settings (the pipeline tests reuse them to find it finished).
+TRAIN_ARGS = ["--img-size", IMG, "--epochs", 0, "--fine-tune-epochs", FINE_TUNE_EPOCHS, "--weights", "none",
+              "--unfreeze-from", "input", "--batch-size", 8, "--fine-tune-lr", "1e-3", "--no-augment", "--seed", 7]
+#: The session exports' settings, likewise.
+EXPORT_ARGS = ["--calib-samples", 48, "--qat-epochs", 1]
+#: The pipeline test's stage settings: a lenient gate and a short benchmark.
+PIPELINE_ARGS = ["--bench-threads", 1, "--bench-batch", "1,2", "--bench-min-time", 0.05,
+                 "--max-accuracy-drop", 100, "--max-recall-drop", 100]
+#: Fixtures whose values come from the background jobs: tests using them run last.
+SLOW_FIXTURES = {"train_result", "trained_run", "export_result", "exported_run", "run_copy", "base_weights",
+                 "chain", "multi_worker", "piped"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-def invoke(args: list[str]):
+def invoke(args: list):
+    """The CLI in this process (typer's CliRunner)."""
     from typer.testing import CliRunner
 
     from skinscan_edge.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def cli(args: list, timeout: float = 900) -> SimpleNamespace:
+    """The CLI as a separate ``skinscan-edge`` process: exit_code and output (stdout + stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "skinscan_edge", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+    return SimpleNamespace(exit_code=proc.returncode, output=proc.stdout + proc.stderr, stdout=proc.stdout,
+                           stderr=proc.stderr)
+
+
+class Job:
+    """Work running in a background thread; ``result()`` waits for it (and re-raises its error)."""
+
+    def __init__(self, fn, *after: "Job"):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn, after), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, after):
+        try:
+            for job in after:
+                job.result()
+            self._value = fn()
+        except BaseException as e:  # noqa: BLE001  (handed to the waiting test)
+            self._error = e
+
+    def result(self, timeout: float = 1500):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("background job still running")
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +92,48 @@ def demo_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jobs(request, tmp_path_factory):
+    """Start the background work (when a selected test needs it); see the module docstring.
+
+    At the end of the session, whatever is still running is stopped."""
+    import psutil
+
+    if not any(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) for item in request.session.items):
+        yield {}
+        return
+    yield _start_jobs(request.getfixturevalue("demo_data"), tmp_path_factory)
+    for child in psutil.Process().children(recursive=True):
+        child.kill()
+
+
+def _start_jobs(demo_data: Path, tmp_path_factory) -> dict:
+    from reliability_jobs import start_reliability_jobs
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train = Job(lambda: cli(["train", "--data", demo_data, "--out", run, *TRAIN_ARGS]))
+    export = Job(lambda: cli(["export", run, "--int8", "--fp16", "--dynamic", "--qat", *EXPORT_ARGS]), train)
+    piped = Job(lambda: _pipeline_on_a_copy(run, demo_data, tmp_path_factory.mktemp("pipe") / "run"), export)
+    out = {"run": run, "train": train, "export": export, "piped": piped}
+    out.update(start_reliability_jobs(demo_data, run, train, tmp_path_factory))
+    return out
+
+
+def pipeline_args(data, out) -> list:
+    return ["pipeline", "--data", data, "--out", out, *TRAIN_ARGS, *EXPORT_ARGS, *PIPELINE_ARGS]
+
+
+def _pipeline_on_a_copy(run: Path, data: Path, dst: Path):
+    """`pipeline` with the session's settings on a copy of its exported run: train and export
+    must be found finished; evaluate, benchmark and report run."""
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("tensorboard", "backup", "checkpoints", "evaluate*",
+                                                            "benchmark*"))
+    return dst, cli(pipeline_args(data, dst))
+
+
 @pytest.fixture(scope="session")
-def train_result(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "run"
-    # From scratch (no ImageNet here), so the head-only phase is skipped and the whole base
-    # trains at a from-scratch learning rate: ~0.5 test accuracy on 10 classes in ~1.5 min.
-    result = invoke(["train", "--data", demo_data, "--out", out, "--img-size", IMG, "--epochs", 0,
-                     "--fine-tune-epochs", FINE_TUNE_EPOCHS, "--weights", "none", "--unfreeze-from", "input",
-                     "--batch-size", 8, "--fine-tune-lr", "1e-3", "--no-augment", "--seed", 7])
-    return out, result
+def train_result(jobs):
+    return jobs["run"], jobs["train"].result()
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +146,8 @@ def trained_run(train_result):
 
 
 @pytest.fixture(scope="session")
-def export_result(trained_run):
-    result = invoke(["export", trained_run.root, "--int8", "--fp16", "--dynamic", "--qat",
-                     "--calib-samples", 48, "--qat-epochs", 1])
-    return trained_run, result
+def export_result(jobs, trained_run):
+    return trained_run, jobs["export"].result()
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +165,11 @@ def run_copy(trained_run, tmp_path):
     from skinscan_edge.rundir import RunDir
 
     return RunDir(dst)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need no background result first, so they run while it is made."""
+    items.sort(key=lambda item: bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))))
 
 
 def pytest_configure(config):

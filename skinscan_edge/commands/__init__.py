@@ -18,8 +18,9 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except SkinscanError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            code = getattr(e, "exit_code", 2)
+            typer.echo(f"{'error' if code == 2 else 'stopped'}: {e}", err=True)
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing half-written was kept (files are written atomically)", err=True)
             raise typer.Exit(130) from None
@@ -42,7 +43,7 @@ def parse_csv_ints(text: str, flag: str) -> list[int]:
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)  # log lines stay whole in CI logs and pipes
 
 
 __all__ = ["user_errors", "parse_csv_ints", "stderr_console"]

@@ -33,14 +33,7 @@ def command(
         min_runs=min_runs, images=images, floor=floor,
         models=tuple(m.strip() for m in models.split(",") if m.strip()) or None,
     )
-    console = stderr_console()
-
-    def progress(row: dict) -> None:
-        what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
-                if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms")
-        console.print(f"{row['model']:>14} {row['device']} x{row['threads']}: {what}", highlight=False)
-
-    results = run_benchmark(run, cfg, progress=progress)
+    results = run_benchmark(run, cfg, progress=row_printer(stderr_console()))
     reports = Path(results["run"]) / "reports"
     typer.echo(f"host: {results['host_line']}")
     typer.echo(f"wrote {reports / 'benchmark.json'} (+ .md, .csv, .png)")
@@ -49,3 +42,14 @@ def command(
         typer.echo(f"{len(errors)} row(s) failed: " + "; ".join(f"{r['model']}: {r['error']}" for r in errors),
                    err=True)
         raise typer.Exit(1)
+
+
+def row_printer(console):
+    """A progress callback that prints each benchmark row as it is measured."""
+
+    def progress(row: dict) -> None:
+        what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
+                if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms")
+        console.print(f"{row['model']:>14} {row['device']} x{row['threads']}: {what}", highlight=False)
+
+    return progress

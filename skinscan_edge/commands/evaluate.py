@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Optional
 
@@ -53,7 +55,7 @@ def command(
     )
     run_dir = RunDir.open(run)
     results = _evaluate_with_progress(run_dir, config)
-    _print_table(results)
+    print_table(results)
     gate = results["gate"]
     typer.echo(f"report: {run_dir.reports / 'evaluate.md'}")
     if not gate["passed"]:
@@ -64,9 +66,16 @@ def command(
 
 
 def _evaluate_with_progress(run_dir, config) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..evaluate import evaluate_run
+
+    with batch_progress() as on_batch:
+        return evaluate_run(run_dir, config, progress=on_batch)
+
+
+@contextlib.contextmanager
+def batch_progress():
+    """One progress bar per model, fed by evaluate's ``progress(name, done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=stderr_console()) as bar:
@@ -77,10 +86,10 @@ def _evaluate_with_progress(run_dir, config) -> dict:
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        return evaluate_run(run_dir, config, progress=on_batch)
+        yield on_batch
 
 
-def _print_table(results: dict) -> None:
+def print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -21,6 +21,7 @@ def command(
     calib_samples: int = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files."),
     qat_epochs: int = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sample and QAT."),
+    jobs: int = typer.Option(2, "--jobs", help="2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time."),
     android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide. With the default --android-export it also makes the int8 files (as --int8)."),
     android_dir: Path = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle."),
     android_export: str = typer.Option("tflite-int8", "--android-export", help="Which export goes into the Android bundle."),
@@ -35,7 +36,7 @@ def command(
     if android and android_export == "tflite-int8" and "int8" not in wanted:
         wanted.append("int8")
     cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], calib_samples=calib_samples,
-                       qat_epochs=qat_epochs, seed=seed)
+                       qat_epochs=qat_epochs, seed=seed, jobs=jobs)
     console = stderr_console()
     manifest = export_run(rd, cfg, console=console)
     typer.echo(f"manifest: {rd.manifest_path} ({len(manifest['exports'])} exports)")

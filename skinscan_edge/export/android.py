@@ -271,8 +271,9 @@ def write_metadata(model_bytes: bytes, *, labels: list[str], name: str, descript
     packed = io.BytesIO()
     packed.write(flatbuffer_utils.convert_object_to_bytearray(model))
     # Associated files must be stored uncompressed: the C++ extractors hand out views into them.
+    # A fixed timestamp: the same inputs give the same bytes (zipfile would stamp the clock).
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+        zf.writestr(zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0)), "\n".join(labels) + "\n")
     return packed.getvalue()
 
 

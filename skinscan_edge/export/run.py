@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +42,8 @@ class ExportConfig:
       qat_lr: learning rate of that fine-tuning.
       opset: ONNX opset (17 or later).
       seed: seeds the calibration sample and QAT.
+      jobs: 2 runs the QAT export (the longest) in a second process beside the other
+        conversions, which are mostly single-threaded; 1 converts one file at a time.
     """
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
@@ -46,6 +52,7 @@ class ExportConfig:
     qat_lr: float = 1e-5
     opset: int = 17
     seed: int = 0
+    jobs: int = 2
 
     def validate(self) -> "ExportConfig":
         for p in self.precisions:
@@ -55,6 +62,8 @@ class ExportConfig:
             self.precisions = ["fp32", *self.precisions]
         if self.calib_samples < 1:
             raise SkinscanError(f"--calib-samples must be at least 1, got {self.calib_samples}")
+        if self.jobs not in (1, 2):
+            raise SkinscanError(f"--jobs is 1 or 2, got {self.jobs}")
         if self.opset < 17:
             raise SkinscanError(f"--opset must be 17 or later, got {self.opset}")
         return self
@@ -127,7 +136,7 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
     kept = {e["name"]: e for e in old.get("exports", []) if e["name"] not in names}
     manifest = {"run": str(run.root), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "tool_versions": tool_versions(), "input_contract": read_json(run.config_path).get("input_contract"),
-                "config": asdict(cfg),
+                "config": asdict(cfg), "model_sha256": sha256_file(run.model_path),
                 "calibration": {"split": "train", "seed": cfg.seed, "count": len(calib_files), "files": calib_files},
                 "onnx_int8_settings": onnx_export.INT8_SETTINGS, "exports": list(kept.values()), "failures": []}
 
@@ -136,16 +145,26 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
             console.print(msg)
 
     model = run.load_model()
-    with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp:
-        serving = None
+    with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp, contextlib.ExitStack() as stack:
+        serving, qat_job = None, None
+        if "tflite-qat-int8" in names and cfg.jobs > 1:
+            # Written by hand rather than a pool map: one long job beside a loop of short ones.
+            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+            qat_job = (pool.submit(_qat_in_worker, str(run.root), asdict(cfg), calib, tmp), time.time())
+            say("[bold]tflite-qat-int8[/] started in a second process")
         for name in names:
             fmt, precision, filename = EXPORTS[name]
             path = run.exports / filename
             t0 = time.time()
-            say(f"[bold]{name}[/] converting…")
+            say(f"[bold]{name}[/] " + ("waiting for the second process…" if qat_job and precision == "qat-int8" else "converting…"))
             try:
                 notes = ""
-                if fmt == "tflite" and precision != "qat-int8":
+                if qat_job and precision == "qat-int8":
+                    future, t0 = qat_job
+                    data, notes = future.result()
+                    _write(path, data)
+                    info = tflite.describe(path)
+                elif fmt == "tflite" and precision != "qat-int8":
                     if serving is None:
                         serving = tflite.save_serving_model(model, Path(tmp) / "serving")
                     data = tflite.convert(serving, precision, (lambda: iter(calib)) if precision == "int8" else None)
@@ -181,6 +200,16 @@ def _write(path: Path, data: bytes) -> None:
     from ..rundir import atomic_write_bytes
 
     atomic_write_bytes(path, data)
+
+
+def _qat_in_worker(run_root: str, cfg: dict, calib, tmp: str) -> tuple[bytes, str]:
+    """The QAT export in a spawned process (it loads the model itself)."""
+    run = RunDir(Path(run_root))
+
+    def say(msg):
+        print(msg.replace("[bold]", "").replace("[/]", ""), file=sys.stderr, flush=True)
+
+    return _export_qat(run, run.load_model(), ExportConfig(**cfg), calib, Path(tmp), say)
 
 
 def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) -> tuple[bytes, str]:

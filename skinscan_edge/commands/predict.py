@@ -1,0 +1,44 @@
+"""``skinscan-edge predict RUN IMAGE...``: top-k labels and scores through the model or an export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import user_errors
+
+
+@user_errors
+def command(
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory written by `train` (and `export`)."),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files, or folders of images."),
+    model: str = typer.Option("keras", "--format", metavar="NAME", help="keras, or an export name from the "
+                              "manifest, e.g. tflite-int8 (the file the Android bundle ships) or onnx-fp32."),
+    top_k: int = typer.Option(3, "--top-k", help="How many labels to print per image, best first."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (a list, one object per image) instead of text."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for TFLite and onnxruntime (default: runtime's choice)."),
+) -> None:
+    """Print each image's top-k labels and scores.
+
+    An image that cannot be used (missing, empty, truncated, not an image, too large) is
+    reported with its reason, like the scanner reports it, and the others are still predicted.
+    Exit codes: 0 every image predicted; 2 an image or the run could not be used.
+    """
+    from ..predict import predict_images
+    from ..rundir import RunDir
+
+    results = predict_images(RunDir.open(run), list(images), model=model, top_k=top_k, num_threads=threads)
+    if as_json:
+        typer.echo(json.dumps({"model": model, "results": results}, indent=2))
+    else:
+        for r in results:
+            if "top_k" in r:
+                typer.echo(f"{r['path']}: " + ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"]))
+    skipped = [r for r in results if "skipped" in r]
+    for r in skipped:
+        typer.echo(f"error: {r['path']}: {r['skipped']}" + (f" ({r['detail']})" if r.get("detail") else ""), err=True)
+    if skipped:
+        raise typer.Exit(2)

@@ -1,0 +1,237 @@
+"""``skinscan-edge pipeline``: train, export, evaluate, benchmark and report in one go.
+
+Running the same command again skips every stage whose outputs are there, intact, and made
+from the current inputs with the same settings (see :func:`stage_is_current`), resumes an
+interrupted training, and redoes a stage whose inputs changed; a redone export changes the
+manifest, which redoes evaluate and benchmark. ``RUN/pipeline.json`` records what each stage
+did (ran or skipped, seconds, summary) for the display.
+
+>>> # run_pipeline(PipelineConfig(train=TrainConfig(data="data/demo", out="runs/demo", ...)))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .benchmark import BenchmarkConfig
+from .config import TrainConfig
+from .errors import SkinscanError
+from .evaluate import EvaluateConfig
+from .export.run import PRECISIONS, ExportConfig
+from .rundir import RunDir, read_json, sha256_file, write_json
+
+STAGES = ("train", "export", "evaluate", "benchmark", "report")
+STATE_NAME = "pipeline.json"
+
+#: TrainConfig fields that say where and how a run continues, not what it trains.
+_PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas")
+
+
+@dataclass
+class PipelineConfig:
+    """The settings of every stage; each stage's own config documents its fields."""
+
+    train: TrainConfig
+    export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=list(PRECISIONS)))
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    android_dir: str | None = None
+
+
+Hooks = dict[str, Callable]
+"""Optional callbacks: ``stage_start(name, index)``, ``stage_end(name, record)``,
+``evaluate_done(results)`` and the stages' own ``evaluate_progress`` and ``benchmark_progress``."""
+
+
+def _same(a, b) -> bool:
+    """Settings equal once both are plain JSON (tuples and lists alike)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _train_settings(cfg: TrainConfig) -> dict:
+    d = cfg.to_dict()
+    for k in _PLACEMENT_FIELDS:
+        d.pop(k, None)
+    return d
+
+
+def read_state_file(path: Path) -> dict | None:
+    try:
+        return read_json(path) if path.exists() else None
+    except ValueError:  # damaged: treated as missing, so the stage runs again
+        return None
+
+
+def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None:
+    """Why ``stage``'s outputs can be reused, or None when the stage must run.
+
+    Decided from the files themselves, not from pipeline.json, so that a stage run by its own
+    command (``skinscan-edge export`` ...) with the same settings counts as done: the manifest
+    records the model it was made from, evaluate.json and benchmark.json the manifest they read.
+    """
+    if stage == "train":
+        return "trained with the same settings" if _train_is_done(cfg, run) else None
+    if stage == "report":
+        return None  # always rendered again: it is cheap and reads everything
+    manifest = read_state_file(run.manifest_path)
+    if not manifest:
+        return None
+    if stage == "export":
+        return _exports_current(cfg, run, manifest)
+    report = read_state_file(run.reports / f"{stage}.json")
+    key, mine = ("settings", cfg.evaluate) if stage == "evaluate" else ("config", cfg.benchmark)
+    if report and report.get("manifest_sha256") == sha256_file(run.manifest_path) and _same(report.get(key), asdict(mine)):
+        return "same exports, same settings"
+    return None
+
+
+def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
+    from .export.manifest import entries, verify_entry
+
+    if manifest.get("model_sha256") != sha256_file(run.model_path) or manifest.get("failures"):
+        return None
+    done, mine = dict(manifest.get("config", {})), asdict(cfg.export.validate())
+    for how in ("jobs",):  # how the files were made, not what they are
+        done.pop(how, None), mine.pop(how, None)
+    if set(done.pop("precisions", [])) != set(mine.pop("precisions")) or not _same(done, mine):
+        return None
+    if cfg.android_dir and not (Path(cfg.android_dir) / "metadata.json").exists():
+        return None
+    try:
+        for e in entries(run, cfg.export.names()):
+            verify_entry(run, e)
+    except SkinscanError:
+        return None
+    return "made from this model with the same settings; SHA-256 verified"
+
+
+def _train_is_done(cfg: PipelineConfig, run: RunDir) -> bool:
+    """A finished run is reused only if it was trained with the same settings."""
+    if run.status().get("state") != "complete" or not run.model_path.exists():
+        return False
+    mine, theirs = _train_settings(cfg.train), _train_settings(TrainConfig.from_dict(run.config()["train"]))
+    if mine != theirs:
+        diff = next(k for k in mine if mine[k] != theirs.get(k))
+        raise SkinscanError(f"{run.root} holds a finished run trained with other settings ({diff}: "
+                            f"{theirs.get(diff)!r}, asked {mine[diff]!r}); use a new --out")
+    return True
+
+
+def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) -> dict:
+    """Run the stages that are not current; return the pipeline state (also in pipeline.json).
+
+    The return value has ``stages`` (per stage: ``state`` ran | skipped, ``seconds``, ``summary``,
+    ``ok``) and ``ok``: False when an export failed, the evaluate gate failed or a benchmark row
+    errored.
+    """
+    hooks = hooks or {}
+    run = RunDir(Path(cfg.train.out))
+    cfg.train.validate()  # every stage's settings are checked before the first one starts
+    cfg.export.validate()
+    cfg.evaluate.validate()
+    state = read_state_file(run.root / STATE_NAME) or {"stages": {}}
+    state["ok"] = True
+    for index, stage in enumerate(STAGES, 1):
+        if "stage_start" in hooks:
+            hooks["stage_start"](stage, index)
+        t0 = time.time()
+        why = stage_is_current(stage, cfg, run)
+        if why:
+            record = {"state": "skipped", "why": why, "ok": _verdict(stage, run), "summary": _SUMMARIES[stage](run)}
+        else:
+            summary, ok = _STAGE_RUNNERS[stage](cfg, run, console, hooks)
+            record = {"state": "ran", "seconds": round(time.time() - t0, 1), "summary": summary,
+                      "ok": ok, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        state["ok"] = state["ok"] and record["ok"]
+        state["stages"][stage] = record
+        write_json(run.root / STATE_NAME, state)
+        if "stage_end" in hooks:
+            hooks["stage_end"](stage, record)
+    return state
+
+
+def _verdict(stage: str, run: RunDir) -> bool:
+    """A reused stage's verdict, read from its own files."""
+    if stage == "evaluate":
+        return bool((read_state_file(run.reports / "evaluate.json") or {}).get("gate", {}).get("passed"))
+    if stage == "benchmark":
+        rows = (read_state_file(run.reports / "benchmark.json") or {}).get("rows", [])
+        return not any("error" in r for r in rows)
+    return True
+
+
+_SUMMARIES = {
+    "train": lambda run: f"test accuracy {run.status().get('test_accuracy', float('nan')):.4f}",
+    "export": lambda run: f"{len((read_state_file(run.manifest_path) or {}).get('exports', []))} exports",
+    "evaluate": lambda run: "gate " + ("passed" if _verdict("evaluate", run) else "failed"),
+    "benchmark": lambda run: f"{len((read_state_file(run.reports / 'benchmark.json') or {}).get('rows', []))} rows",
+}
+
+
+def _run_train(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+    from .train import train
+
+    train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
+    train_cfg.resume = run.config_path.exists()  # an interrupted run continues from its last epoch
+    if train_cfg.resume:
+        saved = _train_settings(TrainConfig.from_dict(run.config()["train"]))
+        if saved != _train_settings(cfg.train):
+            raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
+                                f"resume it with the same options or use a new --out")
+    result = train(train_cfg, console=console)
+    if not result["chief"]:
+        raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")
+    return f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images", True
+
+
+def _run_export(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+    from .export.run import export_run
+
+    manifest = export_run(RunDir.open(run.root), cfg.export, console=console)
+    summary = f"{len(manifest['exports'])} exports"
+    if cfg.android_dir:
+        from .export.android import build_android_bundle
+
+        bundle = build_android_bundle(run, Path(cfg.android_dir))
+        summary += f"; Android bundle {bundle['model_path']}"
+    failed = [f["name"] for f in manifest["failures"]]
+    if failed:
+        summary += f"; failed: {', '.join(failed)}"
+    return summary, not failed
+
+
+def _run_evaluate(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+    from .evaluate import evaluate_run
+
+    results = evaluate_run(RunDir.open(run.root), cfg.evaluate, progress=hooks.get("evaluate_progress"))
+    gate = results["gate"]
+    if "evaluate_done" in hooks:
+        hooks["evaluate_done"](results)
+    verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(gate['failures'])}"
+    return f"{results['num_images']} images, {len(results['models']) - 1} exports; {verdict}", gate["passed"]
+
+
+def _run_benchmark(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+    from .benchmark import run_benchmark
+
+    results = run_benchmark(run.root, cfg.benchmark, progress=hooks.get("benchmark_progress"))
+    errors = [r for r in results["rows"] if "error" in r]
+    timed = [r for r in results["rows"] if r.get("latency_p50_ms")]
+    summary = f"{len(timed)} rows timed"
+    if errors:
+        summary += f"; {len(errors)} failed: " + "; ".join(f"{r['model']}: {r['error']}" for r in errors)
+    return summary, not errors
+
+
+def _run_report(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+    from .report import build_report
+
+    return str(build_report(RunDir.open(run.root))), True
+
+
+_STAGE_RUNNERS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate,
+                  "benchmark": _run_benchmark, "report": _run_report}

@@ -1,0 +1,156 @@
+"""``RUN/reports/index.html``: one self-contained page that answers "which file do I ship, and
+what does it cost me?".
+
+Everything on the page is read from files the other commands wrote (config.json, skipped.json,
+status.json, keras_test_report.json, evaluate.json, benchmark.json, exports/manifest.json);
+nothing is measured here. The PNGs are embedded as data URIs, so the page can be mailed or
+attached to a ticket on its own. A stage that has not run yet is named, with the command that
+fills it in.
+
+>>> # from skinscan_edge.rundir import RunDir
+>>> # build_report(RunDir.open("runs/demo"))  # -> Path("runs/demo/reports/index.html")
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from pathlib import Path
+
+from .rundir import RunDir, atomic_write_text, read_json
+
+INDEX_NAME = "index.html"
+TEMPLATE = "report.html.j2"
+
+
+def _read(path: Path) -> dict | list | None:
+    try:
+        return read_json(path) if path.exists() else None
+    except ValueError:  # a damaged JSON is reported as missing, not a crash of the report
+        return None
+
+
+def _png(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def is_synthetic(data_root: str | None) -> bool:
+    """The demo data says so in its README.txt (skinscan_edge.demo_data)."""
+    if not data_root:
+        return False
+    readme = Path(data_root) / "README.txt"
+    try:
+        return readme.exists() and "SYNTHETIC" in readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def _latency_rows(benchmark: dict | None) -> dict[str, dict]:
+    """Per model: the CPU row at the highest thread count measured (what the table shows)."""
+    if not benchmark:
+        return {}
+    out: dict[str, dict] = {}
+    for row in benchmark.get("rows", []):
+        if row.get("device") != "cpu" or not row.get("latency_p50_ms"):
+            continue
+        best = out.get(row["model"])
+        if best is None or row["threads"] > best["threads"]:
+            out[row["model"]] = row
+    return out
+
+
+def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict | None) -> list[dict]:
+    """One row per model (Keras first): size, accuracy and its delta, gate verdict, latency."""
+    latency = _latency_rows(benchmark)
+    failures = (evaluation or {}).get("gate", {}).get("failures", [])
+    by_name: dict[str, dict] = {}
+    for e in (manifest or {}).get("exports", []):
+        by_name[e["name"]] = {"name": e["name"], "precision": e["precision"], "format": e["format"],
+                              "file": f"exports/{e['file']}", "size_mb": e["size_bytes"] / 1e6}
+    for m in (evaluation or {}).get("models", []):
+        row = by_name.setdefault(m["name"], {"name": m["name"]})
+        row.update({k: m.get(k) for k in ("precision", "format", "file", "size_mb", "accuracy", "delta_accuracy_pp",
+                                          "delta_accuracy_ci95_low_pp", "delta_accuracy_ci95_high_pp",
+                                          "top1_agreement", "worst_recall_drop_pp", "worst_recall_drop_class",
+                                          "recall_delta_pp", "confusion_png")})
+        if m["name"] != "keras":
+            row["gate_failures"] = [f for f in failures if f.startswith(m["name"] + ": ")]
+            row["gate_passed"] = not row["gate_failures"]
+    for name, r in latency.items():
+        row = by_name.setdefault(name, {"name": name, "precision": r.get("precision"), "size_mb": r.get("size_mb")})
+        row.update({"latency_p50_ms": r["latency_p50_ms"], "threads": r["threads"],
+                    "throughput": {k: v for k, v in r.items() if k.startswith("throughput_b")},
+                    "peak_rss_mb": r.get("peak_rss_mb"), "x_floor": r.get("x_floor")})
+    rows = list(by_name.values())
+    rows.sort(key=lambda r: (r["name"] != "keras", r["name"]))
+    return rows
+
+
+def recommend(rows: list[dict]) -> dict:
+    """The export to ship: among those that passed the gate, the fastest measured (then the
+    smallest). Says why when there is none."""
+    exports = [r for r in rows if r["name"] != "keras"]
+    if not exports:
+        return {"name": None, "why": "nothing is exported yet: run `skinscan-edge export RUN --int8`"}
+    evaluated = [r for r in exports if "gate_passed" in r]
+    if not evaluated:
+        return {"name": None, "why": "the exports are not evaluated yet: run `skinscan-edge evaluate RUN`"}
+    passed = [r for r in evaluated if r["gate_passed"]]
+    if not passed:
+        return {"name": None, "why": "no export passed the evaluate gate; see the failures below"}
+    timed = [r for r in passed if r.get("latency_p50_ms")]
+    pool = timed or passed
+    best = min(pool, key=lambda r: (r.get("latency_p50_ms") or 0.0, r.get("size_mb") or 0.0))
+    basis = "the fastest" if timed else "the smallest (no benchmark yet)"
+    return {"name": best["name"], "row": best,
+            "why": f"{basis} of the {len(passed)} export(s) that passed the gate"}
+
+
+def build_report(run: RunDir) -> Path:
+    """Render ``RUN/reports/index.html`` from the run's files and return its path."""
+    import jinja2
+
+    config = run.config()
+    evaluation = _read(run.reports / "evaluate.json")
+    benchmark = _read(run.reports / "benchmark.json")
+    manifest = _read(run.manifest_path)
+    keras_report = _read(run.reports / "keras_test_report.json")
+    skipped = _read(run.skipped_path) or []
+    rows = export_rows(evaluation, benchmark, manifest)
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        reasons[s.get("reason", "?")] = reasons.get(s.get("reason", "?"), 0) + 1
+    images = {"curves": _png(run.root / "training_curves.png"),
+              "keras_confusion": _png(run.reports / "keras_confusion.png"),
+              "latency_accuracy": _png(run.reports / "benchmark.png")}
+    confusions = [(r["name"], _png(run.root / r["confusion_png"])) for r in rows if r.get("confusion_png")]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["signed"] = _signed
+    page = env.get_template(TEMPLATE).render(
+        run=run.root.name, run_path=str(run.root), created=time.strftime("%Y-%m-%d %H:%M"),
+        config=config, train=config["train"], status=run.status(), labels=run.labels(),
+        synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
+        keras_report=keras_report, evaluation=evaluation, benchmark=benchmark, manifest=manifest,
+        rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
+    )
+    out = run.reports / INDEX_NAME
+    atomic_write_text(out, page)
+    return out
+
+
+def _num(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and digits == 0:
+        return f"{value:.0f}"
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else html.escape(str(value))
+
+
+def _signed(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}"

@@ -1,0 +1,174 @@
+"""Issue 7: `pipeline` (stages skipped when finished and valid), `predict`, and the HTML report.
+
+The pipeline runs on a copy of the session's trained and exported run, with the same training
+and export settings, so its train and export stages must be found finished (that is the
+resumable-state check) while evaluate, benchmark and report really run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import invoke, pipeline_args
+from skinscan_edge.imageio import REASONS
+
+def stages(run: Path) -> dict:
+    return {k: v["state"] for k, v in json.loads((run / "pipeline.json").read_text())["stages"].items()}
+
+
+@pytest.fixture(scope="session")
+def piped(jobs, exported_run):
+    """(run, result) of the background job in conftest: `pipeline` on a copy of the session's run."""
+    return jobs["piped"].result()
+
+
+def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
+    run, result = piped
+    assert result.exit_code == 0, result.output
+    assert stages(run) == {"train": "skipped", "export": "skipped", "evaluate": "ran", "benchmark": "ran",
+                           "report": "ran"}
+    for name in ("evaluate.json", "benchmark.json", "index.html"):
+        assert (run / "reports" / name).is_file()
+    assert result.stdout.strip().splitlines()[-1] == f"report: {run / 'reports' / 'index.html'}"
+    for i, stage in enumerate(("train", "export", "evaluate", "benchmark", "report"), 1):
+        assert f"stage {i}/5: {stage}" in result.output
+
+
+def test_rerun_skips_every_finished_stage(piped, demo_data):
+    run, _ = piped
+    again = invoke(pipeline_args(demo_data, run))
+    assert again.exit_code == 0, again.output
+    assert stages(run) == {"train": "skipped", "export": "skipped", "evaluate": "skipped",
+                           "benchmark": "skipped", "report": "ran"}
+    assert again.output.count("skipped (") == 4
+
+
+def test_changed_or_damaged_inputs_make_a_stage_due(piped, demo_data):
+    from skinscan_edge.benchmark import BenchmarkConfig
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.evaluate import EvaluateConfig
+    from skinscan_edge.export.run import PRECISIONS, ExportConfig
+    from skinscan_edge.pipeline import PipelineConfig, stage_is_current
+    from skinscan_edge.rundir import RunDir
+
+    run, _ = piped
+    train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+    cfg = PipelineConfig(train=train, export=ExportConfig(precisions=list(PRECISIONS), calib_samples=48))
+    rd = RunDir(run)
+    assert stage_is_current("export", cfg, rd)
+    cfg.export.calib_samples = 64
+    assert stage_is_current("export", cfg, rd) is None  # other settings
+    cfg.export.calib_samples = 48
+    with tempfile.TemporaryDirectory() as tmp:
+        damaged = Path(tmp) / "run"
+        shutil.copytree(run, damaged, ignore=shutil.ignore_patterns("*.onnx", "model_fp16.tflite", "model_dynamic*"))
+        blob = damaged / "exports" / "model_int8.tflite"
+        blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+        assert stage_is_current("export", cfg, RunDir(damaged)) is None  # SHA-256 no longer matches
+    cfg.evaluate = EvaluateConfig(max_accuracy_drop_pp=100.0, max_recall_drop_pp=100.0)  # as piped
+    cfg.benchmark = BenchmarkConfig(threads=(1,), batches=(1, 2), min_time_s=0.05)
+    assert stage_is_current("evaluate", cfg, rd) and stage_is_current("benchmark", cfg, rd)
+    cfg.evaluate = EvaluateConfig(max_accuracy_drop_pp=0.0, max_recall_drop_pp=0.0)  # a stricter gate: evaluate again
+    assert stage_is_current("evaluate", cfg, rd) is None and stage_is_current("benchmark", cfg, rd)
+    other = TrainConfig.from_dict({**train.to_dict(), "seed": 8})
+    from skinscan_edge.errors import SkinscanError
+
+    with pytest.raises(SkinscanError, match="trained with other settings"):
+        stage_is_current("train", PipelineConfig(train=other), rd)
+
+
+# --- report -----------------------------------------------------------------------------------
+def test_report_recommends_the_fastest_export_that_passed_the_gate(piped):
+    run, _ = piped
+    evaluation = json.loads((run / "reports/evaluate.json").read_text())
+    bench = json.loads((run / "reports/benchmark.json").read_text())
+    failed = {f.split(":")[0] for f in evaluation["gate"]["failures"]}
+    passed = [m["name"] for m in evaluation["models"] if m["name"] != "keras" and m["name"] not in failed]
+    p50 = {r["model"]: r["latency_p50_ms"] for r in bench["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"}
+    expected = min(passed, key=lambda n: p50[n])
+    html = (run / "reports/index.html").read_text()
+    assert f"Ship <code>{expected}</code>" in html
+    assert "SYNTHETIC DEMO DATA" in html
+    for m in evaluation["models"]:
+        assert f"<code>{m['name']}</code>" in html
+    assert "Per-class recall change" in html and "Training curves" in html and "Dataset" in html
+
+
+def test_report_without_evaluate_or_benchmark_names_the_missing_commands(run_copy):
+    from skinscan_edge.report import build_report
+
+    for name in ("evaluate.json", "benchmark.json"):
+        (run_copy.reports / name).unlink(missing_ok=True)
+    html = build_report(run_copy).read_text()
+    assert "No file to ship yet" in html and "skinscan-edge export" in html
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
+def test_report_renders_in_headless_chromium_with_every_image(piped, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    run, _ = piped
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get((run / "reports/index.html").resolve().as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.src.slice(0, 22)])")
+        title = driver.title
+        height = driver.execute_script("return document.body.scrollHeight")
+    finally:
+        driver.quit()
+    n_models = len(json.loads((run / "reports/evaluate.json").read_text())["models"])
+    assert len(images) == n_models + 3  # confusions + latency/accuracy + curves + Keras confusion
+    broken = [alt for alt, complete, width, _ in images if not complete or width == 0]
+    assert not broken, f"images that did not render: {broken}"
+    assert all(src == "data:image/png;base64," for *_, src in images)  # self-contained
+    assert title == f"skinscan-edge report: {run.name}" and height > 2000
+
+
+# --- predict ----------------------------------------------------------------------------------
+def test_predict_json_matches_the_runtime_and_is_sorted(exported_run):
+    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.runtimes import open_runtime
+    from skinscan_edge.export.manifest import entries
+
+    paths = [p for p, _ in exported_run.split_items("test")[:3]]
+    result = invoke(["predict", exported_run.root, *paths, "--format", "tflite-fp32", "--top-k", 3, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    labels = exported_run.labels()
+    rt = open_runtime(exported_run, entries(exported_run, ["tflite-fp32"])[0])
+    probs = rt.predict(np.stack([load_rgb(p, exported_run.img_size()) for p in paths]))
+    assert doc["model"] == "tflite-fp32" and [r["path"] for r in doc["results"]] == [str(p) for p in paths]
+    for r, p in zip(doc["results"], probs):
+        scores = [t["score"] for t in r["top_k"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert [t["label"] for t in r["top_k"]] == [labels[j] for j in np.argsort(-p)[:3]]
+        assert scores == pytest.approx(np.sort(p)[::-1][:3], abs=1e-6)
+
+
+def test_predict_text_reports_a_bad_image_and_still_predicts_the_rest(exported_run, tmp_path):
+    good = exported_run.split_items("test")[0][0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = invoke(["predict", exported_run.root, good, bad])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith(f"{good}: ") and lines[0].count(",") == 2  # top-3, keras by default
+    assert lines[1].startswith(f"error: {bad}: ") and lines[1].split(": ")[2].split(" ")[0] in REASONS
