@@ -160,8 +160,18 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own high-water mark. On Linux, read VmHWM: ``ru_maxrss`` survives exec, so
+    a worker started by a large parent (``pipeline`` after training) would report the parent's
+    peak; psutil does not expose the high-water mark."""
     import resource
 
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 

@@ -322,3 +322,17 @@ def test_cli_benchmark(tiny_run, small_floor):
     res = CliRunner().invoke(app, ["benchmark", str(tiny_run.root), "--models", "onnx-tampered", "--threads", "1",
                                    "--batch", "1", "--min-time", "0", "--no-floor"])
     assert res.exit_code == 1 and "SHA-256" in res.output
+
+
+def test_worker_peak_rss_is_its_own_not_its_parents():
+    """ru_maxrss survives fork+exec on Linux: a worker spawned by a big parent must not report it."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (the parent) process
+    code = "from skinscan_edge.benchmark import _peak_rss_mb; print(_peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                 check=True).stdout)
+    assert ballast.sum() > 0 and child < 300, f"child reported {child:.0f} MB"
