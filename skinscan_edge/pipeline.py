@@ -99,8 +99,13 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
         done.pop(how, None), mine.pop(how, None)
     if set(done.pop("precisions", [])) != set(mine.pop("precisions")) or not _same(done, mine):
         return None
-    if cfg.android_dir and not (Path(cfg.android_dir) / "metadata.json").exists():
-        return None
+    if cfg.android_dir:  # the bundle must hold this run's int8 file, unchanged
+        sidecar = read_state_file(Path(cfg.android_dir) / "metadata.json") or {}
+        source = {e["name"]: e["sha256"] for e in manifest.get("exports", [])}.get(sidecar.get("source_export"))
+        bundled = Path(cfg.android_dir) / str(sidecar.get("model_file", ""))
+        if not source or source != sidecar.get("source_sha256") or not bundled.is_file() \
+                or sha256_file(bundled) != sidecar.get("model_sha256"):
+            return None
     try:
         for e in entries(run, cfg.export.names()):
             verify_entry(run, e)
