@@ -55,8 +55,16 @@ def extract_base_weights(run: Path, out: Path) -> Path:
     return out
 
 
+#: ``python -m skinscan_edge`` with Ctrl-C's default meaning restored. A process started from a
+#: non-interactive shell's background job (as CI may run us) inherits SIGINT *ignored*, and
+#: Python keeps it ignored; a terminal's foreground process, which the Ctrl-C test stands for,
+#: has the default handler.
+AS_IN_A_TERMINAL = ("import signal, sys, runpy; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv = ['skinscan-edge', *sys.argv[1:]]; runpy.run_module('skinscan_edge', run_name='__main__')")
+
+
 def train_args(data: Path, out: Path, weights: Path, *extra) -> list[str]:
-    return [sys.executable, "-m", "skinscan_edge", "train", "--data", str(data), "--out", str(out),
+    return [sys.executable, "-c", AS_IN_A_TERMINAL, "train", "--data", str(data), "--out", str(out),
             "--img-size", str(IMG), "--weights", str(weights), "--epochs", str(HEAD_EPOCHS),
             "--fine-tune-epochs", "0", "--batch-size", "16", "--no-augment", "--seed", "3", *map(str, extra)]
 

@@ -53,10 +53,16 @@ def _short_label_map(p):
     return p / "map.json"
 
 
-def _labels_off_by_one(run_copy):
-    lines = run_copy.labels_path.read_text().splitlines()
-    run_copy.labels_path.write_text("\n".join(lines[:-1]) + "\n")
-    return run_copy.root
+def _labels_off_by_one(exported_run, tmp):
+    """A copy of the run (model, one export) whose labels.txt lost a line."""
+    import shutil
+
+    dst = tmp / "short-labels"
+    shutil.copytree(exported_run.root, dst, ignore=shutil.ignore_patterns(
+        "tensorboard", "backup", "checkpoints", "reports", "*.onnx", "model_fp*", "model_dynamic*", "model_qat*"))
+    lines = (dst / "labels.txt").read_text().splitlines()
+    (dst / "labels.txt").write_text("\n".join(lines[:-1]) + "\n")
+    return dst
 
 
 # (name, argv built from (tmp_path, demo_data, run_root, run_copy_factory), expected text in the one line)
@@ -84,7 +90,8 @@ BAD_ARGS = [
     ("predict unknown format", lambda t, d, r, c: ["predict", r, d / "Melanoma", "--format", "tflite-int9"], "did you mean 'tflite-int8'"),
     ("predict top-k 0", lambda t, d, r, c: ["predict", r, d / "Melanoma", "--top-k", 0], "--top-k must be between 1 and 10"),
     ("predict missing image", lambda t, d, r, c: ["predict", r, t / "nope.jpg", "--format", "tflite-int8"], "nope.jpg: not-found"),
-    ("predict labels do not match the model", lambda t, d, r, c: ["predict", _labels_off_by_one(c()), d / "Melanoma"],
+    ("predict labels do not match the model",
+     lambda t, d, r, c: ["predict", _labels_off_by_one(c(), t), d / "Melanoma", "--format", "tflite-int8"],
      "labels don't match"),
     ("pipeline bad gate value", lambda t, d, r, c: ["pipeline", "--data", d, "--out", t / "o", "--min-agreement", 2],
      "between 0 and 1"),
@@ -94,7 +101,7 @@ BAD_ARGS = [
 
 @pytest.mark.parametrize("name, make, expected", BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
 def test_bad_arguments_exit_2_with_one_line(name, make, expected, tmp_path, demo_data, exported_run, capsys, request):
-    args = make(tmp_path, demo_data, exported_run.root, lambda: request.getfixturevalue("run_copy"))
+    args = make(tmp_path, demo_data, exported_run.root, lambda: exported_run)
     code, output = run_main(args, capsys)
     assert code == 2, output
     assert "Traceback" not in output
