@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .errors import SkinscanError
 from .evaluate import EvaluateConfig
 from .export.run import PRECISIONS, ExportConfig
-from .rundir import RunDir, read_json, sha256_file, write_json
+from .rundir import RunDir, read_json_or_none, sha256_file, write_json
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report")
 STATE_NAME = "pipeline.json"
@@ -59,13 +59,6 @@ def _train_settings(cfg: TrainConfig) -> dict:
     return d
 
 
-def read_state_file(path: Path) -> dict | None:
-    try:
-        return read_json(path) if path.exists() else None
-    except ValueError:  # damaged: treated as missing, so the stage runs again
-        return None
-
-
 def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None:
     """Why ``stage``'s outputs can be reused, or None when the stage must run.
 
@@ -77,12 +70,12 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
         return "trained with the same settings" if _train_is_done(cfg, run) else None
     if stage == "report":
         return None  # always rendered again: it is cheap and reads everything
-    manifest = read_state_file(run.manifest_path)
+    manifest = read_json_or_none(run.manifest_path)
     if not manifest:
         return None
     if stage == "export":
         return _exports_current(cfg, run, manifest)
-    report = read_state_file(run.reports / f"{stage}.json")
+    report = read_json_or_none(run.reports / f"{stage}.json")
     key, mine = ("settings", cfg.evaluate) if stage == "evaluate" else ("config", cfg.benchmark)
     if report and report.get("manifest_sha256") == sha256_file(run.manifest_path) and _same(report.get(key), asdict(mine)):
         return "same exports, same settings"
@@ -100,7 +93,7 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
     if set(done.pop("precisions", [])) != set(mine.pop("precisions")) or not _same(done, mine):
         return None
     if cfg.android_dir:  # the bundle must hold this run's int8 file, unchanged
-        sidecar = read_state_file(Path(cfg.android_dir) / "metadata.json") or {}
+        sidecar = read_json_or_none(Path(cfg.android_dir) / "metadata.json") or {}
         source = {e["name"]: e["sha256"] for e in manifest.get("exports", [])}.get(sidecar.get("source_export"))
         bundled = Path(cfg.android_dir) / str(sidecar.get("model_file", ""))
         if not source or source != sidecar.get("source_sha256") or not bundled.is_file() \
@@ -138,7 +131,7 @@ def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) 
     cfg.train.validate()  # every stage's settings are checked before the first one starts
     cfg.export.validate()
     cfg.evaluate.validate()
-    state = read_state_file(run.root / STATE_NAME) or {"stages": {}}
+    state = read_json_or_none(run.root / STATE_NAME) or {"stages": {}}
     state["ok"] = True
     for index, stage in enumerate(STAGES, 1):
         if "stage_start" in hooks:
@@ -162,18 +155,18 @@ def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) 
 def _verdict(stage: str, run: RunDir) -> bool:
     """A reused stage's verdict, read from its own files."""
     if stage == "evaluate":
-        return bool((read_state_file(run.reports / "evaluate.json") or {}).get("gate", {}).get("passed"))
+        return bool((read_json_or_none(run.reports / "evaluate.json") or {}).get("gate", {}).get("passed"))
     if stage == "benchmark":
-        rows = (read_state_file(run.reports / "benchmark.json") or {}).get("rows", [])
+        rows = (read_json_or_none(run.reports / "benchmark.json") or {}).get("rows", [])
         return not any("error" in r for r in rows)
     return True
 
 
 _SUMMARIES = {
     "train": lambda run: f"test accuracy {run.status().get('test_accuracy', float('nan')):.4f}",
-    "export": lambda run: f"{len((read_state_file(run.manifest_path) or {}).get('exports', []))} exports",
+    "export": lambda run: f"{len((read_json_or_none(run.manifest_path) or {}).get('exports', []))} exports",
     "evaluate": lambda run: "gate " + ("passed" if _verdict("evaluate", run) else "failed"),
-    "benchmark": lambda run: f"{len((read_state_file(run.reports / 'benchmark.json') or {}).get('rows', []))} rows",
+    "benchmark": lambda run: f"{len((read_json_or_none(run.reports / 'benchmark.json') or {}).get('rows', []))} rows",
 }
 
 

@@ -14,21 +14,14 @@ fills it in.
 from __future__ import annotations
 
 import base64
-import html
 import time
+from collections import Counter
 from pathlib import Path
 
-from .rundir import RunDir, atomic_write_text, read_json
+from .rundir import RunDir, atomic_write_text, read_json_or_none
 
 INDEX_NAME = "index.html"
 TEMPLATE = "report.html.j2"
-
-
-def _read(path: Path) -> dict | list | None:
-    try:
-        return read_json(path) if path.exists() else None
-    except ValueError:  # a damaged JSON is reported as missing, not a crash of the report
-        return None
 
 
 def _png(path: Path) -> str | None:
@@ -114,15 +107,13 @@ def build_report(run: RunDir) -> Path:
     import jinja2
 
     config = run.config()
-    evaluation = _read(run.reports / "evaluate.json")
-    benchmark = _read(run.reports / "benchmark.json")
-    manifest = _read(run.manifest_path)
-    keras_report = _read(run.reports / "keras_test_report.json")
-    skipped = _read(run.skipped_path) or []
+    evaluation = read_json_or_none(run.reports / "evaluate.json")
+    benchmark = read_json_or_none(run.reports / "benchmark.json")
+    manifest = read_json_or_none(run.manifest_path)
+    keras_report = read_json_or_none(run.reports / "keras_test_report.json")
+    skipped = read_json_or_none(run.skipped_path) or []
     rows = export_rows(evaluation, benchmark, manifest)
-    reasons: dict[str, int] = {}
-    for s in skipped:
-        reasons[s.get("reason", "?")] = reasons.get(s.get("reason", "?"), 0) + 1
+    reasons = Counter(s.get("reason", "?") for s in skipped)
     images = {"curves": _png(run.root / "training_curves.png"),
               "keras_confusion": _png(run.reports / "keras_confusion.png"),
               "latency_accuracy": _png(run.reports / "benchmark.png")}
@@ -147,9 +138,7 @@ def build_report(run: RunDir) -> Path:
 def _num(value, digits: int = 1) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float) and digits == 0:
-        return f"{value:.0f}"
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else html.escape(str(value))
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)  # autoescaped by jinja
 
 
 def _signed(value, digits: int = 1) -> str:

@@ -64,6 +64,15 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_or_none(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or damaged (the caller redoes or omits
+    what it would have said)."""
+    try:
+        return read_json(path) if Path(path).exists() else None
+    except ValueError:
+        return None
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
