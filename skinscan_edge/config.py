@@ -1,11 +1,21 @@
-"""Configs, one dataclass per concern. The resolved config is saved into the run directory."""
+"""Configs, one dataclass per concern, and the one place each default is declared.
+
+The CLI's options read their defaults from these fields (``commands/options.py``), the Python
+API takes these objects, and the resolved config is saved into the run directory. Importing
+this module imports no TensorFlow.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .errors import SkinscanError, did_you_mean
+
 MIN_IMG_SIZE = 75  # InceptionV3's minimum input size
+#: Benchmark devices: ``auto`` adds the GPU rows where a GPU exists.
+DEVICES = ("cpu", "gpu", "all")
+ECE_BINS = 15
 
 
 @dataclass
@@ -68,8 +78,6 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> "TrainConfig":
-        from .errors import SkinscanError
-
         if self.img_size < MIN_IMG_SIZE:
             raise SkinscanError(f"--img-size must be at least {MIN_IMG_SIZE} (InceptionV3's minimum), got {self.img_size}")
         if self.batch_size < 1:
@@ -79,18 +87,17 @@ class TrainConfig:
         if not 0 < self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise SkinscanError("split fractions must be between 0 and 0.5")
         from .distribute import STRATEGIES
-        from .errors import did_you_mean
         from .model import BLOCKS
 
         if self.strategy not in STRATEGIES:
-            raise SkinscanError("--strategy: " + did_you_mean(self.strategy, STRATEGIES))
+            raise SkinscanError("--strategy: " + did_you_mean(self.strategy, STRATEGIES, "strategy", "strategies"))
         if self.cpu_replicas < 1:
             raise SkinscanError(f"--cpu-replicas must be at least 1, got {self.cpu_replicas}")
         if self.cpu_replicas > 1 and self.strategy != "mirrored":
             raise SkinscanError("--cpu-replicas only applies to --strategy mirrored")
 
         if self.unfreeze_from not in BLOCKS:
-            raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS))
+            raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS, "block"))
         data = Path(self.data)
         if not data.exists():
             raise SkinscanError(f"--data folder not found: {data}")
@@ -103,3 +110,164 @@ class TrainConfig:
         if self.labels and not Path(self.labels).is_file():
             raise SkinscanError(f"--labels file not found: {self.labels}")
         return self
+
+
+@dataclass
+class ExportConfig:
+    """What to export.
+
+    Attributes:
+      precisions: ``--precision`` names (``export.converters.precisions()``); fp32 (TFLite and
+        ONNX) is always exported.
+      calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
+      qat_epochs: epochs of quantization-aware fine-tuning on the train split.
+      qat_lr: learning rate of that fine-tuning.
+      opset: ONNX opset (17 or later).
+      seed: seeds the calibration sample and QAT.
+      jobs: 2 runs the QAT export (the longest) in a second process beside the other
+        conversions, which are mostly single-threaded; 1 converts one file at a time.
+      force: convert every file again, even one already made from the same model and settings.
+    """
+
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    calib_samples: int = 256
+    qat_epochs: int = 1
+    qat_lr: float = 1e-5
+    opset: int = 17
+    seed: int = 0
+    jobs: int = 2
+    force: bool = False
+
+    #: Fields that say how the files are made, not what they are (a change makes nothing due).
+    HOW = ("jobs", "force")
+
+    def validate(self) -> "ExportConfig":
+        from .export.converters import specs_for
+
+        specs_for(self.precisions)  # unknown names fail with the valid list
+        if "fp32" not in self.precisions:
+            self.precisions = ["fp32", *self.precisions]
+        if self.calib_samples < 1:
+            raise SkinscanError(f"--calib-samples must be at least 1, got {self.calib_samples}")
+        if self.jobs not in (1, 2):
+            raise SkinscanError(f"--jobs is 1 or 2, got {self.jobs}")
+        if self.opset < 17:
+            raise SkinscanError(f"--opset must be 17 or later, got {self.opset}")
+        return self
+
+    def names(self) -> list[str]:
+        """Export names in conversion order."""
+        from .export.converters import specs_for
+
+        return [spec.name for spec in specs_for(self.precisions)]
+
+    def recipe(self) -> dict:
+        """What decides the files' content: every field but the precisions and HOW."""
+        return {k: v for k, v in asdict(self).items() if k not in ("precisions", *self.HOW)}
+
+
+@dataclass
+class GateConfig:
+    """The evaluate gate: an export fails when it loses more than this against Keras.
+
+    Attributes:
+      max_accuracy_drop_pp: largest allowed accuracy drop vs Keras, percentage points.
+      max_recall_drop_pp: largest allowed per-class recall drop vs Keras, pp.
+      critical_classes: gate recall only for these classes (empty: every class).
+      min_agreement: smallest allowed top-1 agreement with Keras (None: not gated).
+    """
+
+    max_accuracy_drop_pp: float = 1.0
+    max_recall_drop_pp: float = 2.0
+    critical_classes: list[str] = field(default_factory=list)
+    min_agreement: float | None = None
+
+    def validate_gate(self) -> None:
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise SkinscanError(f"--min-agreement is a share between 0 and 1, got {self.min_agreement}")
+        if self.max_accuracy_drop_pp < 0 or self.max_recall_drop_pp < 0:
+            raise SkinscanError("--max-accuracy-drop and --max-recall-drop are drops in pp; use values >= 0")
+
+    def gate(self) -> "GateConfig":
+        """Only the gate's fields (an EvaluateConfig is a GateConfig with more)."""
+        return GateConfig(**{f.name: getattr(self, f.name) for f in fields(GateConfig)})
+
+
+@dataclass
+class EvaluateConfig(GateConfig):
+    """What to evaluate; the gate's fields come from GateConfig. The run supplies everything else.
+
+    Attributes:
+      split: which persisted split to score ('test', 'val' or 'train').
+      formats: model names (``keras`` and manifest names, e.g. ['tflite-int8']); None: all.
+      batch_size: images decoded and fed per call; memory is bounded by this, not the split.
+      num_threads: CPU threads for TFLite and onnxruntime; None lets each runtime choose.
+      n_bootstrap: paired-bootstrap resamples for the 95% interval of Δaccuracy.
+      seed: seed of the bootstrap, so the same predictions give the same interval.
+      ece_bins: equal-width confidence bins for the expected calibration error.
+    """
+
+    split: str = "test"
+    formats: list[str] | None = None
+    batch_size: int = 32
+    num_threads: int | None = None
+    n_bootstrap: int = 1000
+    seed: int = 0
+    ece_bins: int = ECE_BINS
+
+    def validate(self) -> "EvaluateConfig":
+        if self.batch_size < 1:
+            raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.n_bootstrap < 1:
+            raise SkinscanError(f"--bootstrap must be at least 1, got {self.n_bootstrap}")
+        self.validate_gate()
+        return self
+
+
+@dataclass
+class BenchmarkConfig:
+    """How to benchmark a run.
+
+    Attributes:
+      device: ``cpu``, ``gpu`` or ``all``. GPU rows run ONNX on onnxruntime's CUDA (TensorRT
+        where present) provider and Keras on TensorFlow's GPU; without a CUDA device they are
+        recorded as skipped with the reason.
+      threads: intra-op thread counts; every CPU model is measured at each.
+      batches: batch sizes for throughput (images/s). Latency percentiles are at batch 1.
+      warmup: untimed batch-1 runs after the first inference.
+      min_time_s, min_runs: timed batch-1 runs continue until both are reached.
+      min_batch_runs: timed runs per throughput batch (also at least ``min_time_s``).
+      images: size of the fixed, seeded sample of the test split (tiled for bigger batches).
+      seed: chooses that sample.
+      models: names to run (``keras`` and manifest names); None runs the baseline and every export.
+      floor: measure the GEMM floor in the same run (before and after the models; best kept).
+      worker_timeout_s: a model taking longer is recorded as an error.
+    """
+
+    device: str = "cpu"
+    threads: tuple[int, ...] = (1, 2)
+    batches: tuple[int, ...] = (1, 8, 32)
+    warmup: int = 5
+    min_time_s: float = 2.0
+    min_runs: int = 10
+    min_batch_runs: int = 3
+    images: int = 32
+    seed: int = 0
+    models: tuple[str, ...] | None = None
+    floor: bool = True
+    worker_timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise SkinscanError(did_you_mean(self.device, list(DEVICES), "--device", "devices"))
+        self.threads, self.batches = tuple(self.threads), tuple(self.batches)
+        if self.models is not None:
+            self.models = tuple(self.models)
+        for flag, values in (("--threads", self.threads), ("--batch", self.batches)):
+            if not values or any(int(v) < 1 for v in values):
+                raise SkinscanError(f"{flag} needs positive integers, got {values}")
+        if self.warmup < 0 or self.min_time_s < 0 or self.min_runs < 1 or self.images < 1:
+            raise SkinscanError("--warmup and --min-time must be >= 0, --min-runs and --images >= 1")
+
+    def devices(self) -> list[str]:
+        return ["cpu", "gpu"] if self.device == "all" else [self.device]

@@ -73,10 +73,13 @@ def _check(path: Path) -> str | None:
         return e.reason
 
 
-def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
-    """Decode every file once, keeping the valid images and recording the rest with reasons."""
-    from rich.progress import Progress
+def scan(data: Path, reporter=None, workers: int = 4) -> ScanResult:
+    """Decode every file once, keeping the valid images and recording the rest with reasons.
 
+    ``reporter`` (a ``progress.Reporter``) sees one ``advance`` per file."""
+    from .progress import reporter_or_silent
+
+    say = reporter_or_silent(reporter)
     layout, root = detect_layout(Path(data))
     groups: dict[str, Path] = (
         {s: d for s in SPLITS for d in _class_dirs(root) if d.name.lower() == s}
@@ -94,15 +97,14 @@ def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
                     files.append((split, f, index[cdir.name]))
     items: dict[str, list[tuple[str, int]]] = {s: [] for s in groups}
     skipped = []
-    with Progress(disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
-        task = bar.add_task(f"scanning {len(files)} files", total=len(files))
-        for (split, f, y), reason in zip(files, pool.map(lambda t: _check(t[1]), files)):
+    with say.bars(), ThreadPoolExecutor(workers) as pool:
+        for done, ((split, f, y), reason) in enumerate(zip(files, pool.map(lambda t: _check(t[1]), files)), 1):
             rel = f.relative_to(root).as_posix()
             if reason is None:
                 items[split].append((rel, y))
             else:
                 skipped.append({"path": rel, "reason": reason})
-            bar.advance(task)
+            say.advance("scanning", done, len(files))
     return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped)
 
 

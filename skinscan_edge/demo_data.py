@@ -374,7 +374,7 @@ def render_jpeg(class_name: str, index: int, seed: int = 0, size: int = DEFAULT_
     if class_name not in _PAINTERS:
         from .errors import did_you_mean
 
-        raise SkinscanError(did_you_mean(class_name, list(CLASS_NAMES)))
+        raise SkinscanError(did_you_mean(class_name, list(CLASS_NAMES), "class", "classes"))
     rng = np.random.default_rng([seed, CLASS_NAMES.index(class_name), index])
     return _encode_jpeg(render_image(class_name, rng, size), rng)
 
@@ -397,7 +397,7 @@ def _check_args(out: Path, per_class: int, size: int, seed: int, overwrite: bool
 
 
 def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int = DEFAULT_SIZE,
-                       seed: int = 0, progress: bool = True, *, overwrite: bool = False) -> dict:
+                       seed: int = 0, reporter=None, *, overwrite: bool = False) -> dict:
     """Write the SYNTHETIC demo dataset to `out` in ImageFolder layout; return a summary.
 
     Layout: ``out/<class>/<class-slug>_<i>.jpg`` for the 10 Skinscan labels, plus
@@ -405,7 +405,8 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
     in its EXIF ImageDescription and a JPEG comment). The same seed gives the same bytes.
 
     Refuses a non-empty `out` unless `overwrite`, which replaces only the class folders and
-    README.txt it owns. Files are drawn in a staging folder inside `out` and moved into place
+    README.txt it owns. ``reporter`` (a ``progress.Reporter``) sees one ``advance`` per image.
+    Files are drawn in a staging folder inside `out` and moved into place
     when complete, so an interrupted run leaves no half-written class folder.
 
     >>> # s = write_demo_dataset(Path("data/demo"), per_class=80, size=128, seed=0)
@@ -417,18 +418,18 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".demo-data-staging-{seed}"
     shutil.rmtree(staging, ignore_errors=True)
-    bar = _progress_bar() if progress else None
+    from .progress import reporter_or_silent
+
+    say = reporter_or_silent(reporter)
+    total = per_class * len(CLASS_NAMES)
     try:
-        task = bar.add_task("drawing synthetic images", total=per_class * len(CLASS_NAMES)) if bar else None
-        if bar:
-            bar.start()
-        for name in CLASS_NAMES:
-            folder = staging / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                (folder / f"{slugify(name)}_{i:04d}.jpg").write_bytes(render_jpeg(name, i, seed, size))
-                if bar:
-                    bar.advance(task)
+        with say.bars(transient=False):
+            for c, name in enumerate(CLASS_NAMES):
+                folder = staging / name
+                folder.mkdir(parents=True)
+                for i in range(per_class):
+                    (folder / f"{slugify(name)}_{i:04d}.jpg").write_bytes(render_jpeg(name, i, seed, size))
+                    say.advance("drawing synthetic images", c * per_class + i + 1, total)
         (staging / "README.txt").write_text(README_TEXT.format(seed=seed, per_class=per_class, size=size),
                                             encoding="utf-8")
         for name in (*CLASS_NAMES, "README.txt"):
@@ -439,19 +440,9 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
                 target.unlink()
             (staging / name).rename(target)
     finally:
-        if bar:
-            bar.stop()
         shutil.rmtree(staging, ignore_errors=True)
     return {
         "path": str(out), "synthetic": True, "classes": {name: per_class for name in CLASS_NAMES},
         "n_images": per_class * len(CLASS_NAMES), "per_class": per_class, "size_px": size,
         "seed": seed, "write_s": round(time.perf_counter() - start, 3),
     }
-
-
-def _progress_bar():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=False)

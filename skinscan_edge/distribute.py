@@ -65,7 +65,7 @@ def make_placement(name: str, cpu_replicas: int = 1) -> Placement:
     from ._tf import tf
 
     if name not in STRATEGIES:
-        raise SkinscanError("--strategy: " + did_you_mean(name, STRATEGIES))
+        raise SkinscanError("--strategy: " + did_you_mean(name, STRATEGIES, "strategy", "strategies"))
     if cpu_replicas < 1:
         raise SkinscanError(f"--cpu-replicas must be at least 1, got {cpu_replicas}")
     if cpu_replicas > 1 and name != "mirrored":

@@ -14,10 +14,13 @@ class BadImage(SkinscanError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-def did_you_mean(name: str, valid: list[str]) -> str:
-    """`unknown 'x'; valid: a, b (did you mean 'a'?)` — the hint ultralytics gets right."""
+def did_you_mean(name: str, valid: list[str], what: str = "name", valid_what: str | None = None) -> str:
+    """`unknown export 'x'; valid exports: a, b (did you mean 'a'?)` — the hint ultralytics gets
+    right. ``what`` names the kind of thing; ``valid_what`` the list when a plain plural won't do
+    (``class`` -> ``labels``)."""
     import difflib
 
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown name '{name}'; valid names: {', '.join(valid)}{hint}"
+    plural = valid_what or (what + ("es" if what.endswith("s") else "s"))
+    return f"unknown {what} '{name}'; valid {plural}: {', '.join(valid)}{hint}"

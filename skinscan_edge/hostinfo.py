@@ -28,6 +28,9 @@ X86_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_v
 ARM_FLAGS = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
 LIBRARIES = ("tensorflow", "tf-keras", "onnxruntime", "onnxruntime-gpu", "onnx", "ai-edge-litert",
              "tf2onnx", "numpy")
+#: What a run directory records of the tools that made it (config.json, the manifest).
+TOOLS = ("skinscan-edge", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx", "onnx",
+         "onnxruntime", "ai-edge-litert", "numpy", "scikit-learn")
 #: Square GEMM side for the floor: 2 x 1024^3 = 2.1 GFLOP, ~50 ms per call at 40 GFLOP/s and
 #: 12 MB of matrices: bigger than L2, and S8S8 (no AVX2 kernel in MLAS) still takes < 0.2 s.
 FLOOR_GEMM_SIZE = 1024
@@ -54,6 +57,11 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def tool_versions() -> dict:
+    """Python and the version of each of TOOLS (None where not installed)."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in TOOLS}}
 
 
 def host_info() -> dict:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import ECE_BINS  # equal-width confidence bins for the expected calibration error
 from .errors import SkinscanError, did_you_mean
 
 #: Slack for float noise at a gate limit: 100 * (0.49 - 0.50) is -1.0000000000000009, not -1.
 _EPS = 1e-9
 
-#: Equal-width confidence bins for the expected calibration error (the common choice).
-ECE_BINS = 15
 
 
 def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -144,19 +143,22 @@ def resolve_classes(names: list[str] | None, labels: list[str]) -> list[str]:
     """Check class names against the run's labels; an unknown one fails with the valid list."""
     for name in names or []:
         if name not in labels:
-            msg = did_you_mean(name, labels).replace("unknown name", "unknown class")
-            raise SkinscanError(msg.replace("valid names", "valid labels"))
+            raise SkinscanError(did_you_mean(name, labels, "class", "labels"))
     return list(names or [])
 
 
-def check_gate(results: dict, *, max_accuracy_drop_pp: float = 1.0, max_recall_drop_pp: float = 2.0,
-               critical_classes: list[str] | None = None,
-               min_agreement: float | None = None) -> list[str]:
+def check_gate(results: dict, gate=None) -> list[str]:
     """One line per failure (which export, which metric, by how much); empty means it passed.
 
-    ``results`` is the ``evaluate.json`` dict. Recall is checked for every class, or only for
-    ``critical_classes`` when given; a class with no image in the split cannot fail.
+    ``results`` is the ``evaluate.json`` dict, ``gate`` a ``config.GateConfig`` (its defaults
+    when None). Recall is checked for every class, or only for ``gate.critical_classes`` when
+    given; a class with no image in the split cannot fail.
     """
+    from .config import GateConfig
+
+    gate = gate or GateConfig()
+    max_accuracy_drop_pp, max_recall_drop_pp = gate.max_accuracy_drop_pp, gate.max_recall_drop_pp
+    critical_classes, min_agreement = gate.critical_classes, gate.min_agreement
     labels = results["labels"]
     classes = resolve_classes(critical_classes, labels) or labels
     failures = []

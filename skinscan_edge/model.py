@@ -117,7 +117,7 @@ def unfreeze_from(model, block: str, keep_bn_frozen: bool = True) -> int:
     if block not in BLOCKS:
         from .errors import did_you_mean
 
-        raise SkinscanError("--unfreeze-from: " + did_you_mean(block, BLOCKS))
+        raise SkinscanError("--unfreeze-from: " + did_you_mean(block, BLOCKS, "block"))
     layers = base_layers(model)
     start = 0
     if block != "input":

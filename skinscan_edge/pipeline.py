@@ -15,14 +15,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from .benchmark import BenchmarkConfig
-from .config import TrainConfig
+from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
 from .errors import SkinscanError
-from .evaluate import EvaluateConfig
-from .export.run import PRECISIONS, ExportConfig
-from .rundir import RunDir, read_json_or_none, sha256_file, write_json
+from .export.converters import PRECISIONS
+from .progress import Reporter, reporter_or_silent
+from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report")
 STATE_NAME = "pipeline.json"
@@ -40,11 +38,6 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     android_dir: str | None = None
-
-
-Hooks = dict[str, Callable]
-"""Optional callbacks: ``stage_start(name, index)``, ``stage_end(name, record)``,
-``evaluate_done(results)`` and the stages' own ``evaluate_progress`` and ``benchmark_progress``."""
 
 
 def _same(a, b) -> bool:
@@ -83,14 +76,13 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
 
 
 def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
-    from .export.manifest import entries, verify_entry
+    from .export.run import reusable_entries
 
-    if manifest.get("model_sha256") != sha256_file(run.model_path) or manifest.get("failures"):
+    if manifest.get("state", "complete") != "complete" or manifest.get("failures"):
         return None
-    done, mine = dict(manifest.get("config", {})), asdict(cfg.export.validate())
-    for how in ("jobs",):  # how the files were made, not what they are
-        done.pop(how, None), mine.pop(how, None)
-    if set(done.pop("precisions", [])) != set(mine.pop("precisions")) or not _same(done, mine):
+    wanted = set(cfg.export.validate().names())
+    if set(manifest.get("config", {}).get("precisions", [])) != set(cfg.export.precisions) \
+            or not wanted <= set(reusable_entries(run, manifest, cfg.export)):
         return None
     if cfg.android_dir:  # the bundle must hold this run's int8 file, unchanged
         sidecar = read_json_or_none(Path(cfg.android_dir) / "metadata.json") or {}
@@ -99,11 +91,6 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
         if not source or source != sidecar.get("source_sha256") or not bundled.is_file() \
                 or sha256_file(bundled) != sidecar.get("model_sha256"):
             return None
-    try:
-        for e in entries(run, cfg.export.names()):
-            verify_entry(run, e)
-    except SkinscanError:
-        return None
     return "made from this model with the same settings; SHA-256 verified"
 
 
@@ -119,14 +106,15 @@ def _train_is_done(cfg: PipelineConfig, run: RunDir) -> bool:
     return True
 
 
-def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) -> dict:
+def run_pipeline(cfg: PipelineConfig, reporter: Reporter | None = None) -> dict:
     """Run the stages that are not current; return the pipeline state (also in pipeline.json).
 
     The return value has ``stages`` (per stage: ``state`` ran | skipped, ``seconds``, ``summary``,
     ``ok``) and ``ok``: False when an export failed, the evaluate gate failed or a benchmark row
-    errored.
+    errored. ``reporter`` sees ``stage`` when a stage starts, a ``row("stage", record)`` when it
+    ends, and the stages' own messages and rows.
     """
-    hooks = hooks or {}
+    say = reporter_or_silent(reporter)
     run = RunDir(Path(cfg.train.out))
     cfg.train.validate()  # every stage's settings are checked before the first one starts
     cfg.export.validate()
@@ -134,21 +122,19 @@ def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) 
     state = read_json_or_none(run.root / STATE_NAME) or {"stages": {}}
     state["ok"] = True
     for index, stage in enumerate(STAGES, 1):
-        if "stage_start" in hooks:
-            hooks["stage_start"](stage, index)
+        say.stage(stage, index, len(STAGES))
         t0 = time.time()
         why = stage_is_current(stage, cfg, run)
         if why:
             record = {"state": "skipped", "why": why, "ok": _verdict(stage, run), "summary": _SUMMARIES[stage](run)}
         else:
-            summary, ok = _STAGE_RUNNERS[stage](cfg, run, console, hooks)
+            summary, ok = _STAGE_RUNNERS[stage](cfg, run, say)
             record = {"state": "ran", "seconds": round(time.time() - t0, 1), "summary": summary,
-                      "ok": ok, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                      "ok": ok, "finished": timestamp()}
         state["ok"] = state["ok"] and record["ok"]
         state["stages"][stage] = record
         write_json(run.root / STATE_NAME, state)
-        if "stage_end" in hooks:
-            hooks["stage_end"](stage, record)
+        say.row("stage", {"stage": stage, **record})
     return state
 
 
@@ -170,7 +156,7 @@ _SUMMARIES = {
 }
 
 
-def _run_train(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .train import train
 
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
@@ -180,16 +166,16 @@ def _run_train(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, b
         if saved != _train_settings(cfg.train):
             raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
                                 f"resume it with the same options or use a new --out")
-    result = train(train_cfg, console=console)
+    result = train(train_cfg, reporter=say)
     if not result["chief"]:
         raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")
     return f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images", True
 
 
-def _run_export(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .export.run import export_run
 
-    manifest = export_run(RunDir.open(run.root), cfg.export, console=console)
+    manifest = export_run(RunDir.open(run.root), cfg.export, reporter=say)
     summary = f"{len(manifest['exports'])} exports"
     if cfg.android_dir:
         from .export.android import build_android_bundle
@@ -202,21 +188,20 @@ def _run_export(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, 
     return summary, not failed
 
 
-def _run_evaluate(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .evaluate import evaluate_run
 
-    results = evaluate_run(RunDir.open(run.root), cfg.evaluate, progress=hooks.get("evaluate_progress"))
+    results = evaluate_run(RunDir.open(run.root), cfg.evaluate, reporter=say)
     gate = results["gate"]
-    if "evaluate_done" in hooks:
-        hooks["evaluate_done"](results)
+    say.row("evaluate", results)
     verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(gate['failures'])}"
     return f"{results['num_images']} images, {len(results['models']) - 1} exports; {verdict}", gate["passed"]
 
 
-def _run_benchmark(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .benchmark import run_benchmark
 
-    results = run_benchmark(run.root, cfg.benchmark, progress=hooks.get("benchmark_progress"))
+    results = run_benchmark(run.root, cfg.benchmark, reporter=say)
     errors = [r for r in results["rows"] if "error" in r]
     timed = [r for r in results["rows"] if r.get("latency_p50_ms")]
     summary = f"{len(timed)} rows timed"
@@ -225,7 +210,7 @@ def _run_benchmark(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[st
     return summary, not errors
 
 
-def _run_report(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, bool]:
+def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .report import build_report
 
     return str(build_report(RunDir.open(run.root))), True

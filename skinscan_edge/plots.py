@@ -1,7 +1,11 @@
-"""Plots people would rather look at than read. matplotlib with the Agg backend, imported lazily."""
+"""Plots people would rather look at than read. matplotlib with the Agg backend, imported lazily.
+
+Every plot is rendered from data already written (a report's JSON), and saved atomically.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,21 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save(fig, path: Path) -> Path:
+    """Write the figure to a temporary name, then rename: a reader never sees half a PNG."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
@@ -36,10 +55,7 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: Path, title: str) ->
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def plot_history(rows: list[dict], path: Path, fine_tune_start: int | None = None) -> Path:
@@ -60,7 +76,33 @@ def plot_history(rows: list[dict], path: Path, fine_tune_start: int | None = Non
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
+
+
+def plot_latency(results: dict, path: Path) -> Path:
+    """Batch-1 p50 latency against accuracy (or, with no evaluate.json, against the floor), from
+    benchmark.json."""
+    plt = _plt()
+    threads = max(results["config"]["threads"])
+    rows = [r for r in results["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"
+            and r["threads"] == threads] or [r for r in results["rows"] if r.get("latency_p50_ms")]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    if any(r.get("accuracy") is not None for r in rows):
+        for r in rows:
+            if r.get("accuracy") is not None:
+                ax.scatter(r["latency_p50_ms"], r["accuracy"], s=30)
+                ax.annotate(r["model"], (r["latency_p50_ms"], r["accuracy"]), fontsize=8,
+                            xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel(f"p50 latency, batch 1, {threads} threads (ms)")
+        ax.set_ylabel("test accuracy (evaluate.json)")
+    else:
+        names = [r["model"] for r in rows]
+        ax.barh(names, [r["latency_p50_ms"] for r in rows], color="tab:blue", label="p50 latency")
+        floors = [r.get("floor_ms") or 0 for r in rows]
+        ax.scatter(floors, names, marker="|", s=200, color="black", label="floor (GEMM peak)", zorder=3)
+        ax.set_xlabel(f"ms, batch 1, {threads} threads (no evaluate.json: accuracy not shown)")
+        ax.legend(fontsize=8)
+    ax.set_title(results.get("host_line", "")[:90], fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path)

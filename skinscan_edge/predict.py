@@ -40,18 +40,18 @@ def predict_images(run: RunDir, paths: list[Path], model: str = "keras", top_k: 
     """One result per path, in order: ``{"path", "top_k": [{"label", "score"}]}`` or, for a file
     that cannot be used, ``{"path", "skipped": reason, "detail"}``."""
     from .imageio import load_rgb
-    from .runtimes import open_runtime
+    from .models import model_entries, open_model
 
     labels = run.labels()
     if not 1 <= top_k <= len(labels):
         raise SkinscanError(f"--top-k must be between 1 and {len(labels)} (the number of classes), got {top_k}")
-    entry = None
-    if model != "keras":
-        from .export.manifest import entries
+    (entry,) = model_entries(run, [model])
+    if entry["name"] != "keras":
+        from .export.manifest import check_complete, read_manifest
 
-        entry = entries(run, [model])[0]
+        check_complete(run, read_manifest(run))
     paths = expand_images(paths)
-    rt = open_runtime(run, entry, num_threads=num_threads)
+    rt = open_model(run, entry, num_threads=num_threads)
     size = run.img_size()
     results: list[dict] = []
     pending: list[tuple[int, np.ndarray]] = []

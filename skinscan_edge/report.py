@@ -14,11 +14,10 @@ fills it in.
 from __future__ import annotations
 
 import base64
-import time
 from collections import Counter
 from pathlib import Path
 
-from .rundir import RunDir, atomic_write_text, read_json_or_none
+from .rundir import RunDir, atomic_write_text, read_json_or_none, timestamp
 
 INDEX_NAME = "index.html"
 TEMPLATE = "report.html.j2"
@@ -110,6 +109,10 @@ def build_report(run: RunDir) -> Path:
     evaluation = read_json_or_none(run.reports / "evaluate.json")
     benchmark = read_json_or_none(run.reports / "benchmark.json")
     manifest = read_json_or_none(run.manifest_path)
+    if manifest:
+        from .export.manifest import check_complete
+
+        check_complete(run, manifest)
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")
     skipped = read_json_or_none(run.skipped_path) or []
     rows = export_rows(evaluation, benchmark, manifest)
@@ -124,7 +127,7 @@ def build_report(run: RunDir) -> Path:
     env.filters["num"] = _num
     env.filters["signed"] = _signed
     page = env.get_template(TEMPLATE).render(
-        run=run.root.name, run_path=str(run.root), created=time.strftime("%Y-%m-%d %H:%M"),
+        run=run.root.name, run_path=str(run.root), created=timestamp()[:16].replace("T", " "),
         config=config, train=config["train"], status=run.status(), labels=run.labels(),
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
         keras_report=keras_report, evaluation=evaluation, benchmark=benchmark, manifest=manifest,

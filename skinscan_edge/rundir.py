@@ -73,6 +73,13 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
+def timestamp() -> str:
+    """Now, local time with its UTC offset, to the second: the one timestamp format of every file."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

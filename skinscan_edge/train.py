@@ -8,7 +8,6 @@ plots, and the Keras model's test-split report into the run directory.
 from __future__ import annotations
 
 import csv
-import platform
 import time
 from pathlib import Path
 
@@ -17,41 +16,25 @@ import numpy as np
 from .config import TrainConfig
 from .data import load_label_map, make_dataset, scan, split_items
 from .errors import SkinscanError
-from .rundir import RunDir, atomic_write_text, read_json, write_json
+from .hostinfo import tool_versions
+from .progress import SILENT, Reporter, reporter_or_silent
+from .rundir import RunDir, atomic_write_text, read_json, timestamp, write_json
 
 
-def tool_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("skinscan-edge", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx",
-                "onnx", "onnxruntime", "ai-edge-litert", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _scan_and_split(cfg: TrainConfig, console) -> tuple[dict, list[str], list[dict]]:
+def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], list[dict]]:
     """Scan and split the data; nothing is written yet, so bad data leaves no half-made run."""
-    result = scan(Path(cfg.data), progress=console is not None)
+    result = scan(Path(cfg.data), reporter=say)
     if result.skipped:
         reasons: dict[str, int] = {}
         for s in result.skipped:
             reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
         summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-        _say(console, f"[yellow]skipped {len(result.skipped)} file(s): {summary} (listed in skipped.json)")
+        say.message(f"skipped {len(result.skipped)} file(s): {summary} (listed in skipped.json)", "warn")
     labels = load_label_map(cfg.labels, result.classes)
     split = split_items(result, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     split["counts"] = {name: {labels[i]: int(n) for i, n in enumerate(
         np.bincount([y for _, y in part], minlength=len(labels)))} for name, part in split["splits"].items()}
     return split, labels, result.skipped
-
-
-def _say(console, msg: str) -> None:
-    if console is not None:
-        console.print(msg)
 
 
 def _datasets(split: dict, cfg: TrainConfig, placement):
@@ -165,7 +148,7 @@ class Interrupted(SkinscanError):
     exit_code = 130
 
 
-def train(cfg: TrainConfig, console=None) -> dict:
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
     """Run the whole training; returns a summary. Writes everything into ``cfg.out``.
 
     Under ``--strategy multi-worker`` every worker calls this; only the chief writes the run
@@ -176,6 +159,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
     """
     from .distribute import make_placement
 
+    say = reporter_or_silent(reporter)
     cfg.validate()
     run = RunDir(Path(cfg.out))
     if cfg.resume:
@@ -194,23 +178,23 @@ def train(cfg: TrainConfig, console=None) -> dict:
     if cfg.resume:
         split, labels = run.split(), run.labels()
     else:
-        split, labels, skipped = _scan_and_split(cfg, console if chief else None)
+        split, labels, skipped = _scan_and_split(cfg, say if chief else SILENT)
         if chief:
             run.root.mkdir(parents=True, exist_ok=True)
             write_json(run.skipped_path, skipped)
             write_json(run.split_path, split)
             atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
     if not chief:
-        _say(console, f"{placement.task}: training as one of {placement.workers} workers; "
-             "the chief writes the run directory")
+        say.message(f"{placement.task}: training as one of {placement.workers} workers; "
+                    "the chief writes the run directory")
     state = {"phase": "prepare"}
     try:
-        return _train(cfg, run, placement, split, labels, console, state)
+        return _train(cfg, run, placement, split, labels, say, state)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
 
 
-def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[str], console, state: dict) -> dict:
+def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[str], say: Reporter, state: dict) -> dict:
     from ._tf import keras
 
     k = keras()
@@ -224,10 +208,10 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
             "distribution": placement.describe(),
             "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
                                "size": [cfg.img_size, cfg.img_size]},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created": timestamp(),
         })
     k.utils.set_random_seed(cfg.seed)
-    _say(console, f"data: {split['layout']} layout, {len(labels)} classes, "
+    say.message(f"data: {split['layout']} layout, {len(labels)} classes, "
          + ", ".join(f"{n} {len(v)}" for n, v in split["splits"].items())
          + (f"; {placement.name}: {placement.replicas} replica(s) on {placement.workers} worker(s)"
             if placement.name != "default" else ""))
@@ -244,7 +228,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
         state["phase"] = "head"
         if chief:
             run.set_status("incomplete", phase="head")
-        _say(console, f"phase 1: head only, {cfg.epochs} epoch(s), lr {cfg.learning_rate}")
+        say.message(f"phase 1: head only, {cfg.epochs} epoch(s), lr {cfg.learning_rate}")
         from .model import freeze_base
 
         with placement.strategy.scope():
@@ -265,7 +249,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
         with placement.strategy.scope():
             n = unfreeze_from(model, cfg.unfreeze_from, keep_bn_frozen=pretrained)
             model.compile(k.optimizers.Adam(cfg.fine_tune_lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        _say(console, f"phase 2: fine-tune from {cfg.unfreeze_from} ({n} base layers trainable, "
+        say.message(f"phase 2: fine-tune from {cfg.unfreeze_from} ({n} base layers trainable, "
              f"BatchNorm {'frozen' if pretrained else 'training: no pretrained statistics'}), "
              f"{cfg.fine_tune_epochs} epoch(s), lr {cfg.fine_tune_lr}")
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, class_weight=class_weight,

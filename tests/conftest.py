@@ -37,7 +37,7 @@ PIPELINE_ARGS = ["--bench-threads", 1, "--bench-batch", "1,2", "--bench-min-time
                  "--max-accuracy-drop", 100, "--max-recall-drop", 100]
 #: Fixtures whose values come from the background jobs: tests using them run last.
 SLOW_FIXTURES = {"train_result", "trained_run", "export_result", "exported_run", "run_copy", "base_weights",
-                 "chain", "multi_worker", "piped"}
+                 "chain", "multi_worker", "piped", "interrupted_export", "toy_format"}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -50,10 +50,10 @@ def invoke(args: list):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def cli(args: list, timeout: float = 900) -> SimpleNamespace:
+def cli(args: list, timeout: float = 900, env: dict | None = None) -> SimpleNamespace:
     """The CLI as a separate ``skinscan-edge`` process: exit_code and output (stdout + stderr)."""
     proc = subprocess.run([sys.executable, "-m", "skinscan_edge", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
+                          text=True, timeout=timeout, env={**ENV, **(env or {})})
     return SimpleNamespace(exit_code=proc.returncode, output=proc.stdout + proc.stderr, stdout=proc.stdout,
                            stderr=proc.stderr)
 
@@ -88,7 +88,7 @@ def demo_data(tmp_path_factory) -> Path:
     from skinscan_edge.demo_data import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "data"
-    write_demo_dataset(root, per_class=24, size=96, seed=0, progress=False)
+    write_demo_dataset(root, per_class=24, size=96, seed=0)
     return root
 
 
@@ -114,7 +114,12 @@ def _start_jobs(demo_data: Path, tmp_path_factory) -> dict:
     train = Job(lambda: cli(["train", "--data", demo_data, "--out", run, *TRAIN_ARGS]))
     export = Job(lambda: cli(["export", run, "--int8", "--fp16", "--dynamic", "--qat", *EXPORT_ARGS]), train)
     piped = Job(lambda: _pipeline_on_a_copy(run, demo_data, tmp_path_factory.mktemp("pipe") / "run"), export)
-    out = {"run": run, "train": train, "export": export, "piped": piped}
+    from export_jobs import interrupted_export, toy_format
+
+    image = next((demo_data / "Melanoma").iterdir())
+    interrupted = Job(lambda: interrupted_export(run, tmp_path_factory.mktemp("interrupted"), image), train)
+    toy = Job(lambda: toy_format(run, tmp_path_factory.mktemp("toy"), image), export)
+    out = {"run": run, "train": train, "export": export, "piped": piped, "interrupted": interrupted, "toy": toy}
     out.update(start_reliability_jobs(demo_data, run, train, tmp_path_factory))
     return out
 
@@ -157,6 +162,16 @@ def exported_run(export_result):
     return run
 
 
+@pytest.fixture(scope="session")
+def interrupted_export(jobs):
+    return jobs["interrupted"].result()
+
+
+@pytest.fixture(scope="session")
+def toy_format(jobs):
+    return jobs["toy"].result()
+
+
 @pytest.fixture
 def run_copy(trained_run, tmp_path):
     """A private copy of the trained run (for tests that damage it)."""
@@ -167,9 +182,20 @@ def run_copy(trained_run, tmp_path):
     return RunDir(dst)
 
 
-def pytest_collection_modifyitems(items):
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="Only the tests that need no trained model (a quick check while developing).")
+
+
+def pytest_collection_modifyitems(config, items):
     """Tests that need no background result first, so they run while it is made."""
-    items.sort(key=lambda item: bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))))
+    slow = [item for item in items if SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if config.getoption("--fast"):
+        for item in slow:
+            items.remove(item)
+        config.hook.pytest_deselected(items=slow)
+        return
+    items.sort(key=lambda item: item in slow)
 
 
 def pytest_configure(config):

@@ -305,7 +305,7 @@ def test_bundle_replaces_a_stale_model(tiny_int8, tmp_path):
 
 
 @pytest.mark.parametrize("setup, message", [
-    ("unknown", "unknown export 'tflite-int9'; valid names: tflite-int8 (did you mean 'tflite-int8'?)"),
+    ("unknown", "unknown export 'tflite-int9'; valid exports: tflite-int8 (did you mean 'tflite-int8'?)"),
     ("onnx", "export tflite-int8 is onnx; the Android bundle needs a TFLite export"),
     ("labels", "9 labels but the model outputs 10 scores"),
     ("tampered", "does not match its manifest SHA-256"),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+from skinscan_edge import bench_worker
 from skinscan_edge import benchmark as bm
 from skinscan_edge import hostinfo
 from skinscan_edge.errors import SkinscanError
@@ -101,7 +102,12 @@ def test_floor_is_a_real_positive_measurement():
     assert f["fp32_runs"] >= 3 and f["fp32_best_ms"] > 0
     # best time x GOP/s recovers the matrix's 2 n^3 operations: the number is derived from a timing
     assert f["fp32_gflops"] * 1e9 * f["fp32_best_ms"] / 1e3 == pytest.approx(2 * 256**3, rel=0.01)
-    assert hostinfo.floor_ms(5e9, "int8", f) < hostinfo.floor_ms(5e9, "fp32", f) or f["int8_gops"] <= f["fp32_gflops"]
+    # the floor is 2 ops per MAC at the peak of the precision's own kernels: int8 models use the int8 peak
+    assert hostinfo.floor_ms(5e9, "int8", f) == pytest.approx(2 * 5e9 / (f["int8_gops"] * 1e9) * 1e3)
+    assert hostinfo.floor_ms(5e9, "dynamic", f) == hostinfo.floor_ms(5e9, "int8", f)
+    assert hostinfo.floor_ms(5e9, "fp16", f) == pytest.approx(2 * 5e9 / (f["fp32_gflops"] * 1e9) * 1e3)
+    assert hostinfo.floor_ms(5e9, "fp32", f, batch=4) == pytest.approx(4 * hostinfo.floor_ms(5e9, "fp32", f))
+    assert hostinfo.floor_ms(None, "fp32", f) is None and hostinfo.floor_ms(5e9, "fp32", None) is None
 
 
 def _onnx_model(nodes, inputs, outputs, inits):
@@ -289,14 +295,14 @@ def test_gpu_worker_skips_when_onnxruntime_lacks_cuda(tiny_run):
     entry = {e["name"]: e for e in json.loads(tiny_run.manifest_path.read_text())["exports"]}["onnx-fp32"]
     spec = {"run": str(tiny_run.root), "entry": entry, "device": "gpu", "threads": 1,
             "config": {**FAST, "threads": [1], "batches": [1, 2]}}
-    out = bm.run_worker(spec)
+    out = bench_worker.run_worker(spec)
     assert out == {"skipped": out["skipped"]} and "CUDAExecutionProvider" in out["skipped"]
 
 
 @pytest.mark.parametrize("content, expected", [
     ({"models": [{"name": "keras", "accuracy": 0.9}, {"name": "onnx-int8", "accuracy": 0.88}]},
      {"keras": 0.9, "onnx-int8": 0.88}),
-    ({"models": {"keras": {"accuracy": 0.7}, "bad": "x"}}, {"keras": 0.7}),
+    ({"models": {"keras": {"accuracy": 0.7}}}, {}),  # a dict is not evaluate.json's shape
     ({"models": [{"accuracy": 0.1}, "junk", {"name": "x"}]}, {}),
     ([1, 2, 3], {}),
     ("not json", {}),
@@ -308,20 +314,23 @@ def test_read_evaluation_is_defensive(tmp_path, content, expected):
     assert bm.read_evaluation(tmp_path / "missing.json")["accuracy"] == {}
 
 
-def test_cli_benchmark(tiny_run, small_floor):
+CLI_CASES = [
+    ("one model", "--model onnx-fp32 --threads 1 --batch 1,2 --min-time 0.05 --warmup 1 --images 4", 0, "benchmark.json"),
+    ("unknown model", "--model onnx-fp33", 2, "did you mean 'onnx-fp32'"),
+    ("tampered file: its row fails, the command exits 1", "--model onnx-tampered --threads 1 --batch 1 --min-time 0 --no-floor",
+     1, "SHA-256"),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_benchmark(tiny_run, small_floor, case):
     from typer.testing import CliRunner
 
     from skinscan_edge.cli import app
 
-    res = CliRunner().invoke(app, ["benchmark", str(tiny_run.root), "--models", "onnx-fp32", "--threads", "1",
-                                   "--batch", "1,2", "--min-time", "0.05", "--warmup", "1", "--images", "4"])
-    assert res.exit_code == 0, res.output
-    assert "benchmark.json" in res.output
-    res = CliRunner().invoke(app, ["benchmark", str(tiny_run.root), "--models", "onnx-fp33"])
-    assert res.exit_code == 2 and "did you mean 'onnx-fp32'" in res.output
-    res = CliRunner().invoke(app, ["benchmark", str(tiny_run.root), "--models", "onnx-tampered", "--threads", "1",
-                                   "--batch", "1", "--min-time", "0", "--no-floor"])
-    assert res.exit_code == 1 and "SHA-256" in res.output
+    _, args, code, text = case
+    res = CliRunner().invoke(app, ["benchmark", str(tiny_run.root), *args.split()])
+    assert res.exit_code == code and text in res.output, res.output
 
 
 def test_worker_peak_rss_is_its_own_not_its_parents():
@@ -332,7 +341,7 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
     import numpy as np
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (the parent) process
-    code = "from skinscan_edge.benchmark import _peak_rss_mb; print(_peak_rss_mb())"
+    code = "from skinscan_edge.bench_worker import peak_rss_mb; print(peak_rss_mb())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                                  check=True).stdout)
     assert ballast.sum() > 0 and child < 300, f"child reported {child:.0f} MB"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import invoke
 
-COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark"]
+COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "pipeline", "predict", "report"]
 
 
 def test_help_does_not_import_tensorflow():
@@ -22,11 +23,65 @@ def test_help_does_not_import_tensorflow():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _click_command(name):
+    import typer
+
+    from skinscan_edge.cli import app
+
+    return typer.main.get_command(app).commands[name]
+
+
+def test_the_cli_has_exactly_these_commands():
+    import typer
+
+    from skinscan_edge.cli import app
+
+    assert sorted(typer.main.get_command(app).commands) == sorted(COMMANDS)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_has_help(command):
+def test_every_option_of_every_command_is_explained_in_its_help(command):
     result = invoke([command, "--help"])
     assert result.exit_code == 0
-    assert "Usage" in result.output and "--help" in result.output
+    flat = " ".join(result.output.split())  # rich wraps long help over lines
+    for param in _click_command(command).params:
+        assert param.help and len(param.help) > 15, f"{command} {param.name} has no real help"
+        if param.param_type_name == "option":
+            assert param.opts[0] in flat, f"{command} --help does not list {param.opts[0]}"
+
+
+def _groups(command):
+    """The config groups each command's options come from, and the flag prefix they carry."""
+    from skinscan_edge.commands import options as o
+    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, GateConfig, TrainConfig
+
+    train, export, gate = (TrainConfig, o.TRAIN, ""), (ExportConfig, o.EXPORT, ""), (GateConfig, o.GATE, "")
+    return {"train": [train], "export": [export], "evaluate": [(EvaluateConfig, o.EVALUATE, ""), gate],
+            "benchmark": [(BenchmarkConfig, o.BENCHMARK, "")],
+            "pipeline": [train, export, gate, (BenchmarkConfig, o.BENCHMARK, "bench")]}[command]
+
+
+@pytest.mark.parametrize("command", ["train", "export", "evaluate", "benchmark", "pipeline"])
+def test_every_option_default_is_the_library_default(command):
+    """An option bound to a config field shows, and uses, that field's default: the CLI, the
+    Python API and the saved config cannot disagree (pipeline's --bench-batch included)."""
+    from skinscan_edge.commands import options
+
+    params = {p.opts[0]: p for p in _click_command(command).params if p.param_type_name == "option"}
+    checked = 0
+    for cls, opts, prefix in _groups(command):
+        for opt in opts:
+            flag = options._flags(opt, prefix)[0].split("/")[0]
+            if flag not in params:
+                assert prefix and opt.field not in options.PIPELINE_BENCHMARK, f"{command} lacks {flag}"
+                continue
+            default, shown = options.default_of(cls, opt.field), params[flag].default
+            value = opt.parse(shown) if opt.parse else shown
+            assert value == (tuple(default) if isinstance(default, tuple) else default), \
+                f"{command} {flag}: {shown!r} is not {cls.__name__}.{opt.field} = {default!r}"
+            checked += 1
+    assert checked == sum(len(opts) if not prefix else len(options.PIPELINE_BENCHMARK)
+                          for _, opts, prefix in _groups(command))
 
 
 # --- bad arguments: exit code 2 and one line, through the real entry point ----------------------
@@ -65,45 +120,84 @@ def _labels_off_by_one(exported_run, tmp):
     return dst
 
 
-# (name, argv built from (tmp_path, demo_data, run_root, run_copy_factory), expected text in the one line)
+def _place(name: str, tmp: Path, demo_data: Path, request) -> Path:
+    """The paths a bad command line names: made only when a case uses them."""
+    if name == "tmp":
+        return tmp
+    if name == "data":
+        return demo_data
+    if name == "file":
+        (tmp / "f.txt").write_text("x")
+        return tmp / "f.txt"
+    if name == "empty":
+        (tmp / "e").mkdir()
+        return tmp / "e"
+    if name == "one_class":
+        return _one_class(tmp)
+    if name == "short_map":
+        return _short_label_map(tmp)
+    run = request.getfixturevalue("exported_run")
+    return run.root if name == "run" else _labels_off_by_one(run, tmp)
+
+
+def _argv(template: list[str], tmp: Path, demo_data: Path, request) -> list[str]:
+    """``{data}/Melanoma`` -> the demo data's Melanoma folder, and so on (see _place)."""
+    import re
+
+    return [re.sub(r"\{(\w+)\}", lambda m: str(_place(m.group(1), tmp, demo_data, request)), a) for a in template]
+
+
+# (case, command line with {placeholders} from _place, what its one line must say)
 BAD_ARGS = [
-    ("missing data", lambda t, d, r, c: ["train", "--data", t / "nope"], "--data folder not found"),
-    ("data is a file", lambda t, d, r, c: ["train", "--data", (t / "f.txt").write_text("x") and t / "f.txt"], "got a file"),
-    ("empty data folder", lambda t, d, r, c: ["train", "--data", (t / "e").mkdir() or t / "e"], "no class folders"),
-    ("one-class data folder", lambda t, d, r, c: ["train", "--data", _one_class(t), "--out", t / "o", "--weights", "none"],
-     "need at least 2 classes"),
-    ("img-size under 75", lambda t, d, r, c: ["train", "--data", d, "--img-size", 74], "at least 75"),
-    ("img-size not a number", lambda t, d, r, c: ["train", "--data", d, "--img-size", "big"], "Invalid value for '--img-size'"),
-    ("batch size 0", lambda t, d, r, c: ["train", "--data", d, "--batch-size", 0], "--batch-size must be at least 1"),
-    ("unknown option", lambda t, d, r, c: ["train", "--data", d, "--epoch", 3], "No such option"),
-    ("unknown strategy", lambda t, d, r, c: ["train", "--data", d, "--strategy", "mirored"], "did you mean 'mirrored'"),
-    ("cpu replicas without mirrored", lambda t, d, r, c: ["train", "--data", d, "--cpu-replicas", 2], "only applies to --strategy mirrored"),
-    ("label map count mismatch", lambda t, d, r, c: ["train", "--data", d, "--out", t / "o", "--labels", _short_label_map(t)],
-     "has no label for folder(s)"),
-    ("missing run", lambda t, d, r, c: ["export", t / "nope"], "run directory not found"),
-    ("run is a file", lambda t, d, r, c: ["evaluate", (t / "f").write_text("x") and t / "f"], "it is a file"),
-    ("unknown precision", lambda t, d, r, c: ["export", r, "--precision", "int4"], "unknown name 'int4'"),
-    ("unknown export format", lambda t, d, r, c: ["evaluate", r, "--formats", "tflite-int9"], "did you mean 'tflite-int8'"),
-    ("unknown benchmark model", lambda t, d, r, c: ["benchmark", r, "--models", "onnx-fp33"], "onnx-fp32"),
-    ("benchmark threads 0", lambda t, d, r, c: ["benchmark", r, "--threads", "0"], "must be positive"),
-    ("evaluate batch size 0", lambda t, d, r, c: ["evaluate", r, "--batch-size", 0], "--batch-size must be at least 1"),
-    ("predict unknown format", lambda t, d, r, c: ["predict", r, d / "Melanoma", "--format", "tflite-int9"], "did you mean 'tflite-int8'"),
-    ("predict top-k 0", lambda t, d, r, c: ["predict", r, d / "Melanoma", "--top-k", 0], "--top-k must be between 1 and 10"),
-    ("predict missing image", lambda t, d, r, c: ["predict", r, t / "nope.jpg", "--format", "tflite-int8"], "nope.jpg: not-found"),
-    ("predict labels do not match the model",
-     lambda t, d, r, c: ["predict", _labels_off_by_one(c(), t), d / "Melanoma", "--format", "tflite-int8"],
+    ("missing data", "train --data {tmp}/nope", "--data folder not found"),
+    ("data is a file", "train --data {file}", "got a file"),
+    ("empty data folder", "train --data {empty}", "no class folders"),
+    ("one-class data folder", "train --data {one_class} --out {tmp}/o --weights none", "need at least 2 classes"),
+    ("img-size under 75", "train --data {data} --img-size 74", "at least 75"),
+    ("img-size not a number", "train --data {data} --img-size big", "Invalid value for '--img-size'"),
+    ("batch size 0", "train --data {data} --batch-size 0", "--batch-size must be at least 1"),
+    ("unknown option", "train --data {data} --epoch 3", "No such option"),
+    ("unknown strategy", "train --data {data} --strategy mirored", "did you mean 'mirrored'"),
+    ("cpu replicas without mirrored", "train --data {data} --cpu-replicas 2", "only applies to --strategy mirrored"),
+    ("label map count mismatch", "train --data {data} --out {tmp}/o --labels {short_map}", "has no label for folder(s)"),
+    ("missing run", "export {tmp}/nope", "run directory not found"),
+    ("run is a file", "evaluate {file}", "it is a file"),
+    ("pipeline bad gate value", "pipeline --data {data} --out {tmp}/o --min-agreement 2", "between 0 and 1"),
+    ("pipeline unknown device", "pipeline --data {data} --out {tmp}/o --device gpus", "did you mean 'gpu'"),
+    ("report of a missing run", "report {tmp}/nope", "run directory not found"),
+]
+#: The same, for cases that need the session's exported run.
+BAD_RUN_ARGS = [
+    ("unknown precision", "export {run} --precision int4", "unknown precision 'int4'"),
+    ("unknown evaluate model", "evaluate {run} --model tflite-int9", "did you mean 'tflite-int8'"),
+    ("unknown benchmark model", "benchmark {run} --model onnx-fp33", "did you mean 'onnx-fp32'"),
+    ("old option name still works", "benchmark {run} --models onnx-fp33", "did you mean 'onnx-fp32'"),
+    ("benchmark threads 0", "benchmark {run} --threads 0", "must be positive"),
+    ("evaluate batch size 0", "evaluate {run} --batch-size 0", "--batch-size must be at least 1"),
+    ("predict unknown model", "predict {run} {data}/Melanoma --model tflite-int9", "did you mean 'tflite-int8'"),
+    ("predict top-k 0", "predict {run} {data}/Melanoma --top-k 0", "--top-k must be between 1 and 10"),
+    ("predict missing image", "predict {run} {tmp}/nope.jpg --model tflite-int8", "nope.jpg: not-found"),
+    ("predict labels do not match the model", "predict {short_labels_run} {data}/Melanoma --model tflite-int8",
      "labels don't match"),
-    ("pipeline bad gate value", lambda t, d, r, c: ["pipeline", "--data", d, "--out", t / "o", "--min-agreement", 2],
-     "between 0 and 1"),
-    ("report of a missing run", lambda t, d, r, c: ["report", t / "nope"], "run directory not found"),
 ]
 
 
-@pytest.mark.parametrize("name, make, expected", BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
-def test_bad_arguments_exit_2_with_one_line(name, make, expected, tmp_path, demo_data, exported_run, capsys, request):
-    args = make(tmp_path, demo_data, exported_run.root, lambda: exported_run)
-    code, output = run_main(args, capsys)
+def _check_one_line_error(case, tmp_path, demo_data, capsys, request):
+    name, template, expected = case
+    code, output = run_main(_argv(template.split(), tmp_path, demo_data, request), capsys)
     assert code == 2, output
     assert "Traceback" not in output
     assert len(output.splitlines()) == 1, output
     assert output.startswith("error:") and expected in output, output
+
+
+@pytest.mark.parametrize("case", BAD_ARGS, ids=[b[0] for b in BAD_ARGS])
+def test_bad_arguments_exit_2_with_one_line(case, tmp_path, demo_data, capsys, request):
+    _check_one_line_error(case, tmp_path, demo_data, capsys, request)
+
+
+@pytest.mark.parametrize("case", BAD_RUN_ARGS, ids=[b[0] for b in BAD_RUN_ARGS])
+def test_bad_arguments_about_a_run_exit_2_with_one_line(case, tmp_path, demo_data, exported_run, capsys, request):
+    _check_one_line_error(case, tmp_path, demo_data, capsys, request)
+
+

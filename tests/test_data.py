@@ -70,7 +70,7 @@ def test_scan_lists_every_bad_file_with_reason(tmp_path):
     root = _folder(tmp_path / "data", {"a": 6, "b": 6})
     for kind in ("empty-file", "truncated", "corrupt", "not-an-image"):
         _write_bad(kind, root / "a")
-    result = scan(root, progress=False)
+    result = scan(root)
     reasons = {Path(s["path"]).name: s["reason"] for s in result.skipped}
     assert reasons == {"empty-file.jpg": "empty-file", "truncated.jpg": "truncated",
                        "corrupt.jpg": "corrupt", "notes.txt": "not-an-image"}
@@ -112,9 +112,9 @@ def test_kaggle_layout_is_descended(tmp_path):
 
 def test_split_is_stratified_seeded_and_reproducible(tmp_path):
     root = _folder(tmp_path / "data", {"a": 20, "b": 12, "c": 8})
-    result = scan(root, progress=False)
+    result = scan(root)
     s1 = split_items(result, seed=3, val_fraction=0.15, test_fraction=0.15)
-    s2 = split_items(scan(root, progress=False), seed=3, val_fraction=0.15, test_fraction=0.15)
+    s2 = split_items(scan(root), seed=3, val_fraction=0.15, test_fraction=0.15)
     s3 = split_items(result, seed=4, val_fraction=0.15, test_fraction=0.15)
     assert s1 == s2 and s1["sha256"] == s2["sha256"]
     assert s1["splits"] != s3["splits"]
@@ -128,7 +128,7 @@ def test_split_is_stratified_seeded_and_reproducible(tmp_path):
 def test_presplit_layout_is_kept_and_val_carved_from_train(tmp_path):
     _folder(tmp_path / "train", {"a": 10, "b": 10})
     _folder(tmp_path / "test", {"a": 3, "b": 3})
-    result = scan(tmp_path, progress=False)
+    result = scan(tmp_path)
     assert result.layout == "presplit"
     s = split_items(result, seed=0, val_fraction=0.2, test_fraction=0.15)
     assert len(s["splits"]["test"]) == 6 and all(p.startswith("test/") for p, _ in s["splits"]["test"])
@@ -140,7 +140,7 @@ def test_presplit_layout_is_kept_and_val_carved_from_train(tmp_path):
     ({"a": 10, "b": 3}, "too few valid images to split"),
 ])
 def test_split_refuses_unusable_data(tmp_path, classes, message):
-    result = scan(_folder(tmp_path / "data", classes), progress=False)
+    result = scan(_folder(tmp_path / "data", classes))
     with pytest.raises(SkinscanError, match=message):
         split_items(result, seed=0, val_fraction=0.15, test_fraction=0.15)
 

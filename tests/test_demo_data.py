@@ -36,7 +36,7 @@ def hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("demo") / "data"
-    return root, write_demo_dataset(root, per_class=6, size=48, seed=0, progress=False)
+    return root, write_demo_dataset(root, per_class=6, size=48, seed=0)
 
 
 def test_labels_are_the_skinscan_labels_in_imagefolder_order():
@@ -85,10 +85,10 @@ def test_images_decode_with_load_rgb(small):
 def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
     root, _ = small
     again = tmp_path / "again"
-    write_demo_dataset(again, per_class=6, size=48, seed=0, progress=False)
+    write_demo_dataset(again, per_class=6, size=48, seed=0)
     assert hashes(again) == hashes(root)
     other = tmp_path / "other"
-    write_demo_dataset(other, per_class=6, size=48, seed=1, progress=False)
+    write_demo_dataset(other, per_class=6, size=48, seed=1)
     changed = [k for k, v in hashes(other).items() if hashes(root)[k] != v]
     assert len(changed) == 60
 
@@ -107,7 +107,7 @@ def test_an_image_depends_only_on_seed_class_and_index():
 ])
 def test_bad_arguments_fail_with_the_fix(tmp_path, kwargs, message):
     with pytest.raises(SkinscanError, match=message):
-        write_demo_dataset(tmp_path / "x", progress=False, **{"per_class": 5, "size": 32, **kwargs})
+        write_demo_dataset(tmp_path / "x", **{"per_class": 5, "size": 32, **kwargs})
     assert not (tmp_path / "x").exists()
 
 
@@ -122,7 +122,7 @@ def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo_data, "render_jpeg", flaky)
     with pytest.raises(KeyboardInterrupt):
-        write_demo_dataset(tmp_path / "out", per_class=5, size=32, progress=False)
+        write_demo_dataset(tmp_path / "out", per_class=5, size=32)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -21,15 +21,14 @@ MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.8
 @pytest.fixture(scope="module")
 def predictions(exported_run):
     """Keras and every export on the same test-split images, through the real runtimes."""
-    from skinscan_edge.export.manifest import entries
     from skinscan_edge.imageio import load_batch
-    from skinscan_edge.runtimes import open_runtime
+    from skinscan_edge.models import model_entries, open_model
 
     items = exported_run.split_items("test")
     x = load_batch([p for p, _ in items], IMG)
-    out = {"keras": open_runtime(exported_run).predict(x), "y": np.array([y for _, y in items])}
-    for entry in entries(exported_run):
-        out[entry["name"]] = open_runtime(exported_run, entry).predict(x)
+    out = {"y": np.array([y for _, y in items])}
+    for entry in model_entries(exported_run):
+        out[entry["name"]] = open_model(exported_run, entry).predict(x)
     return out
 
 
@@ -155,3 +154,17 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
     manifest = json.loads(run_copy.manifest_path.read_text())
     assert [e["name"] for e in manifest["exports"]] == ["tflite-fp32"]
     assert manifest["failures"][0]["name"] == "onnx-fp32"
+
+
+def test_manifest_records_xnnpack_share_per_tflite_file(exported_run):
+    """The int8 file (export graph: pools rewritten) is one XNNPACK partition plus the I/O
+    quantize and softmax; the float and dynamic-range files stay one partition too."""
+    from skinscan_edge.export.manifest import entries
+
+    tflite = {e["name"]: e for e in entries(exported_run) if e["format"] == "tflite"}
+    for e in tflite.values():
+        assert e["xnnpack_ops"] <= e["ops_total"] and isinstance(e["builtin_ops"], list), e["name"]
+    int8 = tflite["tflite-int8"]
+    assert int8["xnnpack_partitions"] == 1 and set(int8["builtin_ops"]) <= {"QUANTIZE", "SOFTMAX"}
+    for name in ("tflite-fp32", "tflite-fp16", "tflite-dynamic"):
+        assert tflite[name]["xnnpack_partitions"] == 1 and tflite[name]["builtin_ops"] == [], name

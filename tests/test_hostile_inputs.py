@@ -100,7 +100,7 @@ def test_scanner_accounts_for_every_file(batch):
             d = root / ("a" if i % 2 else "b")
             d.mkdir(exist_ok=True)
             (d / f"{i}.{fmt.lower()}").write_bytes(_mutate(SEEDS[fmt], ops) if ops else SEEDS[fmt])
-        result = scan(root, progress=False)
+        result = scan(root)
         kept = sum(len(v) for v in result.items.values())
         assert kept + len(result.skipped) == len(batch)
         assert all(s["reason"] in REASONS for s in result.skipped)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from skinscan_edge import metrics
+from skinscan_edge.config import GateConfig
 from skinscan_edge.errors import SkinscanError
 
 P = np.array  # probabilities, one row per image
@@ -133,12 +134,12 @@ REC_B = "tflite-int8: recall of B dropped 3.00 pp vs Keras (limit 2.00 pp, over 
     (_results(delta_acc=0.0, recall={"A": None, "B": 0.0, "Melanoma": 0.0}), {"min_agreement": 0.9}, []),
 ])
 def test_check_gate_lines(results, kwargs, expected):
-    assert metrics.check_gate(results, **kwargs) == expected
+    assert metrics.check_gate(results, GateConfig(**kwargs)) == expected
 
 
 def test_unknown_critical_class_is_one_line_with_valid_labels():
     with pytest.raises(SkinscanError) as e:
-        metrics.check_gate(_results(), critical_classes=["melanoma"])
+        metrics.check_gate(_results(), GateConfig(critical_classes=["melanoma"]))
     msg = str(e.value)
     assert "\n" not in msg
     assert msg == "unknown class 'melanoma'; valid labels: A, B, Melanoma (did you mean 'Melanoma'?)"

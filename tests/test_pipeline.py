@@ -49,38 +49,69 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
     assert again.output.count("skipped (") == 4
 
 
-def test_changed_or_damaged_inputs_make_a_stage_due(piped, demo_data):
-    from skinscan_edge.benchmark import BenchmarkConfig
+def _piped_config(run):
+    """The PipelineConfig that `piped` ran with (conftest's TRAIN_ARGS, EXPORT_ARGS, PIPELINE_ARGS)."""
+    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
+    from skinscan_edge.export.converters import PRECISIONS
+    from skinscan_edge.pipeline import PipelineConfig
+
+    train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+    return PipelineConfig(train=train, export=ExportConfig(precisions=list(PRECISIONS), calib_samples=48),
+                          evaluate=EvaluateConfig(max_accuracy_drop_pp=100.0, max_recall_drop_pp=100.0),
+                          benchmark=BenchmarkConfig(threads=(1,), batches=(1, 2), min_time_s=0.05))
+
+
+def _damage_int8(cfg, run: Path, tmp: Path) -> Path:
+    damaged = tmp / "run"
+    shutil.copytree(run, damaged, ignore=shutil.ignore_patterns("*.onnx", "model_fp16.tflite", "model_dynamic*"))
+    blob = damaged / "exports" / "model_int8.tflite"
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    return damaged
+
+
+def _set(path: str, value):
+    def change(cfg, run, tmp):
+        section, name = path.split(".")
+        setattr(getattr(cfg, section), name, value)
+        return run
+    return change
+
+
+# (case, change to the settings or the files, stage, still current?)
+STAGE_CASES = [
+    ("same settings", _set("export.calib_samples", 48), "export", True),
+    ("other calibration size", _set("export.calib_samples", 64), "export", False),
+    ("more jobs: how, not what", _set("export.jobs", 1), "export", True),
+    ("a damaged int8 file", _damage_int8, "export", False),
+    ("same gate", _set("evaluate.max_recall_drop_pp", 100.0), "evaluate", True),
+    ("stricter gate: evaluate again", _set("evaluate.max_recall_drop_pp", 0.0), "evaluate", False),
+    ("stricter gate: benchmark stays", _set("evaluate.max_recall_drop_pp", 0.0), "benchmark", True),
+    ("other benchmark threads", _set("benchmark.threads", (2,)), "benchmark", False),
+]
+
+
+@pytest.mark.parametrize("case", STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
+def test_a_stage_is_due_exactly_when_its_inputs_changed(piped, tmp_path, case):
+    from skinscan_edge.pipeline import stage_is_current
+    from skinscan_edge.rundir import RunDir
+
+    _, change, stage, current = case
+    run, _ = piped
+    cfg = _piped_config(run)
+    where = change(cfg, run, tmp_path)
+    assert bool(stage_is_current(stage, cfg, RunDir(where))) is current
+
+
+def test_a_finished_run_with_other_training_settings_is_refused(piped):
     from skinscan_edge.config import TrainConfig
-    from skinscan_edge.evaluate import EvaluateConfig
-    from skinscan_edge.export.run import PRECISIONS, ExportConfig
+    from skinscan_edge.errors import SkinscanError
     from skinscan_edge.pipeline import PipelineConfig, stage_is_current
     from skinscan_edge.rundir import RunDir
 
     run, _ = piped
-    train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
-    cfg = PipelineConfig(train=train, export=ExportConfig(precisions=list(PRECISIONS), calib_samples=48))
-    rd = RunDir(run)
-    assert stage_is_current("export", cfg, rd)
-    cfg.export.calib_samples = 64
-    assert stage_is_current("export", cfg, rd) is None  # other settings
-    cfg.export.calib_samples = 48
-    with tempfile.TemporaryDirectory() as tmp:
-        damaged = Path(tmp) / "run"
-        shutil.copytree(run, damaged, ignore=shutil.ignore_patterns("*.onnx", "model_fp16.tflite", "model_dynamic*"))
-        blob = damaged / "exports" / "model_int8.tflite"
-        blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
-        assert stage_is_current("export", cfg, RunDir(damaged)) is None  # SHA-256 no longer matches
-    cfg.evaluate = EvaluateConfig(max_accuracy_drop_pp=100.0, max_recall_drop_pp=100.0)  # as piped
-    cfg.benchmark = BenchmarkConfig(threads=(1,), batches=(1, 2), min_time_s=0.05)
-    assert stage_is_current("evaluate", cfg, rd) and stage_is_current("benchmark", cfg, rd)
-    cfg.evaluate = EvaluateConfig(max_accuracy_drop_pp=0.0, max_recall_drop_pp=0.0)  # a stricter gate: evaluate again
-    assert stage_is_current("evaluate", cfg, rd) is None and stage_is_current("benchmark", cfg, rd)
-    other = TrainConfig.from_dict({**train.to_dict(), "seed": 8})
-    from skinscan_edge.errors import SkinscanError
-
+    other = TrainConfig.from_dict({**_piped_config(run).train.to_dict(), "seed": 8})
     with pytest.raises(SkinscanError, match="trained with other settings"):
-        stage_is_current("train", PipelineConfig(train=other), rd)
+        stage_is_current("train", PipelineConfig(train=other), RunDir(run))
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -145,15 +176,14 @@ def test_report_renders_in_headless_chromium_with_every_image(piped, tmp_path):
 # --- predict ----------------------------------------------------------------------------------
 def test_predict_json_matches_the_runtime_and_is_sorted(exported_run):
     from skinscan_edge.imageio import load_rgb
-    from skinscan_edge.runtimes import open_runtime
-    from skinscan_edge.export.manifest import entries
+    from skinscan_edge.models import open_model
 
     paths = [p for p, _ in exported_run.split_items("test")[:3]]
-    result = invoke(["predict", exported_run.root, *paths, "--format", "tflite-fp32", "--top-k", 3, "--json"])
+    result = invoke(["predict", exported_run.root, *paths, "--model", "tflite-fp32", "--top-k", 3, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     labels = exported_run.labels()
-    rt = open_runtime(exported_run, entries(exported_run, ["tflite-fp32"])[0])
+    rt = open_model(exported_run, "tflite-fp32")
     probs = rt.predict(np.stack([load_rgb(p, exported_run.img_size()) for p in paths]))
     assert doc["model"] == "tflite-fp32" and [r["path"] for r in doc["results"]] == [str(p) for p in paths]
     for r, p in zip(doc["results"], probs):

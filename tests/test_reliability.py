@@ -209,16 +209,14 @@ def test_evaluate_peak_memory_is_flat_when_the_split_grows_4x(exported_run, tmp_
     images, and any array built from all of them, would."""
     import tracemalloc
 
-    from skinscan_edge import evaluate, runtimes
-    from skinscan_edge.export.manifest import entries
+    from skinscan_edge import evaluate
+    from skinscan_edge.models import open_model
 
-    opened = {None: runtimes.open_runtime(exported_run, None)}
-    entry = entries(exported_run, ["tflite-int8"])[0]
-    opened["tflite-int8"] = runtimes.open_runtime(exported_run, entry)
+    opened = {name: open_model(exported_run, name) for name in ("keras", "tflite-int8")}
     for rt in opened.values():  # trace/allocate for both batch shapes before tracing memory
         for n in (16, 4):
             rt.predict(np.zeros((n, IMG, IMG, 3), np.uint8))
-    monkeypatch.setattr(runtimes, "open_runtime", lambda run, e, **kw: opened[e["name"] if e else None])
+    monkeypatch.setattr(evaluate, "open_model", lambda run, e, **kw: opened[e["name"]])
     peaks, counts = [], []
     for times in (1, 4):  # the 36 test images, then 144
         run = _run_with_test_split_times(exported_run, tmp_path / f"x{times}", times)

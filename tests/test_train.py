@@ -56,7 +56,7 @@ def test_reported_accuracy_equals_an_independent_computation(trained_run, train_
 def test_same_seed_same_split(trained_run, demo_data):
     from skinscan_edge.data import scan, split_items
 
-    again = split_items(scan(demo_data, progress=False), seed=7, val_fraction=0.15, test_fraction=0.15)
+    again = split_items(scan(demo_data), seed=7, val_fraction=0.15, test_fraction=0.15)
     assert again["sha256"] == trained_run.split()["sha256"]
 
 

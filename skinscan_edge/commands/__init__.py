@@ -1,5 +1,5 @@
-"""Thin typer commands, one module each: parse, build a config, call one library function,
-print the result. Importing these modules must not import TensorFlow."""
+"""Thin typer commands, one module each: parse, build a config, call one API function
+(``skinscan_edge.api``), print the result. Importing these modules must not import TensorFlow."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def parse_csv_ints(text: str, flag: str) -> list[int]:
     return values
 
 
-def stderr_console():
-    from rich.console import Console
+def reporter():
+    """The CLI's progress display: rich, on stderr."""
+    from ..progress import RichReporter
 
-    return Console(stderr=True, soft_wrap=True)  # log lines stay whole in CI logs and pipes
+    return RichReporter()
 
 
-__all__ = ["user_errors", "parse_csv_ints", "stderr_console"]
+__all__ = ["user_errors", "parse_csv_ints", "reporter"]

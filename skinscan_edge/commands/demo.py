@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import user_errors
+from . import reporter, user_errors
 
 
 @user_errors
@@ -31,7 +31,7 @@ def command(
     """
     from ..demo_data import write_demo_dataset
 
-    summary = write_demo_dataset(out, per_class=per_class, size=size, seed=seed, progress=True,
+    summary = write_demo_dataset(out, per_class=per_class, size=size, seed=seed, reporter=reporter(),
                                  overwrite=overwrite)
     typer.echo(
         f"wrote {summary['n_images']} SYNTHETIC demo images ({len(summary['classes'])} classes x "

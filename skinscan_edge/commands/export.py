@@ -7,10 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from . import stderr_console, user_errors
+from . import options, reporter, user_errors
 
 
 @user_errors
+@options.export_group
 def command(
     run: Path = typer.Argument(..., help="Run directory written by `skinscan-edge train`."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write TFLite fp16 (float16 weights)."),
@@ -18,34 +19,32 @@ def command(
     int8: bool = typer.Option(False, "--int8", help="Also write full-integer TFLite int8 (uint8 in/out) and static ONNX int8, calibrated on the train split."),
     qat: bool = typer.Option(False, "--qat", help="Also run quantization-aware training (tfmot) and write it as full-integer TFLite."),
     precision: Optional[List[str]] = typer.Option(None, "--precision", help="Precision by name, repeatable: fp32, fp16, dynamic, int8, qat (same as the flags)."),
-    calib_samples: int = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files."),
-    qat_epochs: int = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the calibration sample and QAT."),
-    jobs: int = typer.Option(2, "--jobs", help="2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time."),
-    android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide. With the default --android-export it also makes the int8 files (as --int8)."),
-    android_dir: Path = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle."),
-    android_export: str = typer.Option("tflite-int8", "--android-export", help="Which export goes into the Android bundle."),
+    seed: int = typer.Option(options.default_of(options.C.ExportConfig, "seed"), "--seed", help="Seed of the calibration sample and QAT."),
+    android: bool = options.ANDROID,
+    android_dir: Path = options.ANDROID_DIR,
+    android_model: str = typer.Option(options.ANDROID_MODEL, "--model", "--android-export", help="Which export goes into the Android bundle."),
+    export_opts: dict = None,
 ) -> None:
-    """Export a trained run to TFLite and ONNX; write RUN/exports/manifest.json."""
-    from ..export.run import ExportConfig, export_run
-    from ..rundir import RunDir
+    """Export a trained run to TFLite and ONNX; write RUN/exports/manifest.json.
 
-    rd = RunDir.open(run)
+    Files already made from this model with the same settings are kept (SHA-256 verified), so
+    running an interrupted export again finishes only what is missing. Exit codes: 0 done; 1 a
+    conversion failed; 2 a problem with the run; 130 interrupted.
+    """
+    from ..api import export
+    from ..config import ExportConfig
+
     wanted = list(precision or [])
     wanted += [p for p, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8), ("qat", qat)) if on]
-    if android and android_export == "tflite-int8" and "int8" not in wanted:
+    if android and android_model == "tflite-int8" and "int8" not in wanted:
         wanted.append("int8")
-    cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], calib_samples=calib_samples,
-                       qat_epochs=qat_epochs, seed=seed, jobs=jobs)
-    console = stderr_console()
-    manifest = export_run(rd, cfg, console=console)
-    typer.echo(f"manifest: {rd.manifest_path} ({len(manifest['exports'])} exports)")
-    if android:
-        from ..export.android import build_android_bundle
-
-        summary = build_android_bundle(rd, android_dir, export_name=android_export)
-        typer.echo(f"android bundle: {android_dir} ({summary['model_path']})")
-    if manifest["failures"]:
-        for f in manifest["failures"]:
-            typer.echo(f"error: export {f['name']} failed: {f['error']}", err=True)
+    cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], seed=seed, **export_opts)
+    result = export(run, cfg, android_dir=android_dir if android else None, android_model=android_model,
+                    reporter=reporter())
+    typer.echo(f"manifest: {result.run / 'exports' / 'manifest.json'} ({len(result.exports)} exports)")
+    if result.android:
+        typer.echo(f"android bundle: {android_dir} ({result.android['model_path']})")
+    for f in result.failures:
+        typer.echo(f"error: export {f['name']} failed: {f['error']}", err=True)
+    if not result.ok:
         raise typer.Exit(1)

@@ -1,41 +1,175 @@
-"""Options shared by more than one command (`train` and `pipeline`), declared once."""
+"""Every option that maps to a config field, declared once: its flag, its help and its type.
+
+The default is never written here: it is read from the config dataclass (``config.py``), so the
+CLI, the Python API and the saved config cannot disagree. A command takes a whole group with
+:func:`group`, which adds the options to its signature and hands the command one dict of
+values, ready for the dataclass. ``pipeline`` takes the same groups as ``train``, ``export``,
+``evaluate`` and ``benchmark`` (the benchmark's with a ``--bench-`` prefix).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 import typer
 
+from .. import config as C
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: the config field it sets, its flag(s), help, CLI type and optional parser."""
+
+    field: str
+    flags: tuple[str, ...]
+    help: str
+    type: Any
+    parse: Callable[[Any], Any] | None = None
+    metavar: str | None = None
+    hidden: bool = False
+
+
+def default_of(cls, name: str):
+    """The dataclass field's default (its default_factory called)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def csv_ints(flag: str) -> Callable[[str], tuple]:
+    def parse(text):
+        from . import parse_csv_ints
+
+        return tuple(parse_csv_ints(text, flag)) if isinstance(text, str) else tuple(text)
+    return parse
+
+
+def csv_names(text):
+    if text is None or isinstance(text, (list, tuple)):
+        return list(text) if text else None
+    return [t.strip() for t in str(text).split(",") if t.strip()] or None
+
+
+def _shown(value) -> Any:
+    """How a config default looks on the command line (tuples become '1,8,32')."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+TRAIN = (
+    Opt("img_size", ("--img-size",), "Square input size in pixels; at least 75 (InceptionV3's minimum).", int),
+    Opt("epochs", ("--epochs",), "Phase 1 epochs: the head trains, the InceptionV3 base is frozen.", int),
+    Opt("fine_tune_epochs", ("--fine-tune-epochs",), "Phase 2 epochs: the base trains from --unfreeze-from on, at a lower learning rate.", int),
+    Opt("batch_size", ("--batch-size",), "Images per training step (the global batch, split across replicas).", int),
+    Opt("weights", ("--weights",), "'imagenet' (downloaded by Keras), 'none' (random init), or PATH to a local InceptionV3 no-top .h5 weights file.", str),
+    Opt("learning_rate", ("--lr",), "Phase 1 (head) learning rate, Adam.", float),
+    Opt("fine_tune_lr", ("--fine-tune-lr",), "Phase 2 learning rate; keep it low with pretrained weights, raise it (1e-3) from scratch.", float),
+    Opt("unfreeze_from", ("--unfreeze-from",), "Phase 2 trains the base layers after this block's output (mixed0..mixed10), or 'input' for the whole base.", str),
+    Opt("labels", ("--labels",), "JSON map {folder name: display label}, e.g. convert/kaggle_labels.json.", Optional[Path],
+        parse=lambda v: str(v) if v else None),
+    Opt("seed", ("--seed",), "Seeds the split, augmentation and initialisation; same seed and data give the same split.", int),
+    Opt("class_weights", ("--class-weights/--no-class-weights",), "Weight the loss by inverse class frequency (imbalanced classes).", bool),
+    Opt("augment", ("--augment/--no-augment",), "Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).", bool),
+    Opt("strategy", ("--strategy",), "default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.", str),
+    Opt("cpu_replicas", ("--cpu-replicas",), "With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).", int),
+)
+
+EXPORT = (
+    Opt("calib_samples", ("--calib-samples",), "Train-split images (seeded sample) used to calibrate the int8 files.", int),
+    Opt("qat_epochs", ("--qat-epochs",), "Epochs of quantization-aware fine-tuning.", int),
+    Opt("jobs", ("--jobs",), "2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time.", int),
+    Opt("force", ("--force",), "Convert every file again, even one already made from this model with the same settings (those are kept by default, SHA-256 verified).", bool),
+)
+
+GATE = (
+    Opt("critical_classes", ("--critical-class",), "Apply --max-recall-drop to this class only (a name from labels.txt, e.g. Melanoma). Repeatable.",
+        Optional[List[str]], parse=lambda v: list(v or []), metavar="CLASS"),
+    Opt("max_accuracy_drop_pp", ("--max-accuracy-drop",), "Gate: fail an export whose accuracy is more than this many percentage points below Keras.", float),
+    Opt("max_recall_drop_pp", ("--max-recall-drop",), "Gate: fail an export whose recall for a class is more than this many percentage points below Keras (every class, or the --critical-class ones).", float),
+    Opt("min_agreement", ("--min-agreement",), "Gate: fail an export whose top-1 agreement with Keras is below this share (0..1). Default: not gated.", Optional[float]),
+)
+
+EVALUATE = (
+    Opt("split", ("--split",), "Persisted split to score: test, val or train.", str),
+    Opt("formats", ("--model", "--models", "--formats"), "Only these models, comma-separated (keras and export names from the manifest, e.g. tflite-int8,onnx-fp32). Default: every export.",
+        Optional[str], parse=csv_names, metavar="NAMES"),
+    Opt("batch_size", ("--batch-size",), "Images decoded and fed per call.", int),
+    Opt("num_threads", ("--threads",), "CPU threads for TFLite and onnxruntime (default: runtime's choice).", Optional[int]),
+    Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
+    Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
+)
+
+BENCHMARK = (
+    Opt("device", ("--device",), "cpu, gpu or all. GPU rows are skipped, with the reason, where there is no CUDA device.", str),
+    Opt("threads", ("--threads",), "Intra-op thread counts, comma-separated.", str, parse=csv_ints("--threads")),
+    Opt("batches", ("--batch",), "Batch sizes for throughput, comma-separated.", str, parse=csv_ints("--batch")),
+    Opt("min_time_s", ("--min-time",), "Seconds each measurement runs for, at least.", float),
+    Opt("warmup", ("--warmup",), "Untimed runs before timing.", int),
+    Opt("min_runs", ("--min-runs",), "Timed batch-1 runs, at least.", int),
+    Opt("images", ("--images",), "Size of the seeded sample of test images.", int),
+    Opt("floor", ("--floor/--no-floor",), "Measure the GEMM floor in the same run.", bool),
+)
+#: The benchmark options pipeline exposes (with --bench- in front); the others keep their defaults.
+PIPELINE_BENCHMARK = ("device", "threads", "batches", "min_time_s")
+
+
+def _flags(opt: Opt, prefix: str) -> tuple[str, ...]:
+    if not prefix:
+        return opt.flags
+    # --device stays --device in pipeline: it says where the pipeline benchmarks, nothing else.
+    return tuple(f if f == "--device" else "--" + prefix + "-" + f.lstrip("-").replace("/--", f"/--{prefix}-")
+                 for f in opt.flags)
+
+
+def group(cls, opts: tuple[Opt, ...], into: str, prefix: str = "", only: tuple[str, ...] | None = None):
+    """Decorator: add ``opts`` to the command's options (defaults from ``cls``) and pass the
+    command their values as one dict, ``into=`` (field name -> parsed value)."""
+    chosen = [o for o in opts if only is None or o.field in only]
+
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.name != into]
+        names = {o.field: f"{into}__{o.field}" for o in chosen}
+        for o in chosen:
+            option = typer.Option(_shown(default_of(cls, o.field)), *_flags(o, prefix), help=o.help,
+                                  metavar=o.metavar, hidden=o.hidden, show_default=o.field != "critical_classes")
+            params.append(inspect.Parameter(names[o.field], inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=o.type))
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            values = {}
+            for o in chosen:
+                v = kwargs.pop(names[o.field])
+                values[o.field] = o.parse(v) if o.parse else v
+            kwargs[into] = values
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)
+        return wrapper
+
+    return decorate
+
+
+def train_group(fn):
+    return group(C.TrainConfig, TRAIN, "train_opts")(fn)
+
+
+def export_group(fn):
+    return group(C.ExportConfig, EXPORT, "export_opts")(fn)
+
+
+def gate_group(fn):
+    return group(C.GateConfig, GATE, "gate_opts")(fn)
+
+
 DATA = typer.Option(..., "--data", help="Image folder: one subfolder per class (Kaggle IMG_CLASSES/ is found automatically), or train/ val/ test/ subfolders.")
-IMG_SIZE = typer.Option(299, "--img-size", help="Square input size in pixels; at least 75 (InceptionV3's minimum).")
-EPOCHS = typer.Option(5, "--epochs", help="Phase 1 epochs: the head trains, the InceptionV3 base is frozen.")
-FINE_TUNE_EPOCHS = typer.Option(5, "--fine-tune-epochs", help="Phase 2 epochs: the base trains from --unfreeze-from on, at a lower learning rate.")
-BATCH_SIZE = typer.Option(32, "--batch-size", help="Images per training step (the global batch, split across replicas).")
-WEIGHTS = typer.Option("imagenet", "--weights", help="'imagenet' (downloaded by Keras), 'none' (random init), or PATH to a local InceptionV3 no-top .h5 weights file.")
-LR = typer.Option(1e-3, "--lr", help="Phase 1 (head) learning rate, Adam.")
-FINE_TUNE_LR = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate; keep it low with pretrained weights, raise it (1e-3) from scratch.")
-UNFREEZE_FROM = typer.Option("mixed7", "--unfreeze-from", help="Phase 2 trains the base layers after this block's output (mixed0..mixed10), or 'input' for the whole base.")
-LABELS = typer.Option(None, "--labels", help="JSON map {folder name: display label}, e.g. convert/kaggle_labels.json.")
-SEED = typer.Option(1337, "--seed", help="Seeds the split, augmentation and initialisation; same seed and data give the same split.")
-CLASS_WEIGHTS = typer.Option(True, "--class-weights/--no-class-weights", help="Weight the loss by inverse class frequency (imbalanced classes).")
-AUGMENT = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).")
-STRATEGY = typer.Option("default", "--strategy", help="default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.")
-CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).")
-
-CALIB_SAMPLES = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files.")
-QAT_EPOCHS = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning.")
+ANDROID = typer.Option(False, "--android", help="Also fill the Android bundle (int8 .tflite with metadata, labels, guide); with the default --model tflite-int8 it also makes the int8 files.")
 ANDROID_DIR = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle.")
-
-CRITICAL_CLASS = typer.Option(None, "--critical-class", metavar="CLASS", help="Apply --max-recall-drop to this class only (a name from labels.txt, e.g. Melanoma). Repeatable.")
-MAX_ACCURACY_DROP = typer.Option(1.0, "--max-accuracy-drop", help="Gate: fail an export whose accuracy is more than this many percentage points below Keras.")
-MAX_RECALL_DROP = typer.Option(2.0, "--max-recall-drop", help="Gate: fail an export whose recall for a class is more than this many percentage points below Keras (every class, or the --critical-class ones).")
-MIN_AGREEMENT = typer.Option(None, "--min-agreement", help="Gate: fail an export whose top-1 agreement with Keras is below this share (0..1). Default: not gated.")
-
-
-def train_config(**kw):
-    """A TrainConfig from the shared options (paths become strings)."""
-    from ..config import TrainConfig
-
-    kw["data"], kw["out"] = str(kw["data"]), str(kw["out"])
-    kw["labels"] = str(kw["labels"]) if kw.get("labels") else None
-    return TrainConfig(**kw)
+ANDROID_MODEL = "tflite-int8"

@@ -18,8 +18,6 @@ def command(
     The page embeds its images, so it can be sent on its own. Sections whose stage has not run
     yet name the command that fills them in. Nothing is measured here.
     """
-    from ..report import build_report
-    from ..rundir import RunDir
+    from ..api import report
 
-    path = build_report(RunDir.open(run))
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {report(run)}")

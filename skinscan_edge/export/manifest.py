@@ -2,21 +2,29 @@
 
 Shape::
 
-    {"run": "...", "created": "...", "tool_versions": {...},
-     "calibration": {"split": "train", "seed": 0, "count": 200, "files": [...]},
+    {"run": "...", "created": "...", "tool_versions": {...}, "state": "complete",
+     "requested": ["tflite-fp32", ...], "calibration": {"split": "train", "seed": 0, ...},
      "exports": [ {"name": "tflite-int8", "file": "model_int8.tflite", "format": "tflite",
                    "precision": "int8", "size_bytes": ..., "sha256": "...",
                    "inputs": [{"name", "shape", "dtype", "quantization"}], "outputs": [...],
                    "convert_seconds": ..., "notes": "..."}, ... ],
      "failures": [{"name": "...", "error": "..."}]}
+
+``state`` is ``running`` while ``export`` writes, ``complete`` when every requested export was
+tried (a failed conversion is listed in ``failures``), and ``interrupted`` when the export
+stopped before that (Ctrl-C, a crash). A manifest still ``running`` with no export running is
+one whose process was killed: it counts as interrupted. Manifests from before ``state``
+existed count as complete.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SkinscanError
+from ..errors import SkinscanError, did_you_mean
 from ..rundir import RunDir, read_json, sha256_file, write_json
+
+COMPLETE = "complete"
 
 
 def read_manifest(run: RunDir) -> dict:
@@ -28,17 +36,36 @@ def read_manifest(run: RunDir) -> dict:
     return read_json(run.manifest_path)
 
 
+def completeness(manifest: dict) -> tuple[int, int]:
+    """(exports written, exports requested) by the export that wrote this manifest."""
+    written = {e["name"] for e in manifest.get("exports", [])}
+    requested = manifest.get("requested") or sorted(written)
+    return len(written & set(requested)), len(requested)
+
+
+def check_complete(run: RunDir, manifest: dict) -> None:
+    """Refuse an export set whose export did not finish, with the command that finishes it."""
+    if manifest.get("state", COMPLETE) == COMPLETE:
+        return
+    written, requested = completeness(manifest)
+    raise SkinscanError(f"export was interrupted: {written} of {requested} requested exports written; run "
+                        f"`skinscan-edge export {run.root} {manifest.get('command_flags', '')}`".rstrip() + " again")
+
+
 def entries(run: RunDir, names: list[str] | None = None) -> list[dict]:
-    """Manifest entries, optionally filtered by name (unknown names fail with the valid list)."""
-    items = read_manifest(run)["exports"]
+    """Manifest entries, optionally filtered by name (unknown names fail with the valid list).
+
+    All of them only when the export finished; a named subset of the files that exist may be
+    used from an interrupted set (the caller says the set is partial)."""
+    manifest = read_manifest(run)
+    items = manifest["exports"]
     if not names:
+        check_complete(run, manifest)
         return items
     known = {e["name"]: e for e in items}
     missing = [n for n in names if n not in known]
     if missing:
-        from ..errors import did_you_mean
-
-        raise SkinscanError(did_you_mean(missing[0], sorted(known)).replace("unknown name", "unknown export"))
+        raise SkinscanError(did_you_mean(missing[0], sorted(known), "export"))
     return [known[n] for n in names]
 
 

@@ -24,6 +24,16 @@ INT8_SETTINGS = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_typ
                  "per_channel": True, "reduce_range": True, "calibrate_method": "MinMax"}
 
 
+def settings_note(settings: dict = INT8_SETTINGS) -> str:
+    """The manifest's one-line description of the int8 recipe, from the settings themselves."""
+    kinds = {"QUInt8": "uint8", "QInt8": "int8"}
+    pair = f"{'U' if settings['activation_type'] == 'QUInt8' else 'S'}8{'U' if settings['weight_type'] == 'QUInt8' else 'S'}8"
+    return (f"{settings['quant_format']}, {pair} ({kinds[settings['activation_type']]} activations, "
+            f"{kinds[settings['weight_type']]} weights), {'per-channel' if settings['per_channel'] else 'per-tensor'}"
+            + (", reduce_range (7-bit weights, no saturation on non-VNNI x86)" if settings["reduce_range"] else "")
+            + f", {settings['calibrate_method']} calibration")
+
+
 def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
     """Convert the Keras model to ONNX with a dynamic batch and named input/output, then check it."""
     import onnx
@@ -72,10 +82,12 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray]) -> 
     tmp = out_path.with_suffix(".tmp.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
+        s = INT8_SETTINGS
         quantize_static(
             str(prep), str(tmp), _Calibration(images),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
+            quant_format=QuantFormat[s["quant_format"]], activation_type=QuantType[s["activation_type"]],
+            weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"], reduce_range=s["reduce_range"],
+            calibrate_method=CalibrationMethod[s["calibrate_method"]],
         )
         tmp.replace(out_path)
     finally:

@@ -115,3 +115,24 @@ def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float = 1e-5) -> 
     with _range_ema_decay(RANGE_EMA_DECAY):
         hist = qat_model.fit(train_ds, epochs=epochs, verbose=2)
     return {k_: [float(v) for v in vals] for k_, vals in hist.history.items()}
+
+
+def export_qat(run, model, cfg, calib, tmp, say) -> tuple[bytes, str]:
+    """Annotate, calibrate the ranges, fine-tune on the train split, convert to full-integer TFLite."""
+    from pathlib import Path
+
+    from ..data import make_dataset
+    from . import tflite
+
+    qat_model, skipped = annotate(model)
+    if skipped:
+        say(f"  QAT: {len(skipped)} layer(s) not annotated, kept float: {', '.join(skipped)}")
+    items = run.split_items("train")
+    ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
+                      batch_size=16, training=True, seed=cfg.seed)
+    calibrate_ranges(qat_model, calib[:32])
+    fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
+    serving = tflite.save_serving_model(qat_model, Path(tmp) / "serving_qat")
+    data = tflite.convert(serving, "int8", lambda: iter(calib))
+    notes = f"tfmot quantize_model, {cfg.qat_epochs} epoch(s) fine-tuning; not annotated: {', '.join(skipped) or 'none'}"
+    return data, notes

@@ -1,0 +1,111 @@
+"""One progress interface for the whole library.
+
+Library functions report through a :class:`Reporter` and never print: ``message`` for a log
+line, ``advance`` for a bar (a task with a known total), ``row`` for a finished result (one
+benchmark row, one export file, one pipeline stage). The CLI renders it with rich
+(:class:`RichReporter`); a notebook gets the same bars, since rich renders in Jupyter; a caller
+that wants silence passes nothing (:class:`Reporter` itself does nothing).
+
+>>> # from skinscan_edge.progress import Reporter
+>>> # class Collect(Reporter):
+>>> #     def message(self, text, level="info"): print(level, text)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+#: rich markup such as ``[bold]`` or ``[/]``; stripped for reporters that print plain text.
+_MARKUP = re.compile(r"\[/?[a-z ]*\]")
+
+
+def plain(text: str) -> str:
+    """``text`` without rich markup (for logs, notebooks without rich, exceptions)."""
+    return _MARKUP.sub("", text)
+
+
+class Reporter:
+    """The callbacks a long-running library function makes. Every method is optional: this base
+    class ignores everything, so ``Reporter()`` means "silent".
+
+    Levels of ``message``: ``info``, ``ok`` (a step succeeded), ``warn`` and ``error`` (a step
+    failed and the work goes on). Text may carry rich markup; :func:`plain` strips it.
+    """
+
+    def message(self, text: str, level: str = "info") -> None:
+        """One log line."""
+
+    def advance(self, task: str, done: int, total: int | None) -> None:
+        """Progress of ``task``: ``done`` of ``total`` units (None: unknown total)."""
+
+    def row(self, kind: str, row: dict) -> None:
+        """A finished result: ``kind`` is ``benchmark``, ``export``, ``stage`` or ``evaluate``."""
+
+    def stage(self, name: str, index: int, total: int) -> None:
+        """A pipeline stage starts."""
+
+    @contextlib.contextmanager
+    def bars(self, transient: bool = True):
+        """Groups the ``advance`` calls that belong together (one evaluate, one scan); transient
+        bars vanish when the group ends."""
+        yield
+
+
+SILENT = Reporter()
+
+_STYLES = {"ok": "green", "warn": "yellow", "error": "red"}
+
+
+class RichReporter(Reporter):
+    """Renders to a rich Console (stderr by default): lines, progress bars, rules per stage."""
+
+    def __init__(self, console=None, verbose: bool = False):
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True, soft_wrap=True)  # whole lines in CI logs and pipes
+        self.console = console
+        self.verbose = verbose
+        self._progress = None
+        self._tasks: dict[str, int] = {}
+
+    def message(self, text: str, level: str = "info") -> None:
+        style = _STYLES.get(level)
+        target = self._progress.console if self._progress is not None else self.console
+        target.print(f"[{style}]{text}[/]" if style else text, highlight=False)
+
+    def stage(self, name: str, index: int, total: int) -> None:
+        self.console.rule(f"[bold]stage {index}/{total}: {name}")
+
+    @contextlib.contextmanager
+    def bars(self, transient: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self._progress is not None:  # nested: the outer group's bars are shared
+            yield
+            return
+        columns = [TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=self.console, transient=transient) as bar:
+            self._progress, self._tasks = bar, {}
+            try:
+                yield
+            finally:
+                self._progress = None
+
+    def advance(self, task: str, done: int, total: int | None) -> None:
+        if self._progress is None:
+            return
+        if task not in self._tasks:
+            self._tasks[task] = self._progress.add_task(task, total=total)
+        self._progress.update(self._tasks[task], completed=done, total=total)
+
+    def row(self, kind: str, row: dict) -> None:
+        if kind == "benchmark":
+            what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
+                    if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms")
+            self.message(f"{row['model']:>16} {row['device']} x{row['threads']}: {what}")
+
+
+def reporter_or_silent(reporter: Reporter | None) -> Reporter:
+    return SILENT if reporter is None else reporter
