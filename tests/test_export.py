@@ -124,7 +124,7 @@ def test_run_without_model_is_refused(tmp_path):
 def test_unknown_precision_lists_valid_names(trained_run):
     result = invoke(["export", trained_run.root, "--precision", "int4"])
     assert result.exit_code == 2
-    assert "valid names: fp32, fp16, dynamic, int8, qat" in result.output
+    assert "valid precisions: fp32, fp16, dynamic, int8, qat" in result.output
 
 
 def test_int8_without_train_images_is_refused(run_copy):
@@ -155,16 +155,3 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
     assert [e["name"] for e in manifest["exports"]] == ["tflite-fp32"]
     assert manifest["failures"][0]["name"] == "onnx-fp32"
 
-
-def test_manifest_records_xnnpack_share_per_tflite_file(exported_run):
-    """The int8 file (export graph: pools rewritten) is one XNNPACK partition plus the I/O
-    quantize and softmax; the float and dynamic-range files stay one partition too."""
-    from skinscan_edge.export.manifest import entries
-
-    tflite = {e["name"]: e for e in entries(exported_run) if e["format"] == "tflite"}
-    for e in tflite.values():
-        assert e["xnnpack_ops"] <= e["ops_total"] and isinstance(e["builtin_ops"], list), e["name"]
-    int8 = tflite["tflite-int8"]
-    assert int8["xnnpack_partitions"] == 1 and set(int8["builtin_ops"]) <= {"QUANTIZE", "SOFTMAX"}
-    for name in ("tflite-fp32", "tflite-fp16", "tflite-dynamic"):
-        assert tflite[name]["xnnpack_partitions"] == 1 and tflite[name]["builtin_ops"] == [], name
