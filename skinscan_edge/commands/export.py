@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import stderr_console, user_errors
+from . import options, stderr_console, user_errors
 
 
 @user_errors
@@ -22,8 +22,8 @@ def command(
     qat_epochs: int = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sample and QAT."),
     jobs: int = typer.Option(2, "--jobs", help="2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time."),
-    android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide. With the default --android-export it also makes the int8 files (as --int8)."),
-    android_dir: Path = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle."),
+    android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, lossless golden image, guide, Kotlin example, and a zip of them. With the default --android-export it also makes the int8 files (as --int8)."),
+    android_dir: Path = options.ANDROID_DIR,
     android_export: str = typer.Option("tflite-int8", "--android-export", help="Which export goes into the Android bundle."),
 ) -> None:
     """Export a trained run to TFLite and ONNX; write RUN/exports/manifest.json."""

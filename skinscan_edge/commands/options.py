@@ -24,7 +24,7 @@ CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored 
 
 CALIB_SAMPLES = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files.")
 QAT_EPOCHS = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning.")
-ANDROID_DIR = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle.")
+ANDROID_DIR = typer.Option(Path("android_assets/bundle"), "--android-dir", help="Folder of the Android bundle (created; the default is git-ignored).")
 
 CRITICAL_CLASS = typer.Option(None, "--critical-class", metavar="CLASS", help="Apply --max-recall-drop to this class only (a name from labels.txt, e.g. Melanoma). Repeatable.")
 MAX_ACCURACY_DROP = typer.Option(1.0, "--max-accuracy-drop", help="Gate: fail an export whose accuracy is more than this many percentage points below Keras.")
