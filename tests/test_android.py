@@ -523,3 +523,36 @@ def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
     assert litert.max() > 0.3  # not flat, so a wrong normalisation would show
     assert {c["name"]: c["score"] for c in got["array"]} == pytest.approx(
         {LABELS[i]: float(p) for i, p in enumerate(litert)}, abs=golden.FLOAT_TOLERANCE)
+
+
+# --- a real bundle: the session's InceptionV3 int8 export (75 px, synthetic data) ---------------
+def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> None:
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.export.run import ExportConfig
+    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.pipeline import PipelineConfig, stage_is_current
+
+    out = tmp_path / "bundle"
+    build_android_bundle(run, out)
+    sidecar = json.loads((out / "metadata.json").read_text())
+    got = _classify(reader_python, out / sidecar["model_file"], tmp_path, load_rgb(out / "golden_image.png"),
+                    image=out / "golden_image.png")
+    assert got["image_sha256"] == sidecar["golden"]["pixels_sha256"]  # MediaPipe decodes the same pixels
+    rows, tolerance = _readme_golden(out / "README.md")
+    assert tolerance == 1 / 256
+    scores = {c["name"]: c["score"] for c in got["image"]}
+    for _, label, score in rows:
+        assert abs(scores[label] - score) <= tolerance + 1e-6, (label, scores[label], score)
+    assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
+
+    # The pipeline finds the export stage finished only while the bundle is whole.
+    made = json.loads(run.manifest_path.read_text())["config"]
+    cfg = PipelineConfig(train=TrainConfig.from_dict(run.config()["train"]), android_dir=str(out),
+                         export=ExportConfig(precisions=made["precisions"], calib_samples=made["calib_samples"]))
+    assert stage_is_current("export", cfg, run)
+    (out / "skinscan_android_bundle.zip").unlink()
+    assert stage_is_current("export", cfg, run) is None
+
+
+def test_a_real_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path):
+    _check_a_real_bundle(exported_run, reader_python, tmp_path)
