@@ -76,6 +76,7 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
 
 
 def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
+    from .export.android_guide import bundle_is_whole
     from .export.run import reusable_entries
 
     if manifest.get("state", "complete") != "complete" or manifest.get("failures"):
@@ -89,7 +90,7 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
         source = {e["name"]: e["sha256"] for e in manifest.get("exports", [])}.get(sidecar.get("source_export"))
         bundled = Path(cfg.android_dir) / str(sidecar.get("model_file", ""))
         if not source or source != sidecar.get("source_sha256") or not bundled.is_file() \
-                or sha256_file(bundled) != sidecar.get("model_sha256"):
+                or sha256_file(bundled) != sidecar.get("model_sha256") or not bundle_is_whole(Path(cfg.android_dir)):
             return None
     return "made from this model with the same settings; SHA-256 verified"
 

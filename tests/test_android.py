@@ -1,4 +1,5 @@
-"""The Android bundle: TFLite Model Metadata written here, read back by MediaPipe itself.
+"""The Android bundle: TFLite Model Metadata written here, read back by MediaPipe itself; the whole
+bundle (guide, Kotlin, golden PNG, zip) in any folder, and git-ignored at the default one.
 
 A tiny real int8 .tflite (32x32, uint8 in/out) stands in for InceptionV3. The real-reader test
 runs MediaPipe's ImageClassifier in a separate venv (``.venv-reader``, built once with pip) because
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,8 @@ import pytest
 
 import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 from skinscan_edge.errors import SkinscanError
-from skinscan_edge.export import android
+from skinscan_edge.commands import options
+from skinscan_edge.export import android, android_guide, golden
 from skinscan_edge.export.android import build_android_bundle, read_metadata, write_metadata
 from skinscan_edge.rundir import RunDir, sha256_file, write_json
 
@@ -28,7 +32,11 @@ READER_DIR = Path(__file__).with_name("android_reader")
 READER_VENV = REPO / ".venv-reader"
 MEDIAPIPE = "mediapipe==1.2.3"
 SIZE = 32
-LABELS = (REPO / "android_assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+LABELS = ["Dermatitis Atopik", "Eksim", "Infeksi Jamur", "Infeksi Virus", "Karsinoma Sel Basal", "Kutil",
+          "Melanoma", "Psoriasis", "Tahi Lalat", "Tumor Jinak"]  # the demo run's order (alphabetical)
+#: Every file a bundle always has, besides the model.
+BUNDLE_FILES = {"README.md", "ImageClassifierExample.kt", "metadata.json", "labels.txt", "golden_image.png",
+                "skinscan_android_bundle.zip"}
 MD_ARGS = dict(name="tiny", description="a test model", version="9.9.9", author="tests", license="MIT")
 
 
@@ -137,9 +145,7 @@ def _make_run(root: Path, model: bytes, labels=LABELS, fmt="tflite") -> RunDir:
 def bundle(tiny_int8, tmp_path_factory) -> tuple[RunDir, Path, dict]:
     root = tmp_path_factory.mktemp("bundle")
     run = _make_run(root, tiny_int8)
-    out = root / "android"
-    out.mkdir()
-    shutil.copy(REPO / "android_assets" / "README.md", out / "README.md")
+    out = root / "fresh" / "android"  # does not exist yet: nothing comes from the repository
     return run, out, build_android_bundle(run, out)
 
 
@@ -247,8 +253,8 @@ def test_bundle_files_and_sidecar(bundle, tiny_int8):
     run, out, summary = bundle
     model = out / "skinscan_int8.tflite"
     sidecar = json.loads((out / "metadata.json").read_text())
-    golden = json.loads((READER_DIR / "metadata.golden.json").read_text())
-    assert _shape(sidecar) == golden, "metadata.json changed shape; update tests/android_reader/metadata.golden.json"
+    shape = json.loads((READER_DIR / "metadata.golden.json").read_text())
+    assert _shape(sidecar) == shape, "metadata.json changed shape; update tests/android_reader/metadata.golden.json"
     assert sidecar["model_sha256"] == sha256_file(model) == summary["model_sha256"]
     assert sidecar["model_size_bytes"] == model.stat().st_size
     assert sidecar["source_export"] == "tflite-int8"
@@ -258,18 +264,98 @@ def test_bundle_files_and_sidecar(bundle, tiny_int8):
     assert sidecar["normalization"]["mean"] == [0.0] and sidecar["normalization"]["std"] == [1.0]
     assert read_metadata(model)["labels"] == LABELS
     assert sidecar["golden"]["source"] == "cls2/img2.png"  # the first test-split image
+    # uint8 output: the tolerance is one output step, read from the model's own quantization
+    assert (sidecar["output"]["dtype"], sidecar["output"]["zero_point"]) == ("uint8", 0)
+    assert sidecar["golden"]["tolerance"] == sidecar["output"]["scale"] == 1 / 256
+    assert "1/256" in sidecar["golden"]["tolerance_basis"]
 
 
-def test_golden_vector_is_litert_on_the_bundled_file(bundle):
+def test_bundle_is_whole_in_a_fresh_folder(bundle):
+    """Guide, Kotlin, metadata, labels, golden PNG, model and zip, rendered from package data alone."""
+    _, out, summary = bundle
+    sidecar = json.loads((out / "metadata.json").read_text())
+    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite"}
+    assert summary["files"] == sorted(BUNDLE_FILES - {"skinscan_android_bundle.zip"} | {"skinscan_int8.tflite"})
+
+    readme = (out / "README.md").read_text()
+    for heading in ("# Skinscan on Android", "## Input contract", "## Output", "## Labels",
+                    "## Kotlin (MediaPipe Tasks)", "## Golden vector for an instrumentation test"):
+        assert f"\n{heading}\n" in readme, heading
+    for i, label in enumerate(LABELS):  # the label table, from this run
+        assert f"\n| {i} | {label} |\n" in readme
+    assert f"[1, {SIZE}, {SIZE}, 3]" in readme and "Tolerance: ±0.00390625." in readme
+    assert readme.count(android_guide.GOLDEN_START) == readme.count(android_guide.GOLDEN_END) == 1
+    assert "SYNTHETIC" not in readme  # this run's data has no demo-data README
+    assert "{{" not in readme and "{%" not in readme
+
+    kotlin = (out / "ImageClassifierExample.kt").read_text()
+    tasks = android_guide.MEDIAPIPE_TASKS_VISION
+    assert f'implementation("com.google.mediapipe:tasks-vision:{tasks}")' in kotlin
+    assert f'implementation("com.google.mediapipe:tasks-vision:{tasks}")' in readme
+    assert 'const val MODEL_FILE = "skinscan_int8.tflite"' in kotlin
+    assert f"const val INPUT_SIZE = {SIZE}\n" in kotlin and 'const val GOLDEN_IMAGE = "golden_image.png"' in kotlin
+    listed = re.search(r"val LABELS = listOf\(\n(.*?)\n    \)", kotlin, re.S).group(1)
+    assert [json.loads(line.strip().rstrip(",")) for line in listed.splitlines()] == LABELS
+    for t in sidecar["golden"]["top3"]:
+        assert f'"{t["label"]}" to {t["score"]:.6f}f,' in kotlin
+    assert "const val GOLDEN_TOLERANCE = 0.00390625f" in kotlin
+
+    with zipfile.ZipFile(out / "skinscan_android_bundle.zip") as zf:
+        assert zf.namelist() == summary["files"]  # sorted, everything but the zip itself
+        for info in zf.infolist():
+            assert zf.read(info) == (out / info.filename).read_bytes()
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+
+
+def test_the_same_run_gives_a_byte_identical_zip(bundle, tmp_path):
+    run, out, _ = bundle
+    again = build_android_bundle(run, tmp_path / "again")
+    assert Path(again["zip_path"]).read_bytes() == (out / "skinscan_android_bundle.zip").read_bytes()
+
+
+@pytest.mark.parametrize("output, tolerance, basis", [
+    (dict(dtype="uint8", scale=1 / 256, zero_point=0), 1 / 256, "one step of the uint8 output, scale 1/256"),
+    (dict(dtype="int8", scale=0.0123, zero_point=-128), 0.0123, "one step of the int8 output, scale 0.0123"),
+    (dict(dtype="float32", scale=None, zero_point=None), golden.FLOAT_TOLERANCE, "float output; MediaPipe and LiteRT"),
+])
+def test_golden_tolerance_is_one_output_step(output, tolerance, basis):
+    got = golden.golden_tolerance(output)
+    assert got["tolerance"] == tolerance and got["tolerance_basis"].startswith(basis)
+
+
+def test_the_templates_ship_in_the_package():
+    """An installed package renders the same bundle: pyproject's package-data covers every template."""
+    import tomllib
+
+    package = REPO / "skinscan_edge"
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["skinscan_edge"]
+    shipped = {p for g in globs for p in package.glob(g)}
+    templates = {p for p in (package / "templates").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert templates and templates <= shipped, f"not in package-data: {sorted(map(str, templates - shipped))}"
+    assert {"README.md.j2", "ImageClassifierExample.kt.j2"} <= {p.name for p in templates}
+
+
+def test_kotlin_strings_are_escaped():
+    assert android_guide._kotlin_string('a"b\\c$d\ne') == '"a\\"b\\\\c\\$d\\u000ae"'
+    assert android_guide._md_cell("a|b") == "a\\|b"
+
+
+def test_golden_vector_is_litert_on_the_exact_pixels(bundle):
     from PIL import Image
 
     from skinscan_edge.imageio import load_rgb
 
-    _, out, summary = bundle
-    with Image.open(out / "golden_image.jpg") as im:
-        assert (im.format, im.size) == ("JPEG", (SIZE, SIZE))
-    probs = _litert(out / "skinscan_int8.tflite", load_rgb(out / "golden_image.jpg")[None])[0]
-    top3 = json.loads((out / "metadata.json").read_text())["golden"]["top3"]
+    run, out, summary = bundle
+    with Image.open(out / "golden_image.png") as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB", (SIZE, SIZE))
+        assert not {"icc_profile", "gamma", "srgb"} & set(im.info)  # nothing for a decoder to colour-convert
+    sidecar = json.loads((out / "metadata.json").read_text())
+    pixels = load_rgb(out / "golden_image.png")
+    source = run.split_items("test")[0][0]
+    np.testing.assert_array_equal(pixels, load_rgb(source, SIZE))  # lossless: the resized source itself
+    assert hashlib.sha256(pixels.tobytes()).hexdigest() == sidecar["golden"]["pixels_sha256"]
+    probs = _litert(out / "skinscan_int8.tflite", pixels[None])[0]
+    top3 = sidecar["golden"]["top3"]
     assert top3 == summary["golden_top3"]
     assert [t["index"] for t in top3] == list(np.argsort(-probs, kind="stable")[:3])
     assert [t["label"] for t in top3] == [LABELS[t["index"]] for t in top3]
@@ -277,31 +363,59 @@ def test_golden_vector_is_litert_on_the_bundled_file(bundle):
     assert top3[0]["score"] > top3[2]["score"]  # the tiny model is not flat
 
 
-def test_readme_golden_section_is_replaced_between_markers(bundle, tmp_path):
-    _, out, _ = bundle
-    text = (out / "README.md").read_text()
-    committed = (REPO / "android_assets" / "README.md").read_text()
-    before, after = committed.split(android.GOLDEN_START)[0], committed.split(android.GOLDEN_END)[1]
-    assert text.startswith(before) and text.endswith(after)  # only the section changed
-    section = text.split(android.GOLDEN_START)[1].split(android.GOLDEN_END)[0]
-    top3 = json.loads((out / "metadata.json").read_text())["golden"]["top3"]
-    for t in top3:
-        assert f"| {t['label']} | {t['score']:.4f} |" in section
-    readme = tmp_path / "README.md"
-    android.update_golden_section(readme, "first\n")
-    android.update_golden_section(readme, "second\n")
-    assert readme.read_text().count(android.GOLDEN_START) == 1 and "second" in readme.read_text()
-    assert "first" not in readme.read_text()
-
-
-def test_bundle_replaces_a_stale_model(tiny_int8, tmp_path):
+def test_bundle_replaces_stale_files_and_carries_the_model_card(tiny_int8, tmp_path):
     run = _make_run(tmp_path, tiny_int8)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "skinscan_fp32.tflite").write_bytes(b"old")
-    summary = build_android_bundle(run, tmp_path / "out")
-    assert summary["removed_stale"] == ["skinscan_fp32.tflite"]
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.tflite")) == ["skinscan_int8.tflite"]
-    assert android.GOLDEN_START in (tmp_path / "out" / "README.md").read_text()  # created when missing
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("skinscan_fp32.tflite", "golden_image.jpg", "MODEL_CARD.md", "notes.txt"):
+        (out / name).write_bytes(b"old")
+    summary = build_android_bundle(run, out)
+    assert summary["removed_stale"] == ["skinscan_fp32.tflite", "golden_image.jpg", "MODEL_CARD.md"]
+    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite", "notes.txt"}
+    assert "MODEL_CARD" not in (out / "README.md").read_text()
+
+    (run.root / "MODEL_CARD.md").write_text("# Model card\n")  # the hook: a run that has one
+    summary = build_android_bundle(run, out)
+    assert (out / "MODEL_CARD.md").read_text() == "# Model card\n" and "MODEL_CARD.md" in summary["files"]
+    assert "`MODEL_CARD.md`" in (out / "README.md").read_text()
+    with zipfile.ZipFile(out / "skinscan_android_bundle.zip") as zf:
+        assert "MODEL_CARD.md" in zf.namelist() and "notes.txt" not in zf.namelist()
+    assert android_guide.bundle_is_whole(out)
+    (out / "skinscan_android_bundle.zip").unlink()
+    assert not android_guide.bundle_is_whole(out)  # the pipeline then rebuilds it
+
+
+def test_a_synthetic_run_says_so_in_the_guide_and_the_kotlin(tiny_int8, tmp_path):
+    run = _make_run(tmp_path, tiny_int8)
+    (tmp_path / "data" / "README.txt").write_text("SYNTHETIC demo data\n")
+    write_json(run.config_path, {"train": {"img_size": SIZE}, "data_root": str(tmp_path / "data")})
+    out = tmp_path / "out"
+    build_android_bundle(run, out)
+    assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
+    assert "trained on SYNTHETIC demo data" in (out / "ImageClassifierExample.kt").read_text()
+
+
+def _git(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(REPO), *args], input=stdin, capture_output=True, text=True)
+
+
+def test_what_the_demo_writes_is_ignored_by_git(bundle):
+    """`make demo` writes its data, its run and the Android bundle at the default --android-dir; on a
+    fresh clone `git status --porcelain` must stay empty, so git must ignore every one of those paths
+    (a tracked file is never reported by check-ignore, so a generated name that is tracked fails too)."""
+    if shutil.which("git") is None or _git("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        pytest.skip("not a git checkout (an installed package): nothing for git status to report")
+    _, out, _ = bundle
+    make = (REPO / "Makefile").read_text()
+    demo = [re.search(rf"^{var}\s*:=\s*(\S+)", make, re.M).group(1) for var in ("DEMO_DATA", "DEMO_RUN")]
+    default = Path(options.ANDROID_DIR.default)
+    paths = [(default / p.name).as_posix() for p in out.iterdir()]
+    paths += [(default / name).as_posix() for name in ("MODEL_CARD.md", "skinscan_fp32.tflite")]
+    paths += [f"{d}/anything" for d in demo] + [".venv-reader/bin/python"]
+    ignored = _git("check-ignore", "--stdin", stdin="\n".join(paths))
+    assert sorted(ignored.stdout.split()) == sorted(paths), f"not ignored: {set(paths) - set(ignored.stdout.split())}"
+    tracked = _git("ls-files", "--", default.as_posix()).stdout.split()
+    assert tracked == [], f"tracked files inside the generated bundle folder: {tracked}"
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -350,13 +464,22 @@ def _classify(reader_python: Path, model: Path, tmp_path: Path, pixels: np.ndarr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _readme_golden(readme: Path) -> tuple[list[tuple[int, str, float]], float]:
+    """The golden rows (index, label, score) and the tolerance, as the bundle's README prints them."""
+    section = android_guide.golden_section(readme.read_text(encoding="utf-8"))
+    rows = re.findall(r"^\| \d+ \| (\d+) \| (.+?) \| ([0-9.]+) \|$", section, re.M)
+    tolerance = re.search(r"Tolerance: ±([0-9.e-]+)\.", section)
+    assert rows and tolerance, f"no golden table or tolerance in {readme}"
+    return [(int(i), label, float(score)) for i, label, score in rows], float(tolerance.group(1))
+
+
 def test_mediapipe_image_classifier_reads_the_bundle(bundle, reader_python, tmp_path):
     from skinscan_edge.imageio import load_rgb
 
     run, out, _ = bundle
     model = out / "skinscan_int8.tflite"
     pixels = load_rgb(run.split_items("test")[1][0], SIZE)  # a second image, straight from pixels
-    got = _classify(reader_python, model, tmp_path, pixels, image=out / "golden_image.jpg")
+    got = _classify(reader_python, model, tmp_path, pixels, image=out / "golden_image.png")
     assert got["mediapipe_version"] == "1.2.3"
 
     # Labels come from the metadata alone, and the scores are LiteRT's (same uint8 output, dequantised).
@@ -365,11 +488,16 @@ def test_mediapipe_image_classifier_reads_the_bundle(bundle, reader_python, tmp_
     for c in got["array"]:
         assert c["name"] == LABELS[c["index"]]
         assert c["score"] == pytest.approx(float(litert[c["index"]]), abs=1 / 256 + 1e-6)
-    # The golden image as the phone would see it: MediaPipe decodes the JPEG itself.
-    golden = {t["label"]: t["score"] for t in json.loads((out / "metadata.json").read_text())["golden"]["top3"]}
+    # The golden vector from the bundle alone: MediaPipe decodes the PNG itself (its own decoder, not
+    # Pillow), gets the exact pixels, and scores the README's figures within the README's tolerance.
+    sidecar = json.loads((out / "metadata.json").read_text())
+    assert got["image_shape"] == [SIZE, SIZE, 3] and got["image_sha256"] == sidecar["golden"]["pixels_sha256"]
+    rows, tolerance = _readme_golden(out / "README.md")
+    assert [(label, score) for _, label, score in rows] == [(t["label"], round(t["score"], 6)) for t in sidecar["golden"]["top3"]]
     mp_scores = {c["name"]: c["score"] for c in got["image"]}
-    for label, score in golden.items():
-        assert mp_scores[label] == pytest.approx(score, abs=0.02)
+    for _, label, score in rows:
+        assert abs(mp_scores[label] - score) <= tolerance + 1e-6, (label, mp_scores[label], score, tolerance)
+    assert [label for _, label, _ in rows][0] == max(mp_scores, key=mp_scores.get)
 
     md = got["metadata"]
     assert md["identifier_ok"] and md["min_parser_version"] == "1.0.0"
@@ -394,4 +522,37 @@ def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
     litert = _litert(model, pixels[None])[0]
     assert litert.max() > 0.3  # not flat, so a wrong normalisation would show
     assert {c["name"]: c["score"] for c in got["array"]} == pytest.approx(
-        {LABELS[i]: float(p) for i, p in enumerate(litert)}, abs=1e-4)
+        {LABELS[i]: float(p) for i, p in enumerate(litert)}, abs=golden.FLOAT_TOLERANCE)
+
+
+# --- a real bundle: the session's InceptionV3 int8 export (75 px, synthetic data) ---------------
+def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> None:
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.export.run import ExportConfig
+    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.pipeline import PipelineConfig, stage_is_current
+
+    out = tmp_path / "bundle"
+    build_android_bundle(run, out)
+    sidecar = json.loads((out / "metadata.json").read_text())
+    got = _classify(reader_python, out / sidecar["model_file"], tmp_path, load_rgb(out / "golden_image.png"),
+                    image=out / "golden_image.png")
+    assert got["image_sha256"] == sidecar["golden"]["pixels_sha256"]  # MediaPipe decodes the same pixels
+    rows, tolerance = _readme_golden(out / "README.md")
+    assert tolerance == 1 / 256
+    scores = {c["name"]: c["score"] for c in got["image"]}
+    for _, label, score in rows:
+        assert abs(scores[label] - score) <= tolerance + 1e-6, (label, scores[label], score)
+    assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
+
+    # The pipeline finds the export stage finished only while the bundle is whole.
+    made = json.loads(run.manifest_path.read_text())["config"]
+    cfg = PipelineConfig(train=TrainConfig.from_dict(run.config()["train"]), android_dir=str(out),
+                         export=ExportConfig(precisions=made["precisions"], calib_samples=made["calib_samples"]))
+    assert stage_is_current("export", cfg, run)
+    (out / "skinscan_android_bundle.zip").unlink()
+    assert stage_is_current("export", cfg, run) is None
+
+
+def test_a_real_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path):
+    _check_a_real_bundle(exported_run, reader_python, tmp_path)

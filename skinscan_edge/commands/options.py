@@ -170,6 +170,6 @@ def gate_group(fn):
 
 
 DATA = typer.Option(..., "--data", help="Image folder: one subfolder per class (Kaggle IMG_CLASSES/ is found automatically), or train/ val/ test/ subfolders.")
-ANDROID = typer.Option(False, "--android", help="Also fill the Android bundle (int8 .tflite with metadata, labels, guide); with the default --model tflite-int8 it also makes the int8 files.")
-ANDROID_DIR = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle.")
+ANDROID = typer.Option(False, "--android", help="Also fill the Android bundle: int8 .tflite with TFLite Model Metadata, labels.txt, metadata.json, lossless golden image, guide, Kotlin example, and a zip of them. With the default --model tflite-int8 it also makes the int8 files.")
+ANDROID_DIR = typer.Option(Path("android_assets/bundle"), "--android-dir", help="Folder of the Android bundle (created; the default is git-ignored).")
 ANDROID_MODEL = "tflite-int8"

@@ -16,7 +16,7 @@ flatbuffer goes in as a buffer named ``TFLITE_METADATA`` and ``labels.txt`` is a
 as an uncompressed zip, the layout MetadataPopulator produces and MediaPipe's extractor reads.
 
 >>> # from skinscan_edge.export.android import build_android_bundle
->>> # build_android_bundle(RunDir.open("runs/demo"), Path("android_assets"))["model_path"]
+>>> # build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))["model_path"]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 from .. import INPUT_NAME, OUTPUT_NAME, __version__
 from ..errors import SkinscanError
 from ..rundir import RunDir, atomic_write_bytes, atomic_write_text, write_json
+from .golden import GOLDEN_IMAGE, LEGACY_GOLDEN_IMAGE, golden_tolerance, output_quantization, write_golden_image
 from .manifest import entries, verify_entry
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -37,8 +38,6 @@ METADATA_FILE_ID = b"M001"
 #: Every field we write predates schema 1.0.1 (see the History in metadata_schema.fbs).
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
-GOLDEN_IMAGE = "golden_image.jpg"
-GOLDEN_START, GOLDEN_END = "<!-- golden:start -->", "<!-- golden:end -->"
 MODEL_AUTHOR = "skinscan-edge"
 MODEL_LICENSE = "Apache-2.0"
 #: The model divides by 127.5 and subtracts 1 itself, so readers must pass raw 0..255 pixels.
@@ -280,7 +279,7 @@ def write_metadata(model_bytes: bytes, *, labels: list[str], name: str, descript
 def read_metadata(model: bytes | str | Path) -> dict:
     """Read back what :func:`write_metadata` wrote, as one flat dict (our own checks use it).
 
-    >>> # md = read_metadata("android_assets/skinscan_int8.tflite")
+    >>> # md = read_metadata("android_assets/bundle/skinscan_int8.tflite")
     >>> # md["labels"][:2], md["normalization_mean"], md["input_name"]
     """
     from ai_edge_litert import schema_py_generated as schema
@@ -326,20 +325,26 @@ def _text(value) -> str:
 
 # --- the bundle --------------------------------------------------------------------------
 def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-int8") -> dict:
-    """Fill ``out_dir`` with what an Android app needs, from one verified TFLite export of ``run``.
+    """Fill ``out_dir`` with a whole Android bundle from one verified TFLite export of ``run``.
 
     Writes ``skinscan_<precision>.tflite`` (with metadata), ``labels.txt``, ``metadata.json``,
-    ``golden_image.jpg`` (the first usable test-split image, at the input size) and the golden
-    section of ``README.md``; returns a flat summary.
+    ``golden_image.png`` (the first usable test-split image at the input size, lossless), the guide
+    ``README.md`` and ``ImageClassifierExample.kt`` rendered for this bundle, ``MODEL_CARD.md`` when
+    the run has one, and ``skinscan_android_bundle.zip`` of them all; returns a flat summary.
 
     >>> # from skinscan_edge.rundir import RunDir
-    >>> # summary = build_android_bundle(RunDir.open("runs/demo"), Path("android_assets"))
-    >>> # summary["model_path"], summary["golden_top3"][0]
+    >>> # summary = build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))
+    >>> # summary["model_path"], summary["golden_top3"][0], summary["zip_path"]
     """
     import hashlib
 
+    from ..report import is_synthetic
     from ..runtimes import TFLiteRuntime
+    from . import android_guide as guide
 
+    from .manifest import check_complete, read_manifest
+
+    check_complete(run, read_manifest(run))  # never bundle from an export that did not finish
     (entry,) = entries(run, [export_name])
     if entry["format"] != "tflite":
         tflite = [e["name"] for e in entries(run) if e["format"] == "tflite"]
@@ -356,17 +361,24 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
     )
     out_dir = Path(out_dir)
     model_path = out_dir / f"skinscan_{precision}.tflite"
+    card = run.root / guide.MODEL_CARD
+    # One model per bundle (a second .tflite would leave metadata.json ambiguous); no JPEG golden
+    # image from an older bundle; no model card the run no longer has.
     stale = sorted(p.name for p in out_dir.glob("skinscan_*.tflite") if p != model_path)
-    for name in stale:  # one model per bundle: a second .tflite would leave metadata.json ambiguous
+    stale += [n for n in (LEGACY_GOLDEN_IMAGE, *([] if card.is_file() else [guide.MODEL_CARD]))
+              if (out_dir / n).is_file()]
+    for name in stale:
         (out_dir / name).unlink()
     atomic_write_bytes(model_path, data)
     atomic_write_text(out_dir / LABELS_FILE, "\n".join(labels) + "\n")
 
     runtime = TFLiteRuntime(model_path)
-    golden = _write_golden_image(run, out_dir / GOLDEN_IMAGE, img_size)
-    probs = runtime.predict(golden.pop("pixels")[None])[0]
+    golden = write_golden_image(run, out_dir / GOLDEN_IMAGE, img_size)
+    pixels = golden.pop("pixels")
+    probs = runtime.predict(pixels[None])[0]
     top3 = [{"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)}
             for i in (-probs).argsort(kind="stable")[:3]]  # ties: lower index first
+    output = output_quantization(runtime)
     sha = hashlib.sha256(data).hexdigest()
     sidecar = {
         "model_file": model_path.name, "model_sha256": sha, "model_size_bytes": len(data),
@@ -374,69 +386,30 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
         "labels": labels, "input_size": img_size,
         "input": {"name": INPUT_NAME, "shape": [1, img_size, img_size, 3], "layout": "NHWC",
                   "color_space": "RGB", "dtype": str(runtime.input_dtype.__name__), "value_range": [0, 255]},
-        "output": {"name": OUTPUT_NAME, "shape": [1, len(labels)], "meaning": "softmax probabilities"},
+        "output": {"name": OUTPUT_NAME, "shape": [1, len(labels)], "meaning": "softmax probabilities", **output},
         "normalization": {"mean": NORM_MEAN, "std": NORM_STD, "in_model": True,
                           "note": "the model maps 0..255 to [-1, 1] itself; pass raw RGB pixels"},
         "tflite_metadata": {"name": METADATA_NAME, "min_parser_version": MIN_PARSER_VERSION,
                             "associated_files": [LABELS_FILE]},
-        "golden": {**golden, "image": GOLDEN_IMAGE, "top3": top3},
+        "golden": {**golden, "image": GOLDEN_IMAGE, "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+                   **golden_tolerance(output), "top3": top3},
     }
     write_json(out_dir / "metadata.json", sidecar)
-    readme = out_dir / "README.md"
-    update_golden_section(readme, golden_markdown(sidecar))
+    names = [model_path.name, LABELS_FILE, "metadata.json", GOLDEN_IMAGE, guide.README, guide.KOTLIN]
+    if card.is_file():  # the model card, once the run has one (RUN/MODEL_CARD.md)
+        atomic_write_bytes(out_dir / guide.MODEL_CARD, card.read_bytes())
+        names.append(guide.MODEL_CARD)
+    synthetic = is_synthetic(run.config().get("data_root"))
+    atomic_write_text(out_dir / guide.README, guide.render_guide(sidecar, synthetic=synthetic,
+                                                                 model_card=card.is_file()))
+    atomic_write_text(out_dir / guide.KOTLIN, guide.render_kotlin(sidecar, synthetic=synthetic))
+    zip_path = guide.write_bundle_zip(out_dir, names)
     return {
         "model_path": str(model_path), "model_sha256": sha, "model_size_mb": round(len(data) / 1e6, 3),
         "source_export": export_name, "input_dtype": sidecar["input"]["dtype"], "input_size": img_size,
         "labels_path": str(out_dir / LABELS_FILE), "metadata_path": str(out_dir / "metadata.json"),
-        "golden_image": str(out_dir / GOLDEN_IMAGE), "golden_top3": top3, "readme": str(readme),
+        "golden_image": str(out_dir / GOLDEN_IMAGE), "golden_top3": top3,
+        "golden_tolerance": sidecar["golden"]["tolerance"], "readme": str(out_dir / guide.README),
+        "kotlin": str(out_dir / guide.KOTLIN), "zip_path": str(zip_path), "files": sorted(names),
         "removed_stale": stale,
     }
-
-
-def _write_golden_image(run: RunDir, path: Path, img_size: int) -> dict:
-    """Save the first decodable test-split image as a JPEG already at the input size (so no
-    resampler differs between here and the phone) and return its decoded pixels."""
-    from PIL import Image
-
-    from ..errors import BadImage
-    from ..imageio import load_rgb
-
-    items = run.split_items("test")
-    for src, label in items:
-        try:
-            pixels = load_rgb(src, img_size)
-        except BadImage:
-            continue
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, "JPEG", quality=95, subsampling=0)
-        atomic_write_bytes(path, buf.getvalue())
-        root = Path(run.split()["root"])
-        rel = src.relative_to(root).as_posix() if src.is_relative_to(root) else src.name
-        # Score what the phone will decode (the JPEG), not the pixels before compression.
-        return {"source": rel, "true_label": run.labels()[label], "pixels": load_rgb(path)}
-    raise SkinscanError(f"no usable image in the test split of {run.root} ({len(items)} listed); "
-                        "the golden vector needs one")
-
-
-def golden_markdown(sidecar: dict) -> str:
-    """The README's generated section: the golden image and its expected top-3 scores."""
-    g = sidecar["golden"]
-    rows = "\n".join(f"| {r + 1} | {t['index']} | {t['label']} | {t['score']:.4f} |" for r, t in enumerate(g["top3"]))
-    return (
-        f"Golden vector: `{g['image']}` (test-split image `{g['source']}`, true label *{g['true_label']}*), "
-        f"scored by LiteRT on `{sidecar['model_file']}` (SHA-256 `{sidecar['model_sha256'][:16]}…`, "
-        f"from export `{sidecar['source_export']}`):\n\n"
-        "| rank | index | label | score |\n| ---: | ---: | --- | ---: |\n" + rows + "\n"
-    )
-
-
-def update_golden_section(readme: Path, body: str) -> None:
-    """Replace the text between the golden markers (appending the section if there is none)."""
-    section = f"{GOLDEN_START}\n<!-- generated by build_android_bundle; do not edit -->\n{body}{GOLDEN_END}"
-    text = readme.read_text(encoding="utf-8") if readme.exists() else "# Skinscan Android bundle\n"
-    start, end = text.find(GOLDEN_START), text.find(GOLDEN_END)
-    if 0 <= start < end:
-        text = text[:start] + section + text[end + len(GOLDEN_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n## Golden vector\n\n" + section + "\n"
-    atomic_write_text(readme, text)

@@ -2,10 +2,11 @@
 ImageClassifier given nothing but the model file, and read the metadata back with the
 flatc-generated reader that mediapipe ships. Prints one JSON object.
 
-    python classify.py MODEL [--array PIXELS.npy] [--image IMAGE.jpg]
+    python classify.py MODEL [--array PIXELS.npy] [--image IMAGE.png]
 """
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -77,7 +78,11 @@ def main() -> None:
             pixels = np.ascontiguousarray(np.load(args.array), dtype=np.uint8)
             out["array"] = _categories(classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)))
         if args.image:
-            out["image"] = _categories(classifier.classify(mp.Image.create_from_file(args.image)))
+            image = mp.Image.create_from_file(args.image)  # MediaPipe's own decoder, not Pillow
+            out["image"] = _categories(classifier.classify(image))
+            rgb = np.ascontiguousarray(image.numpy_view()[..., :3], dtype=np.uint8)
+            out["image_shape"] = list(rgb.shape)
+            out["image_sha256"] = hashlib.sha256(rgb.tobytes()).hexdigest()
     print(json.dumps(out))
 
 
