@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from . import stderr_console, user_errors
+from . import options, stderr_console, user_errors
 
 
 @user_errors
@@ -20,6 +20,7 @@ def command(
     precision: Optional[List[str]] = typer.Option(None, "--precision", help="Precision by name, repeatable: fp32, fp16, dynamic, int8, qat (same as the flags)."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files."),
     qat_epochs: int = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning."),
+    onnx_target: str = options.ONNX_TARGET,
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration sample and QAT."),
     jobs: int = typer.Option(2, "--jobs", help="2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time."),
     android: bool = typer.Option(False, "--android", help="Fill the Android bundle: .tflite with TFLite Model Metadata, labels.txt, metadata.json, guide. With the default --android-export it also makes the int8 files (as --int8)."),
@@ -36,7 +37,7 @@ def command(
     if android and android_export == "tflite-int8" and "int8" not in wanted:
         wanted.append("int8")
     cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], calib_samples=calib_samples,
-                       qat_epochs=qat_epochs, seed=seed, jobs=jobs)
+                       qat_epochs=qat_epochs, seed=seed, jobs=jobs, onnx_target=onnx_target)
     console = stderr_console()
     manifest = export_run(rd, cfg, console=console)
     typer.echo(f"manifest: {rd.manifest_path} ({len(manifest['exports'])} exports)")

@@ -23,6 +23,7 @@ STRATEGY = typer.Option("default", "--strategy", help="default (one device), mir
 CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).")
 
 CALIB_SAMPLES = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files.")
+ONNX_TARGET = typer.Option("auto", "--onnx-target", help="CPU the onnx-int8 file is for: x86-avx2 (U8S8, 7-bit weights: no VNNI), x86-vnni (U8S8, VNNI/AMX), arm (S8S8), or auto (this host's).")
 QAT_EPOCHS = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning.")
 ANDROID_DIR = typer.Option(Path("android_assets"), "--android-dir", help="Folder of the Android bundle.")
 

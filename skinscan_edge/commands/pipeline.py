@@ -33,6 +33,7 @@ def command(
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
     calib_samples: int = options.CALIB_SAMPLES,
     qat_epochs: int = options.QAT_EPOCHS,
+    onnx_target: str = options.ONNX_TARGET,
     android: bool = typer.Option(False, "--android", help="Also fill the Android bundle (int8 .tflite with metadata, labels, guide)."),
     android_dir: Path = options.ANDROID_DIR,
     critical_class: Optional[List[str]] = options.CRITICAL_CLASS,
@@ -61,7 +62,7 @@ def command(
     cfg = PipelineConfig(
         train=options.train_config(**{k: kw[k] for k in TRAIN_FIELDS}),
         export=ExportConfig(precisions=[p for p in PRECISIONS if qat or p != "qat"], calib_samples=calib_samples,
-                            qat_epochs=qat_epochs),
+                            qat_epochs=qat_epochs, onnx_target=onnx_target),
         evaluate=EvaluateConfig(critical_classes=list(critical_class or []), max_accuracy_drop_pp=max_accuracy_drop,
                                 max_recall_drop_pp=max_recall_drop, min_agreement=min_agreement),
         benchmark=BenchmarkConfig(device=device, threads=tuple(parse_csv_ints(bench_threads, "--bench-threads")),

@@ -44,6 +44,8 @@ class ExportConfig:
       seed: seeds the calibration sample and QAT.
       jobs: 2 runs the QAT export (the longest) in a second process beside the other
         conversions, which are mostly single-threaded; 1 converts one file at a time.
+      onnx_target: the CPU the onnx-int8 file is for (export/onnx.py INT8_TARGETS), or
+        ``auto``: this host's.
     """
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
@@ -53,6 +55,7 @@ class ExportConfig:
     opset: int = 17
     seed: int = 0
     jobs: int = 2
+    onnx_target: str = "auto"
 
     def validate(self) -> "ExportConfig":
         for p in self.precisions:
@@ -66,6 +69,10 @@ class ExportConfig:
             raise SkinscanError(f"--jobs is 1 or 2, got {self.jobs}")
         if self.opset < 17:
             raise SkinscanError(f"--opset must be 17 or later, got {self.opset}")
+        if self.onnx_target != "auto":
+            from .onnx import resolve_target
+
+            resolve_target(self.onnx_target)  # an unknown name fails with the valid ones
         return self
 
     def names(self) -> list[str]:
@@ -128,6 +135,7 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
     from . import tflite
 
     cfg.validate()
+    onnx_target = onnx_export.resolve_target(cfg.onnx_target)
     names = cfg.names()
     needs_calib = any(EXPORTS[n][1] in ("int8", "qat-int8") for n in names)
     calib_files, calib = calibration_set(run, cfg.calib_samples, cfg.seed) if needs_calib else ([], None)
@@ -138,7 +146,7 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
                 "tool_versions": tool_versions(), "input_contract": read_json(run.config_path).get("input_contract"),
                 "config": asdict(cfg), "model_sha256": sha256_file(run.model_path),
                 "calibration": {"split": "train", "seed": cfg.seed, "count": len(calib_files), "files": calib_files},
-                "onnx_int8_settings": onnx_export.INT8_SETTINGS, "exports": list(kept.values()), "failures": []}
+                "onnx_int8_settings": onnx_export.int8_settings(onnx_target), "exports": list(kept.values()), "failures": []}
 
     def say(msg):
         if console is not None:
@@ -181,10 +189,9 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
                     fp32 = run.exports / EXPORTS["onnx-fp32"][2]
                     if not fp32.exists():
                         raise SkinscanError("onnx-int8 needs onnx-fp32, which failed")
-                    onnx_export.quantize_int8(fp32, path, list(calib))
+                    onnx_export.quantize_int8(fp32, path, list(calib), onnx_target)
                     info = onnx_export.describe(path)
-                    notes = ("QDQ, U8S8 (uint8 activations, int8 weights), per-channel, reduce_range (7-bit weights, "
-                             "no saturation on non-VNNI x86), MinMax calibration")
+                    notes = onnx_export.int8_notes(onnx_target)
                 seconds = time.time() - t0
                 manifest["exports"].append(_entry(run, name, path, seconds, info, notes))
                 say(f"[green]✓[/] {name:<16} {path.stat().st_size / 1e6:7.1f} MB  {seconds:6.1f} s  {path.name}")
@@ -224,7 +231,7 @@ def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) ->
                       batch_size=16, training=True, seed=cfg.seed)
     qat.calibrate_ranges(qat_model, calib[:32])
     qat.fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
-    serving = tflite.save_serving_model(qat_model, tmp / "serving_qat")
+    serving = tflite.save_serving_model(qat_model, tmp / "serving_qat", rewrite_pools=False)  # keeps tfmot's pools
     data = tflite.convert(serving, "int8", lambda: iter(calib))
     notes = f"tfmot quantize_model, {cfg.qat_epochs} epoch(s) fine-tuning; not annotated: {', '.join(skipped) or 'none'}"
     return data, notes
