@@ -10,12 +10,17 @@
    int8 twice (Keras' average pools, and the export graph's depthwise conv + multiply), timed
    interleaved; then each of the nine pools alone, as int8 pool (builtin kernel) and as its
    rewrite (XNNPACK), so the pools' own cost and the partition hand-offs separate.
+5. ``recipes RUN``: on an exported (trained) run, add today's int8 recipe side by side with
+   the new ones: ``study-tflite-int8-keras-pools`` (int8 without the pool rewrite) and
+   ``study-onnx-int8-<target>`` for every ``--onnx-target``, same calibration images; then
+   ``skinscan-edge evaluate`` and ``benchmark`` measure them like any export.
 
     python benchmarks/study_int8.py variants /tmp/bench299
     skinscan-edge benchmark /tmp/bench299 --threads 2 --batch 1 --models onnx-int8,study-...
     python benchmarks/study_int8.py litert /tmp/bench299
     python benchmarks/study_int8.py ort-spin /tmp/bench299
     python benchmarks/study_int8.py pools /tmp/pools299
+    python benchmarks/study_int8.py recipes runs/demo
 """
 
 from __future__ import annotations
@@ -232,12 +237,41 @@ def pool_study(out: Path, img: int = 299, threads: tuple[int, ...] = (1, 2), rou
     return rows
 
 
+def build_recipes(root: Path) -> None:
+    """Today's int8 TFLite (Keras pools) and the ONNX int8 file of every target, into the manifest."""
+    from skinscan_edge.export import onnx as onnx_export
+    from skinscan_edge.export import tflite
+    from skinscan_edge.export.run import calibration_set
+
+    run = RunDir(root)
+    manifest = read_json(run.manifest_path)
+    cfg = manifest["config"]
+    _, calib = calibration_set(run, cfg["calib_samples"], cfg["seed"])
+    entries = [e for e in manifest["exports"] if not e["name"].startswith("study-")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run.exports / "study_int8_keras_pools.tflite"
+        serving = tflite.save_serving_model(run.load_model(), Path(tmp) / "serving", rewrite_pools=False)
+        out.write_bytes(tflite.convert(serving, "int8", lambda: iter(calib)))
+        entries.append(dict(_entry("study-tflite-int8-keras-pools", out, "int8", "int8 without the pool rewrite"),
+                            format="tflite"))
+    fp32 = run.exports / next(e["file"] for e in entries if e["name"] == "onnx-fp32")
+    for target in onnx_export.INT8_TARGETS:
+        out = run.exports / f"study_int8_{target.replace('-', '_')}.onnx"
+        onnx_export.quantize_int8(fp32, out, list(calib), target)
+        entries.append(_entry(f"study-onnx-int8-{target}", out, "int8", onnx_export.int8_notes(target)))
+        print(entries[-1]["name"], flush=True)
+    manifest["exports"] = entries
+    write_json(run.manifest_path, manifest)
+
+
 if __name__ == "__main__":
     what, root = sys.argv[1], Path(sys.argv[2])
     if what == "variants":
         build_variants(root)
     elif what == "ort-spin":
         ort_spinning(root)
+    elif what == "recipes":
+        build_recipes(root)
     elif what == "pools":
         rows = pool_study(root)
         (root / "pool_study.json").write_text(json.dumps(rows, indent=1))

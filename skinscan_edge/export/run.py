@@ -154,7 +154,7 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
 
     model = run.load_model()
     with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp, contextlib.ExitStack() as stack:
-        serving, qat_job = None, None
+        serving, qat_job = {}, None
         if "tflite-qat-int8" in names and cfg.jobs > 1:
             # Written by hand rather than a pool map: one long job beside a loop of short ones.
             pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
@@ -173,9 +173,10 @@ def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
                     _write(path, data)
                     info = tflite.describe(path)
                 elif fmt == "tflite" and precision != "qat-int8":
-                    if serving is None:
-                        serving = tflite.save_serving_model(model, Path(tmp) / "serving")
-                    data = tflite.convert(serving, precision, (lambda: iter(calib)) if precision == "int8" else None)
+                    graph = precision in tflite.EXPORT_GRAPH_PRECISIONS  # pools rewritten (export/graph.py)
+                    if graph not in serving:
+                        serving[graph] = tflite.save_serving_model(model, Path(tmp) / f"serving{int(graph)}", graph)
+                    data = tflite.convert(serving[graph], precision, (lambda: iter(calib)) if precision == "int8" else None)
                     _write(path, data)
                     info = tflite.describe(path)
                 elif precision == "qat-int8":
@@ -231,7 +232,7 @@ def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) ->
                       batch_size=16, training=True, seed=cfg.seed)
     qat.calibrate_ranges(qat_model, calib[:32])
     qat.fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
-    serving = tflite.save_serving_model(qat_model, tmp / "serving_qat", rewrite_pools=False)  # keeps tfmot's pools
+    serving = tflite.save_serving_model(qat_model, tmp / "serving_qat")
     data = tflite.convert(serving, "int8", lambda: iter(calib))
     notes = f"tfmot quantize_model, {cfg.qat_epochs} epoch(s) fine-tuning; not annotated: {', '.join(skipped) or 'none'}"
     return data, notes

@@ -9,10 +9,10 @@ function. ``TFLiteConverter.from_keras_model`` first saves the whole Keras objec
 tracing every one of InceptionV3's 300+ layers (about 100 s here); the light route costs
 about 5 s once and is shared by every precision.
 
-That SavedModel holds the export graph (``export/graph.py``): InceptionV3's stride-1 "same"
-average pools as depthwise conv + multiply, exactly equal in float and taken by XNNPACK in
-int8, so the int8 file runs in one XNNPACK partition. ``describe`` records XNNPACK's share
-of each file (``export/xnnpack.py``) in the manifest.
+For the full-integer file that SavedModel holds the export graph (``export/graph.py``):
+InceptionV3's stride-1 "same" average pools as depthwise conv + multiply, exactly equal in
+float and taken by XNNPACK in int8, so the int8 file runs in one XNNPACK partition.
+``describe`` records XNNPACK's share of each file (``export/xnnpack.py``) in the manifest.
 """
 
 from __future__ import annotations
@@ -24,10 +24,16 @@ import numpy as np
 
 from .. import INPUT_NAME, OUTPUT_NAME
 
-def save_serving_model(model, export_dir: Path, rewrite_pools: bool = True) -> Path:
+#: Precisions converted from the export graph (pools rewritten). Only full integer: XNNPACK
+#: takes the float AVERAGE_POOL_2D as it is, and the dynamic-range converter turns the
+#: rewrite's depthwise conv into a hybrid op XNNPACK refuses (measured: 1 -> 10 partitions).
+EXPORT_GRAPH_PRECISIONS = ("int8",)
+
+
+def save_serving_model(model, export_dir: Path, rewrite_pools: bool = False) -> Path:
     """A SavedModel with one ``serving_default`` signature: ``image`` (N,H,W,3) -> ``probs``.
 
-    With ``rewrite_pools`` (the default) it serves :func:`graph.export_model` of ``model``.
+    With ``rewrite_pools`` it serves :func:`graph.export_model` of ``model``.
     """
     from .._tf import tf
     from .graph import export_model
