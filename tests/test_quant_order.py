@@ -43,3 +43,12 @@ def test_faster_noise_other_runtime_and_other_threads_are_not_flagged():
         "recorded: compare the kernels of the two rows",
         "- tflite-int8 (10.4 ms) is slower than the less quantized tflite-fp16 (9.0 ms): no split or fallback "
         "recorded: compare the kernels of the two rows"]
+
+
+def test_int8_floor_target_depends_on_the_cpu():
+    from skinscan_edge.quant_order import int8_target
+
+    assert int8_target({"cpu_flags": {"avx2": True, "avx512f": True}}) == 3.0
+    assert int8_target({"cpu_flags": {"avx2": True, "amx_int8": True}}) == 3.0
+    assert int8_target({"cpu_flags": {"avx2": True, "avx512f": False}}) == 2.5
+    assert int8_target(None) == 2.5
