@@ -6,11 +6,21 @@
 2. ``litert RUN``: LiteRT interpreter options (threads, XNNPACK on/off, latest XNNPACK
    features) on the TFLite files, in-process, with the same ``measure_runtime`` harness.
 3. ``ort-spin RUN``: onnxruntime's intra-op spin-waiting on and off at 2 threads.
+4. ``pools DIR``: where tflite-int8's time goes. An untrained 299 px InceptionV3 converted to
+   int8 twice (Keras' average pools, and the export graph's depthwise conv + multiply), timed
+   interleaved; then each of the nine pools alone, as int8 pool (builtin kernel) and as its
+   rewrite (XNNPACK), so the pools' own cost and the partition hand-offs separate.
+5. ``recipes RUN``: on an exported (trained) run, add today's int8 recipe side by side with
+   the new ones: ``study-tflite-int8-keras-pools`` (int8 without the pool rewrite) and
+   ``study-onnx-int8-<target>`` for every ``--onnx-target``, same calibration images; then
+   ``skinscan-edge evaluate`` and ``benchmark`` measure them like any export.
 
     python benchmarks/study_int8.py variants /tmp/bench299
     skinscan-edge benchmark /tmp/bench299 --threads 2 --batch 1 --models onnx-int8,study-...
     python benchmarks/study_int8.py litert /tmp/bench299
     python benchmarks/study_int8.py ort-spin /tmp/bench299
+    python benchmarks/study_int8.py pools /tmp/pools299
+    python benchmarks/study_int8.py recipes runs/demo
 """
 
 from __future__ import annotations
@@ -152,12 +162,119 @@ def ort_spinning(root: Path, threads: int = 2, rounds: int = 3) -> list[dict]:
     return rows
 
 
+def _int8_file(model, path: Path, images: np.ndarray, tmp: Path) -> Path:
+    from skinscan_edge.export import tflite
+
+    serving = tflite.save_serving_model(model, tmp / path.stem)
+    path.write_bytes(tflite.convert(serving, "int8", lambda: iter(images)))
+    return path
+
+
+def _p50_ms(path: Path, threads: int, x: np.ndarray, min_time_s: float = 1.0) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from skinscan_edge.benchmark import time_calls
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    xq = x.astype(inp["dtype"]) if inp["dtype"] == np.uint8 else np.clip(np.round(x), -128, 127).astype(inp["dtype"])
+    interp.set_tensor(inp["index"], xq)
+
+    for _ in range(3):
+        interp.invoke()
+    return float(np.median(time_calls(interp.invoke, min_time_s, 10))) * 1e3
+
+
+def pool_study(out: Path, img: int = 299, threads: tuple[int, ...] = (1, 2), rounds: int = 2) -> list[dict]:
+    """The whole int8 network with and without the pool rewrite, then the pools alone."""
+    from skinscan_edge._tf import keras
+    from skinscan_edge.export.graph import export_model, is_rewritable_pool
+    from skinscan_edge.xnnpack import describe_delegation
+    from skinscan_edge.model import build_model
+
+    k = keras()
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    images = np.stack([np.asarray(Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize(
+        (img, img), Image.Resampling.BICUBIC), np.float32) for _ in range(16)])
+    model = build_model(10, img, weights="none")
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, m in (("keras-pool", model), ("export-graph", export_model(model))):
+            path = out / f"int8_{label}.tflite"
+            files[label] = path if path.exists() else _int8_file(m, path, images, Path(tmp))
+        # the pools alone, at their shapes in this network
+        pools = [l for l in model.layers if is_rewritable_pool(l)]
+        singles = {}
+        for i, layer in enumerate(pools):
+            shape = tuple(layer.input_shape[1:])
+            inp = k.Input(shape)
+            alone = k.Model(inp, k.layers.AveragePooling2D(layer.pool_size, 1, "same")(inp))
+            x = rng.normal(0, 1, (8, *shape)).astype(np.float32)
+            for label, m in (("pool", alone), ("rewrite", export_model(alone))):
+                path = out / f"alone{i}_{label}.tflite"
+                if not path.exists():
+                    _int8_file(m, path, x, Path(tmp))
+                singles.setdefault(label, []).append((path, shape))
+    rows = []
+    for label, path in files.items():
+        rows.append({"file": label, **describe_delegation(path)})
+        print(json.dumps(rows[-1]), flush=True)
+    x1 = images[:1]
+    for r in range(rounds):
+        for t in threads:
+            order = list(files.items()) if r % 2 == 0 else list(reversed(files.items()))
+            for label, path in order:
+                rows.append({"round": r, "threads": t, "file": label, "p50_ms": round(_p50_ms(path, t, x1), 1)})
+                print(json.dumps(rows[-1]), flush=True)
+            for label, items in singles.items():
+                total = sum(_p50_ms(p, t, rng.normal(0, 20, (1, *s)), 0.2) for p, s in items)
+                rows.append({"round": r, "threads": t, "file": f"9 pools alone, {label}", "p50_ms": round(total, 2)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def build_recipes(root: Path) -> None:
+    """Today's int8 TFLite (Keras pools) and the ONNX int8 file of every target, into the manifest."""
+    from skinscan_edge.export import onnx as onnx_export
+    from skinscan_edge.export import tflite
+    from skinscan_edge.export.run import calibration_set
+
+    run = RunDir(root)
+    manifest = read_json(run.manifest_path)
+    cfg = manifest["config"]
+    _, calib = calibration_set(run, cfg["calib_samples"], cfg["seed"])
+    entries = [e for e in manifest["exports"] if not e["name"].startswith("study-")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run.exports / "study_int8_keras_pools.tflite"
+        serving = tflite.save_serving_model(run.load_model(), Path(tmp) / "serving", rewrite_pools=False)
+        out.write_bytes(tflite.convert(serving, "int8", lambda: iter(calib)))
+        entries.append(dict(_entry("study-tflite-int8-keras-pools", out, "int8", "int8 without the pool rewrite"),
+                            format="tflite"))
+    fp32 = run.exports / next(e["file"] for e in entries if e["name"] == "onnx-fp32")
+    for target in onnx_export.INT8_TARGETS:
+        out = run.exports / f"study_int8_{target.replace('-', '_')}.onnx"
+        onnx_export.quantize_int8(fp32, out, list(calib), target)
+        entries.append(_entry(f"study-onnx-int8-{target}", out, "int8", onnx_export.int8_notes(target)))
+        print(entries[-1]["name"], flush=True)
+    manifest["exports"] = entries
+    write_json(run.manifest_path, manifest)
+
+
 if __name__ == "__main__":
     what, root = sys.argv[1], Path(sys.argv[2])
     if what == "variants":
         build_variants(root)
     elif what == "ort-spin":
         ort_spinning(root)
+    elif what == "recipes":
+        build_recipes(root)
+    elif what == "pools":
+        rows = pool_study(root)
+        (root / "pool_study.json").write_text(json.dumps(rows, indent=1))
     elif what == "litert":
         out = litert_options(root)
         Path(tempfile.gettempdir(), "litert_study.json").write_text(json.dumps(out, indent=1))

@@ -127,6 +127,8 @@ class ExportConfig:
       jobs: 2 runs the QAT export (the longest) in a second process beside the other
         conversions, which are mostly single-threaded; 1 converts one file at a time.
       force: convert every file again, even one already made from the same model and settings.
+      onnx_target: the CPU the onnx-int8 file is for (export/onnx.py INT8_TARGETS), or
+        ``auto``: this host's.
     """
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
@@ -137,6 +139,7 @@ class ExportConfig:
     seed: int = 0
     jobs: int = 2
     force: bool = False
+    onnx_target: str = "auto"
 
     #: Fields that say how the files are made, not what they are (a change makes nothing due).
     HOW = ("jobs", "force")
@@ -153,6 +156,10 @@ class ExportConfig:
             raise SkinscanError(f"--jobs is 1 or 2, got {self.jobs}")
         if self.opset < 17:
             raise SkinscanError(f"--opset must be 17 or later, got {self.opset}")
+        if self.onnx_target != "auto":
+            from .export.onnx import resolve_target
+
+            resolve_target(self.onnx_target)  # an unknown name fails with the valid ones
         return self
 
     def names(self) -> list[str]:

@@ -183,26 +183,11 @@ class TFLiteRuntime(Runtime):
         return y.astype(np.float32)
 
     def acceleration(self) -> dict:
-        """How much of the graph XNNPACK took: walk back from each DELEGATE node's outputs."""
-        ops = self.interp._get_ops_details()  # the only public-ish view of the node list
-        delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-        producer = {int(t): o for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
-        taken: set[int] = set()
-        for d in delegates:
-            stop = {int(t) for t in d["inputs"]}
-            todo = [int(t) for t in d["outputs"]]
-            while todo:
-                op = producer.get(todo.pop())
-                if op is None or op["index"] in taken:
-                    continue
-                taken.add(op["index"])
-                todo.extend(int(t) for t in op["inputs"] if t >= 0 and int(t) not in stop)
-        real = [o for o in ops if o["op_name"] != "DELEGATE"]
-        left = sorted({o["op_name"] for o in real if o["index"] not in taken})
-        heavy = [o for o in real if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-        return {"accelerated": bool(heavy) and all(o["index"] in taken for o in heavy),
-                "accelerator_detail": f"XNNPACK took {len(taken)}/{len(real)} ops in {len(delegates)} "
-                                      f"partition(s)" + (f"; left to builtin kernels: {', '.join(left)}" if left else "")}
+        """How much of the graph XNNPACK took (the export manifest records the same analysis)."""
+        from .xnnpack import delegation
+
+        info = delegation(self.interp)
+        return {**info, "builtin_ops": ", ".join(info["builtin_ops"])}  # rows stay flat (CSV)
 
 
 _ORT_INT8 = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",

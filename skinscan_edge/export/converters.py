@@ -21,16 +21,19 @@ class Context:
     The TFLite serving SavedModel is made once, on first use, and shared by every TFLite preset.
     """
 
-    def __init__(self, run, model, calib, tmp: Path, cfg, say):
+    def __init__(self, run, model, calib, tmp: Path, cfg, say, onnx_target: str = "x86-avx2"):
         self.run, self.model, self.calib, self.tmp, self.cfg, self.say = run, model, calib, Path(tmp), cfg, say
-        self._serving = None
+        self.onnx_target = onnx_target
+        self._serving: dict[bool, Path] = {}
 
-    def serving(self) -> Path:
+    def serving(self, rewrite_pools: bool = False) -> Path:
+        """The serving SavedModel of the model, or of its export graph (``graph.export_model``)."""
         from . import tflite
 
-        if self._serving is None:
-            self._serving = tflite.save_serving_model(self.model, self.tmp / "serving")
-        return self._serving
+        if rewrite_pools not in self._serving:
+            self._serving[rewrite_pools] = tflite.save_serving_model(
+                self.model, self.tmp / f"serving{int(rewrite_pools)}", rewrite_pools)
+        return self._serving[rewrite_pools]
 
     def written(self, name: str) -> Path:
         """The file of an export made earlier in this run (onnx-int8 quantizes onnx-fp32)."""
@@ -66,7 +69,8 @@ class TFLitePreset(Converter):
         from . import tflite
 
         calib = (lambda: iter(ctx.calib)) if self.calibrated else None
-        atomic_write_bytes(path, tflite.convert(ctx.serving(), self.precision, calib))
+        serving = ctx.serving(self.precision in tflite.EXPORT_GRAPH_PRECISIONS)  # int8: pools rewritten
+        atomic_write_bytes(path, tflite.convert(serving, self.precision, calib))
         return tflite.describe(path), ""
 
 
@@ -100,7 +104,7 @@ class OnnxFp32(Converter):
 
 
 class OnnxInt8(Converter):
-    """onnxruntime static quantization of onnx-fp32 (``onnx.INT8_SETTINGS``)."""
+    """onnxruntime static quantization of onnx-fp32 for a target CPU (``onnx.INT8_TARGETS``)."""
 
     format = "onnx"
     calibrated = True
@@ -108,8 +112,8 @@ class OnnxInt8(Converter):
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
         from . import onnx as onnx_export
 
-        onnx_export.quantize_int8(ctx.written("onnx-fp32"), path, list(ctx.calib))
-        return onnx_export.describe(path), onnx_export.settings_note()
+        onnx_export.quantize_int8(ctx.written("onnx-fp32"), path, list(ctx.calib), ctx.onnx_target)
+        return onnx_export.describe(path), onnx_export.int8_notes(ctx.onnx_target)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
 """ONNX export through tf2onnx (fp32) and static int8 quantization through onnxruntime.
 
-int8 choice (recorded in the manifest): QDQ format, uint8 activations and int8 per-channel
-weights (U8S8) with ``reduce_range`` (7-bit weights). On x86 without VNNI (AVX2, AVX-512F)
-onnxruntime multiplies u8 x s8 pairs with ``vpmaddubsw``, whose int16 sums saturate: measured
-on this repository's test model, plain U8S8 agreed with fp32 on top-1 for only 58% of the
-test images, U8S8 with reduce_range for 89%, the same as U8U8. 7-bit weights cannot
-saturate, cost little precision on VNNI/AMX hosts, and keep the fast U8S8 kernels (S8S8 has
-no fast kernel on this build and saturated as badly). QOperator was 7.8x slower than QDQ here
-(benchmarks/NOTES.md).
+The int8 recipe is a choice of the CPU the file will run on (``--onnx-target``), not of the
+build host; ``INT8_TARGETS`` below is the one table the quantize_static arguments, the
+manifest's ``onnx_int8_settings`` and the export's notes all come from. onnxruntime's
+quantization guide: S8S8 with QDQ is the default and first choice; on x86-64 with AVX2 or
+AVX-512 but no VNNI, U8S8 runs through ``vpmaddubsw``, whose int16 pair sums can saturate,
+and ``reduce_range`` (7-bit weights) or U8U8 avoid it; "there is no such issue on other CPU
+architectures (x64 with VNNI and ARM)". Measured here (benchmarks/NOTES.md): plain U8S8 on an
+AVX2 host agreed with fp32 on top-1 for 58% of the test images, with reduce_range 89%; S8S8
+QDQ left 41 of 94 convs in float on x86 (onnxruntime 1.32) and QOperator S8S8 was 7.8x
+slower, so x86 targets keep U8S8.
+
+The pools are not rewritten for ONNX (unlike TFLite, export/graph.py): onnxruntime runs them
+as QLinearAveragePool inside the int8 graph, so they split nothing.
 """
 
 from __future__ import annotations
@@ -20,18 +25,55 @@ import numpy as np
 from .. import INPUT_NAME, OUTPUT_NAME
 
 ONNX_OPSET = 17
-INT8_SETTINGS = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8",
-                 "per_channel": True, "reduce_range": True, "calibrate_method": "MinMax"}
+#: Settings every target shares: QDQ (portable; ORT fuses it into the same QLinearConv kernels
+#: as QOperator), per-channel weights, MinMax calibration.
+INT8_COMMON = {"quant_format": "QDQ", "per_channel": True, "calibrate_method": "MinMax"}
+#: --onnx-target -> (activation type, weight type, reduce_range, why).
+INT8_TARGETS = {
+    "x86-avx2": ("QUInt8", "QInt8", True, "x86 without VNNI: U8S8 saturates in vpmaddubsw, 7-bit weights cannot"),
+    "x86-vnni": ("QUInt8", "QInt8", False, "x86 with VNNI/AMX: U8S8 is the native int8 dot product, no saturation"),
+    "arm": ("QInt8", "QInt8", False, "ARM64: S8S8, the onnxruntime default (signed dot product), no saturation"),
+}
+#: CPU flags (as /proc/cpuinfo spells them) that give x86 a non-saturating u8 x s8 dot product.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def settings_note(settings: dict = INT8_SETTINGS) -> str:
-    """The manifest's one-line description of the int8 recipe, from the settings themselves."""
-    kinds = {"QUInt8": "uint8", "QInt8": "int8"}
-    pair = f"{'U' if settings['activation_type'] == 'QUInt8' else 'S'}8{'U' if settings['weight_type'] == 'QUInt8' else 'S'}8"
-    return (f"{settings['quant_format']}, {pair} ({kinds[settings['activation_type']]} activations, "
-            f"{kinds[settings['weight_type']]} weights), {'per-channel' if settings['per_channel'] else 'per-tensor'}"
-            + (", reduce_range (7-bit weights, no saturation on non-VNNI x86)" if settings["reduce_range"] else "")
-            + f", {settings['calibrate_method']} calibration")
+def choose_target(machine: str, flags) -> str:
+    """The INT8_TARGETS name for a CPU: ``machine`` as platform.machine(), ``flags`` as in cpuinfo."""
+    if machine.lower() in ("aarch64", "arm64") or machine.lower().startswith("arm"):
+        return "arm"
+    return "x86-vnni" if any(f in set(flags) for f in VNNI_FLAGS) else "x86-avx2"
+
+
+def resolve_target(name: str) -> str:
+    """``auto`` -> this host's target (choose_target); a target name -> itself; else an error."""
+    if name == "auto":
+        from ..hostinfo import host_info
+
+        info = host_info()
+        return choose_target(info["machine"], [f for f, on in info["cpu_flags"].items() if on])
+    if name not in INT8_TARGETS:
+        from ..errors import SkinscanError, did_you_mean
+
+        raise SkinscanError("--onnx-target: " + did_you_mean(name, ["auto", *INT8_TARGETS]))
+    return name
+
+
+def int8_settings(target: str) -> dict:
+    """The quantize_static settings of one target, as names (what the manifest records)."""
+    act, weight, reduce_range, why = INT8_TARGETS[target]
+    return {"target": target, **INT8_COMMON, "activation_type": act, "weight_type": weight,
+            "reduce_range": reduce_range, "why": why}
+
+
+def int8_notes(target: str) -> str:
+    """The manifest entry's one-line notes for the onnx-int8 file."""
+    s = int8_settings(target)
+    kind = {"QUInt8": "U8", "QInt8": "S8"}
+    return (f"{s['quant_format']}, {kind[s['activation_type']]}{kind[s['weight_type']]} for {target}, "
+            f"{'per-channel' if s['per_channel'] else 'per-tensor'}, "
+            f"{'reduce_range (7-bit weights)' if s['reduce_range'] else '8-bit weights'}, "
+            f"{s['calibrate_method']} calibration: {s['why']}")
 
 
 def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
@@ -72,8 +114,9 @@ class _Calibration:
         raise NotImplementedError
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray]) -> Path:
-    """quant_pre_process (shape inference + optimisation), then quantize_static (see INT8_SETTINGS)."""
+def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], target: str = "x86-avx2") -> Path:
+    """quant_pre_process (shape inference + optimisation), then quantize_static with
+    ``target``'s settings from INT8_TARGETS."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -82,12 +125,12 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray]) -> 
     tmp = out_path.with_suffix(".tmp.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
-        s = INT8_SETTINGS
+        s = int8_settings(target)
         quantize_static(
             str(prep), str(tmp), _Calibration(images),
             quant_format=QuantFormat[s["quant_format"]], activation_type=QuantType[s["activation_type"]],
-            weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"], reduce_range=s["reduce_range"],
-            calibrate_method=CalibrationMethod[s["calibrate_method"]],
+            weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"],
+            reduce_range=s["reduce_range"], calibrate_method=CalibrationMethod[s["calibrate_method"]],
         )
         tmp.replace(out_path)
     finally:

@@ -96,8 +96,11 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     """
     from ..hostinfo import tool_versions
 
+    from .onnx import int8_settings, resolve_target
+
     say = reporter_or_silent(reporter)
     cfg.validate()
+    onnx_target = resolve_target(cfg.onnx_target)
     names = cfg.names()
     old = read_json_or_none(run.manifest_path)
     reuse = reusable_entries(run, old, cfg)
@@ -113,6 +116,7 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     manifest = {"run": str(run.root), "created": timestamp(), "tool_versions": tool_versions(),
                 "input_contract": read_json(run.config_path).get("input_contract"), "config": asdict(cfg),
                 "model_sha256": sha256_file(run.model_path), "calibration": calibration,
+                "onnx_int8_settings": int8_settings(onnx_target),
                 "state": "running", "requested": names, "command_flags": _command_flags(cfg),
                 "exports": kept, "failures": []}
     for name in names:
@@ -122,7 +126,7 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     model = run.load_model() if todo else None
     try:
         with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp, contextlib.ExitStack() as stack:
-            ctx = Context(run, model, calib, Path(tmp), cfg, lambda m: say.message(m))
+            ctx = Context(run, model, calib, Path(tmp), cfg, lambda m: say.message(m), onnx_target)
             background = {}
             if cfg.jobs > 1:
                 pool = None

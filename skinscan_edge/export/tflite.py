@@ -8,6 +8,11 @@ We convert from a light SavedModel holding only the model's variables and one se
 function. ``TFLiteConverter.from_keras_model`` first saves the whole Keras object graph,
 tracing every one of InceptionV3's 300+ layers (about 100 s here); the light route costs
 about 5 s once and is shared by every precision.
+
+For the full-integer file that SavedModel holds the export graph (``export/graph.py``):
+InceptionV3's stride-1 "same" average pools as depthwise conv + multiply, exactly equal in
+float and taken by XNNPACK in int8, so the int8 file runs in one XNNPACK partition.
+``describe`` records XNNPACK's share of each file (``xnnpack.py``) in the manifest.
 """
 
 from __future__ import annotations
@@ -19,11 +24,23 @@ import numpy as np
 
 from .. import INPUT_NAME, OUTPUT_NAME
 
-def save_serving_model(model, export_dir: Path) -> Path:
-    """A SavedModel with one ``serving_default`` signature: ``image`` (N,H,W,3) -> ``probs``."""
+#: Precisions converted from the export graph (pools rewritten). Only full integer: XNNPACK
+#: takes the float AVERAGE_POOL_2D as it is, and the dynamic-range converter turns the
+#: rewrite's depthwise conv into a hybrid op XNNPACK refuses (measured: 1 -> 10 partitions).
+EXPORT_GRAPH_PRECISIONS = ("int8",)
+
+
+def save_serving_model(model, export_dir: Path, rewrite_pools: bool = False) -> Path:
+    """A SavedModel with one ``serving_default`` signature: ``image`` (N,H,W,3) -> ``probs``.
+
+    With ``rewrite_pools`` it serves :func:`graph.export_model` of ``model``.
+    """
     from .._tf import tf
+    from .graph import export_model
 
     tf_ = tf()
+    if rewrite_pools:
+        model = export_model(model)
     shape = [None, *model.input_shape[1:]]
     module = tf_.Module()
     module.model_variables = list(model.variables)
@@ -63,8 +80,11 @@ def convert(saved_model_dir: Path, precision: str,
 
 
 def describe(path: Path) -> dict:
-    """Input/output names, shapes, dtypes and quantization, read back through LiteRT."""
+    """Input/output names, shapes, dtypes and quantization, read back through LiteRT, and
+    XNNPACK's share of the graph (``xnnpack_partitions``, ``builtin_ops``...)."""
     from ai_edge_litert.interpreter import Interpreter
+
+    from ..xnnpack import describe_delegation
 
     interp = Interpreter(model_path=str(path))
 
@@ -76,4 +96,5 @@ def describe(path: Path) -> dict:
 
     sig = interp.get_signature_runner()
     return {"inputs": [dict(one(d), name=k) for k, d in sig.get_input_details().items()],
-            "outputs": [dict(one(d), name=k) for k, d in sig.get_output_details().items()]}
+            "outputs": [dict(one(d), name=k) for k, d in sig.get_output_details().items()],
+            **describe_delegation(path)}
