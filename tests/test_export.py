@@ -145,7 +145,7 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
     # The TFLite converter itself is tested by the session export; here it hands back that
     # export's real bytes, so the test is about the failure handling, not 20 s of converting.
     real = (exported_run.exports / "model_fp32.tflite").read_bytes()
-    monkeypatch.setattr(tflite, "save_serving_model", lambda model, path: path)
+    monkeypatch.setattr(tflite, "save_serving_model", lambda model, path, *a: path)
     monkeypatch.setattr(tflite, "convert", lambda *a, **k: real)
     monkeypatch.setattr(onnx_export, "export_fp32", broken)
     result = invoke(["export", run_copy.root])
