@@ -21,6 +21,8 @@ CLASS_WEIGHTS = typer.Option(True, "--class-weights/--no-class-weights", help="W
 AUGMENT = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).")
 STRATEGY = typer.Option("default", "--strategy", help="default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.")
 CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).")
+GROUP_BY = typer.Option(None, "--group-by", metavar="FILE.csv:COLUMN", help="Known groups kept whole in one split, like near-duplicates: a CSV column (e.g. HAM10000_metadata.csv:lesion_id); rows are matched to images by a column of file names.")
+ON_CONFLICT = typer.Option("train-only", "--on-conflict", help="A group (near-duplicates or --group-by) whose images carry different labels: train-only (kept in train, never val/test), drop (left out), or keep (split whole under its most common label). Listed in RUN/duplicates.json.")
 
 CALIB_SAMPLES = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files.")
 QAT_EPOCHS = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning.")

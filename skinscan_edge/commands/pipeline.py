@@ -30,6 +30,8 @@ def command(
     augment: bool = options.AUGMENT,
     strategy: str = options.STRATEGY,
     cpu_replicas: int = options.CPU_REPLICAS,
+    group_by: Optional[str] = options.GROUP_BY,
+    on_conflict: str = options.ON_CONFLICT,
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
     calib_samples: int = options.CALIB_SAMPLES,
     qat_epochs: int = options.QAT_EPOCHS,

@@ -30,6 +30,8 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last completed epoch (after Ctrl-C, a crash or a kill)."),
     strategy: str = options.STRATEGY,
     cpu_replicas: int = options.CPU_REPLICAS,
+    group_by: Optional[str] = options.GROUP_BY,
+    on_conflict: str = options.ON_CONFLICT,
 ) -> None:
     """Fine-tune InceptionV3 (custom head, two phases) and write a self-describing run directory.
 
@@ -51,11 +53,12 @@ def command(
         typer.echo(f"{result['task']}: done; the chief wrote the run")
         return
     typer.echo(result["report_text"])
-    typer.echo(f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images; "
+    duplicates = f"; {result['duplicates']}" if result.get("duplicates") else ""
+    typer.echo(f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images{duplicates}; "
                f"run written to {result['run']}")
 
 
 #: The command's parameters that are TrainConfig fields (same names).
 TRAIN_FIELDS = ("data", "out", "img_size", "epochs", "fine_tune_epochs", "batch_size", "weights", "learning_rate",
                 "fine_tune_lr", "unfreeze_from", "labels", "seed", "class_weights", "augment", "resume",
-                "strategy", "cpu_replicas")
+                "strategy", "cpu_replicas", "group_by", "on_conflict")
