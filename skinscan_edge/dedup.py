@@ -152,23 +152,24 @@ def _highpass(thumbs: np.ndarray) -> np.ndarray:
 
 def find_near_duplicates(fps: list[Fingerprint], radius: int = HASH_RADIUS,
                          min_correlation: float = MIN_CORRELATION) -> list[NearDuplicate]:
-    """Confirmed near-duplicate pairs among fingerprints, the best-correlated match per pair of images."""
-    n, per = len(fps), len(SCALES) * len(FLIPS)
-    if n < 2:
+    """Confirmed near-duplicate pairs among fingerprints, the best-correlated match per pair of
+    images. Flat images (blank, or one even colour) can't be confirmed, so they are left out
+    before the search: their hashes are all alike and would make every pair of them a candidate."""
+    per = len(SCALES) * len(FLIPS)
+    plain = _highpass(np.stack([fp.thumbs[0] for fp in fps])) if fps else np.zeros((0, 1, 1))
+    active = np.flatnonzero(plain.any(axis=(1, 2)))
+    if len(active) < 2:
         return []
-    hashes = np.stack([fp.hashes for fp in fps])  # (n, per)
+    hashes = np.stack([fps[k].hashes for k in active])  # (n, per)
     qi, ji, dist = candidate_pairs(hashes[:, 0], hashes.ravel(), radius)
     owner, variant = ji // per, ji % per
     keep = owner != qi
-    qi, owner, variant, dist = qi[keep], owner[keep], variant[keep], dist[keep]
-    if not len(qi):
-        return []
-    involved = np.unique(np.concatenate([qi, owner]))
-    hp = {int(k): _highpass(fps[k].thumbs) for k in involved}  # (S, 32, 32) each; flips by indexing
+    qi, owner, variant, dist = active[qi[keep]], active[owner[keep]], variant[keep], dist[keep]
+    hp = {int(k): _highpass(fps[k].thumbs) for k in np.unique(owner)}  # (S, 32, 32); flips by indexing
     best: dict[tuple[int, int], NearDuplicate] = {}
     for q, o, v, d in zip(qi.tolist(), owner.tolist(), variant.tolist(), dist.tolist()):
         s, f = divmod(v, len(FLIPS))
-        c = float((hp[q][0] * _flips(hp[o][s:s + 1])[0, f]).sum())
+        c = float((plain[q] * _flips(hp[o][s:s + 1])[0, f]).sum())
         if c < min_correlation:
             continue
         key = (min(q, o), max(q, o))

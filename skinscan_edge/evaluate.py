@@ -26,6 +26,7 @@ import numpy as np
 
 from . import metrics
 from .errors import BadImage, SkinscanError
+from .grouping import leak_summary
 from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, write_json
 
 #: Names of the report files inside ``RUN/reports/``.
@@ -129,6 +130,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, progress: Progress | None 
         "manifest_sha256": sha256_file(run.manifest_path) if run.manifest_path.exists() else None,
         "predictions_npz": f"reports/{PREDICTIONS_NAME}",
         "export_failures": read_manifest(run).get("failures", []) if not config.formats else [],
+        **leak_summary(run.split(), config.split),  # images with a near-duplicate in another split
         "models": [],
     }
     for name, p in probs.items():
@@ -275,7 +277,7 @@ def render_markdown(results: dict, max_flips: int = 20) -> str:
     gate = results["gate"]
     lines = [f"# Evaluation: every export against Keras ({results['split']} split)", "",
              f"Run `{results['run']}`, {results['num_images']} images at {results['img_size']} px, "
-             f"{results['num_skipped']} skipped; created {results['created']}.", "",
+             f"{results['num_skipped']} skipped; created {results['created']}.", "", leak_line(results), "",
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(results)]
     scope = ", ".join(gate["critical_classes"]) or "every class"
@@ -310,6 +312,14 @@ def render_markdown(results: dict, max_flips: int = 20) -> str:
         lines += ["", "## Skipped images", ""]
         lines += [f"- `{s['path']}`: {s['reason']}" for s in results["skipped"]]
     return "\n".join(lines) + "\n"
+
+
+def leak_line(results: dict) -> str:
+    """What the scores stand on: the split's images that have a near-duplicate in another split."""
+    if results.get("num_leaked_images") is None:
+        return "Near-duplicates: " + (results.get("leak_warning") or "not checked (evaluated before this was recorded)") + "."
+    return (f"Near-duplicates: {results['num_leaked_images']} of the {results['split']} images have a near-duplicate "
+            f"(or a --group-by group member) in another split.")
 
 
 def _now() -> str:

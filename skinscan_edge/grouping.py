@@ -188,18 +188,32 @@ def leaked_images(split: dict, name: str) -> list[str] | None:
     ``split`` (a split.json document) predates groups."""
     if "groups" not in split:
         return None
-    where = {rel: s for s, part in split["splits"].items() for rel, _ in part}
-    out = []
+    where: dict[str, set[str]] = {}
+    for s, part in split["splits"].items():
+        for rel, _ in part:
+            where.setdefault(rel, set()).add(s)
+    mine = {rel for rel, places in where.items() if name in places}
+    out = {rel for rel in mine if len(where[rel]) > 1}  # the same file in two splits
     for members in split["groups"]:
-        places = {where[r] for r in members if r in where}
+        places = set().union(*(where.get(r, set()) for r in members))
         if name in places and len(places) > 1:
-            out += [r for r in members if where.get(r) == name]
+            out.update(r for r in members if r in mine)
     return sorted(out)
+
+
+def leak_summary(split: dict, name: str) -> dict:
+    """evaluate.json's leak fields for split ``name``; a one-line warning when the split predates groups."""
+    leaked = leaked_images(split, name)
+    if leaked is None:
+        return {"num_leaked_images": None, "leaked_images": [], "leak_warning": (
+            f"split.json predates near-duplicate detection, so {name} images may have near-duplicates in the "
+            f"other splits; re-split with `skinscan-edge train --data {split.get('root', 'DATA')} --out NEW_RUN`")}
+    return {"num_leaked_images": len(leaked), "leaked_images": leaked, "leak_warning": None}
 
 
 def duplicates_report(grouping: Grouping, split: dict, classes: list[str]) -> dict:
     """The content of RUN/duplicates.json."""
-    where = {rel: s for s, part in split["splits"].items() for rel, _ in part}
+    where = {rel: s for s, part in split["splits"].items() for rel, _ in part}  # real splits don't overlap
     action = {"train-only": "kept in train only", "drop": "dropped from every split",
               "keep": "kept whole in one split under its most common label"}[grouping.on_conflict]
     groups = []

@@ -55,6 +55,8 @@ def command(
     )
     run_dir = RunDir.open(run)
     results = _evaluate_with_progress(run_dir, config)
+    if results.get("leak_warning"):
+        typer.echo(f"warning: {results['leak_warning']}", err=True)
     print_table(results)
     gate = results["gate"]
     typer.echo(f"report: {run_dir.reports / 'evaluate.md'}")
