@@ -47,7 +47,7 @@ _WORK_PX = 128
 HASH_RADIUS = 7
 _CHUNKS = 4  # multi-index hashing: 4 chunks of 16 bits; chunk radius HASH_RADIUS // 4 = 1
 #: Smallest correlation of high-passed thumbnails that confirms a candidate pair.
-MIN_CORRELATION = 0.80
+MIN_CORRELATION = 0.90
 _HIGHPASS_SIGMA = 2.0
 _FLAT = 1.0  # thumbnails whose high-passed std (grey levels) is below this can't be confirmed
 
