@@ -83,9 +83,13 @@ def _pairs(found):
 def _max_unrelated_correlation(fps) -> float:
     """Every pair, every crop and mirror, hash ignored: the confirmation's worst case."""
     n = len(fps)
-    plain = dedup._highpass(np.stack([f.thumbs[0] for f in fps])).reshape(n, -1)
-    variants = np.stack([dedup._flips(dedup._highpass(f.thumbs)) for f in fps]).reshape(n, -1, plain.shape[1])
-    corr = (plain @ variants.reshape(-1, plain.shape[1]).T).reshape(n, n, -1).max(axis=2)
+    def unit(x):
+        x = x.reshape(len(x), -1).astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    plain = unit(np.stack([f.detail[0] for f in fps]))
+    variants = unit(np.concatenate([dedup._flips(f.detail).reshape(-1, 32, 32) for f in fps]))
+    corr = (plain @ variants.T).reshape(n, n, -1).max(axis=2)
     np.fill_diagonal(corr, -1)
     return float(corr.max())
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,31 @@ def brute_force_seconds(hashes: np.ndarray, radius: int, block: int = 1024) -> t
     return time.perf_counter() - t0, (close - len(hashes)) // 2
 
 
+def _planted_pair(a: str, b: str) -> bool:
+    """An (original, its planted copy) pair: same file stem up to the _dup suffix."""
+    stem = lambda p: Path(p).stem.split("_dup")[0]  # noqa: E731
+    return ("_dup" in a) != ("_dup" in b) and stem(a) == stem(b)
+
+
+def real_photos_scan(workers: int, repeats: int = 3) -> dict:
+    """Scan CPU seconds per image, with and without hashing, on the real 600×450 photos."""
+    from skinscan_edge.data import scan
+
+    photos = next((p / "shared" / "real-photos" / "ham10000-sample" for p in HERE.parents
+                   if (p / "shared" / "real-photos" / "ham10000-sample").is_dir()), None)
+    if photos is None:
+        return {"real_photos": "not found"}
+    out = {}
+    for hashing in (False, True):
+        cpu = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            n = sum(len(v) for v in scan(photos, progress=False, workers=workers, hashing=hashing).items.values())
+            cpu.append(time.process_time() - c0)
+        out[f"real_photos_scan_{'with' if hashing else 'without'}_hashing_cpu_ms_per_image"] = round(1000 * min(cpu) / n, 2)
+    return out
+
+
 def main() -> None:
     from skinscan_edge import dedup
     from skinscan_edge.data import scan
@@ -91,12 +118,13 @@ def main() -> None:
     write_s = time.perf_counter() - t0
 
     scan(data, progress=False, workers=args.workers, hashing=False)  # warm the page cache
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     scan(data, progress=False, workers=args.workers, hashing=False)
-    plain_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    plain_s, plain_cpu = time.perf_counter() - t0, time.process_time() - c0
+    c0, t0 = time.process_time(), time.perf_counter()
     hashed = scan(data, progress=False, workers=args.workers, hashing=True)
-    hashed_s = time.perf_counter() - t0
+    hashed_s, hashed_cpu = time.perf_counter() - t0, time.process_time() - c0
+    real = real_photos_scan(args.workers)
 
     n = len(hashed.fingerprints)
     hashes = np.stack([fp.hashes for fp in hashed.fingerprints.values()])
@@ -108,16 +136,26 @@ def main() -> None:
     grouping_s = time.perf_counter() - t0
     brute_s, brute_close = brute_force_seconds(hashes[:, 0], dedup.HASH_RADIUS)
     found_planted = sum(any("_dup" in r for r in g) for g in grouping.groups)
+    true_pairs = [p for p in grouping.pairs if _planted_pair(p["a"], p["b"])]
+    other = [p for p in grouping.pairs if not _planted_pair(p["a"], p["b"])]
     results = {
         "host": f"{platform.processor() or platform.machine()}, {args.workers} scan threads, Python {platform.python_version()}",
         "num_images": n, "image_px": args.size, "planted_near_duplicates": planted,
         "write_images_s": round(write_s, 1),
         "scan_without_hashing_s": round(plain_s, 2), "scan_with_hashing_s": round(hashed_s, 2),
         "hashing_overhead_pct": round(100 * (hashed_s - plain_s) / plain_s, 1),
+        "scan_without_hashing_cpu_s": round(plain_cpu, 2), "scan_with_hashing_cpu_s": round(hashed_cpu, 2),
+        "hashing_cpu_ms_per_image": round(1000 * (hashed_cpu - plain_cpu) / n, 3),
+        **real,
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
         "search_s": round(search_s, 3), "search_hits_within_radius_incl_own_variants": int(len(qi)),
         "index_entries": int(hashes.size),
         "build_grouping_s": round(grouping_s, 3), "confirmed_pairs": len(grouping.pairs),
         "groups": len(grouping.groups), "planted_groups_found": found_planted,
+        "confirmed_pairs_planted": len(true_pairs), "confirmed_pairs_not_planted": len(other),
+        "not_planted_pairs_by_class": dict(Counter(p["a"].split("/")[0] for p in other)),
+        "not_planted_pairs_min_max_correlation": [min((p["correlation"] for p in other), default=None),
+                                                  max((p["correlation"] for p in other), default=None)],
         "brute_force_all_pairs_s": round(brute_s, 2), "brute_force_plain_pairs_within_radius": brute_close,
         "brute_force_comparisons": n * (n - 1) // 2,
     }

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from skinscan_edge.data import ScanResult, scan, split_items
-from skinscan_edge.dedup import HASH_RADIUS, candidate_pairs, find_near_duplicates, fingerprint
+from skinscan_edge.dedup import HASH_RADIUS, candidate_pairs, find_near_duplicates, fingerprint, thumbnails
 from skinscan_edge.demo_data import CLASS_NAMES, render_image
 from skinscan_edge.errors import SkinscanError
 from skinscan_edge.grouping import (Grouping, build_grouping, duplicates_report, leak_summary, leaked_images,
@@ -58,8 +58,9 @@ def test_hash_is_imagehash_phash():
     import imagehash  # the [test] extra
 
     for rgb in _synthetic(6):
-        fp = fingerprint(rgb)
-        assert int(str(imagehash.phash(Image.fromarray(fp.thumbs[0]))), 16) == int(fp.hashes[0])
+        thumbs = thumbnails(rgb)
+        assert int(str(imagehash.phash(Image.fromarray(thumbs[0]))), 16) == int(fingerprint(rgb).hashes[0])
+        assert int(str(imagehash.phash(Image.fromarray(thumbs[2][:, ::-1]))), 16) == int(fingerprint(rgb).hashes[9])
 
 
 def test_planted_duplicates_are_found_and_look_alikes_are_not():
