@@ -30,6 +30,7 @@ from PIL import Image
 
 from skinscan_edge import dedup
 from skinscan_edge.demo_data import CLASS_NAMES, render_image
+from skinscan_edge.hostinfo import host_info, host_line
 from skinscan_edge.imageio import load_rgb
 
 HERE = Path(__file__).resolve().parent
@@ -144,7 +145,7 @@ def main() -> None:
     t0 = time.time()
     real = [load_rgb(p) for p in sorted(args.photos.glob("*/*.jpg"))]
     synthetic = [render_image(CLASS_NAMES[i % 10], np.random.default_rng([7, i]), 128) for i in range(args.synthetic)]
-    results = {"host": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+    results = {"host": f"{host_line(host_info())}; Python {platform.python_version()}",
                "hash_radius_bits": dedup.HASH_RADIUS, "min_correlation": dedup.MIN_CORRELATION,
                "corpora": [evaluate_corpus(f"real HAM10000 photos ({args.photos.name})", real),
                            evaluate_corpus("SYNTHETIC demo images, 128 px", synthetic)]}

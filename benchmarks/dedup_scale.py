@@ -104,6 +104,7 @@ def main() -> None:
     from skinscan_edge import dedup
     from skinscan_edge.data import scan
     from skinscan_edge.grouping import build_grouping
+    from skinscan_edge.hostinfo import host_info, host_line
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=27000)
@@ -139,7 +140,7 @@ def main() -> None:
     true_pairs = [p for p in grouping.pairs if _planted_pair(p["a"], p["b"])]
     other = [p for p in grouping.pairs if not _planted_pair(p["a"], p["b"])]
     results = {
-        "host": f"{platform.processor() or platform.machine()}, {args.workers} scan threads, Python {platform.python_version()}",
+        "host": f"{host_line(host_info())}; Python {platform.python_version()}; {args.workers} scan threads",
         "num_images": n, "image_px": args.size, "planted_near_duplicates": planted,
         "write_images_s": round(write_s, 1),
         "scan_without_hashing_s": round(plain_s, 2), "scan_with_hashing_s": round(hashed_s, 2),
