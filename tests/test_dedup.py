@@ -252,3 +252,31 @@ def test_real_photos_have_no_false_pairs_and_their_edits_are_found():
     copies = [fingerprint(edit(load_rgb(result.root / rels[i]))) for i, edit in enumerate(EDITS.values())]
     found = {(min(p.a, p.b), max(p.a, p.b)) for p in find_near_duplicates(fps + copies)}
     assert found == {(i, len(fps) + i) for i in range(len(EDITS))}
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"the real HAM10000 sample is not here ({REAL})")
+def test_group_by_reads_the_ham10000_metadata():
+    result = scan(REAL, progress=False, workers=2)
+    grouping = build_grouping(result, f"{REAL / 'HAM10000_metadata_sample.csv'}:lesion_id")
+    assert (grouping.group_by_key, grouping.group_by_matched) == ("image_id", 70)
+    assert grouping.groups == []  # the sample's 70 photos are 70 lesions
+
+
+def test_a_presplit_folder_keeps_its_split_and_its_leaks_are_counted(tmp_path):
+    from skinscan_edge.demo_data import render_jpeg
+    from skinscan_edge.grouping import summary_line
+
+    for split, n in (("train", 8), ("test", 3)):
+        for c in ("Eksim", "Kutil"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / split / c / f"{i}.jpg").write_bytes(render_jpeg(c, i + 10 * (split == "test"), size=64))
+    (tmp_path / "test" / "Eksim" / "copy.jpg").write_bytes((tmp_path / "train" / "Eksim" / "0.jpg").read_bytes())
+    result = scan(tmp_path, progress=False)
+    grouping = build_grouping(result)
+    split = split_items(result, 0, 0.2, 0.2, grouping)
+    assert ["test/Eksim/copy.jpg", 0] in split["splits"]["test"]  # the folders' split is kept
+    report = duplicates_report(grouping, split, result.classes)
+    assert report["num_test_images_with_duplicate_in_train_val"] == 1
+    assert report["leaked_test_images"] == ["test/Eksim/copy.jpg"]
+    assert "1 test image(s) have a near-duplicate in train/val" in summary_line(report)
