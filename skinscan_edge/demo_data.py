@@ -483,7 +483,8 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
             bar.stop()
         shutil.rmtree(staging, ignore_errors=True)
     planted = [{"file": f"{folder}/{planted_name(source, index, edit)}",
-                "of": f"{source}/{slugify(source)}_{index:04d}.jpg", "edit": edit} for source, index, folder, edit in PLANTED]
+                "of": f"{source}/{slugify(source)}_{index:04d}.jpg", "edit": edit}
+               for source, index, folder, edit in PLANTED]
     return {
         "path": str(out), "synthetic": True,
         "classes": {name: per_class + sum(p[2] == name for p in PLANTED) for name in CLASS_NAMES},

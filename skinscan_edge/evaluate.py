@@ -317,7 +317,7 @@ def render_markdown(results: dict, max_flips: int = 20) -> str:
 def leak_line(results: dict) -> str:
     """What the scores stand on: the split's images that have a near-duplicate in another split."""
     if results.get("num_leaked_images") is None:
-        return "Near-duplicates: " + (results.get("leak_warning") or "not checked (evaluated before this was recorded)") + "."
+        return f"Near-duplicates: {results.get('leak_warning') or 'not checked (evaluated before this was recorded)'}."
     return (f"Near-duplicates: {results['num_leaked_images']} of the {results['split']} images have a near-duplicate "
             f"(or a --group-by group member) in another split.")
 

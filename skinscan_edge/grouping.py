@@ -61,7 +61,8 @@ def read_group_by(spec: str, rels: list[str]) -> tuple[dict[str, str], str]:
     hits = {k: sum(r.get(k) in names for r in rows) for k in keys}
     key = max(keys, key=lambda k: hits[k], default=None)
     if key is None or hits[key] == 0:
-        raise SkinscanError(f"--group-by {spec}: no column of {path.name} matches the image files; it needs {_KEY_HINT}")
+        raise SkinscanError(f"--group-by {spec}: no column of {path.name} matches the image files; "
+                            f"it needs {_KEY_HINT}")
     out = {}
     for r in rows:
         if r.get(column) not in (None, ""):

@@ -18,8 +18,8 @@ from skinscan_edge.grouping import (Grouping, build_grouping, duplicates_report,
                                     read_group_by)
 
 #: The 70 real HAM10000 photos in ../shared/real-photos/ (of the checkout, or of a folder above a worktree).
-REAL = next((p / "shared" / "real-photos" / "ham10000-sample" for p in Path(__file__).resolve().parents[1:]
-             if (p / "shared" / "real-photos" / "ham10000-sample").is_dir()), Path("../shared/real-photos/ham10000-sample"))
+_SAMPLE = Path("shared") / "real-photos" / "ham10000-sample"
+REAL = next((p / _SAMPLE for p in Path(__file__).resolve().parents[1:] if (p / _SAMPLE).is_dir()), ".." / _SAMPLE)
 
 
 def _synthetic(n: int, size: int = 128, seed: int = 0) -> list[np.ndarray]:
