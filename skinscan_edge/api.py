@@ -53,6 +53,7 @@ class TrainResult:
     labels: list[str] = field(default_factory=list)
     report_text: str = ""
     task: str = "chief"
+    duplicates: str = ""
 
 
 @dataclass
@@ -145,7 +146,8 @@ def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainRes
     if not r["chief"]:
         return TrainResult(run=Path(config.out), chief=False, task=r["task"])
     return TrainResult(run=Path(r["run"]), test_accuracy=r["test_accuracy"], n_test=r["n_test"],
-                       train_seconds=r["train_seconds"], labels=r["labels"], report_text=r["report_text"])
+                       train_seconds=r["train_seconds"], labels=r["labels"], report_text=r["report_text"],
+                       duplicates=r.get("duplicates") or "")
 
 
 def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Path | None = None,

@@ -43,6 +43,9 @@ class TrainConfig:
       resume: continue an interrupted run from its last completed epoch.
       strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
       cpu_replicas: with ``mirrored`` and no GPU, the number of logical CPU devices.
+      group_by: ``FILE.csv:column`` of known groups (e.g. HAM10000's ``lesion_id``), kept whole
+        in one split like near-duplicates (skinscan_edge.grouping).
+      on_conflict: a group whose images carry different labels: ``train-only``, ``drop`` or ``keep``.
     """
 
     data: str = ""
@@ -68,6 +71,8 @@ class TrainConfig:
     resume: bool = False
     strategy: str = "default"
     cpu_replicas: int = 1
+    group_by: str | None = None
+    on_conflict: str = "train-only"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +112,12 @@ class TrainConfig:
             from .model import resolve_weights
 
             resolve_weights(self.weights)  # a bad file fails here, before the data is scanned
+        from .grouping import ON_CONFLICT, parse_group_by
+
+        if self.on_conflict not in ON_CONFLICT:
+            raise SkinscanError("--on-conflict: " + did_you_mean(self.on_conflict, list(ON_CONFLICT)))
+        if self.group_by:
+            parse_group_by(self.group_by)
         if self.labels and not Path(self.labels).is_file():
             raise SkinscanError(f"--labels file not found: {self.labels}")
         return self

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dedup import fingerprint
 from .errors import BadImage, SkinscanError
 from .imageio import load_rgb
 
@@ -40,6 +41,7 @@ class ScanResult:
     classes: list[str]
     items: dict[str, list[tuple[str, int]]]  # split name (or "all") -> [(relpath, class index)]
     skipped: list[dict] = field(default_factory=list)
+    fingerprints: dict = field(default_factory=dict)  # relpath -> dedup.Fingerprint
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
@@ -65,16 +67,18 @@ def detect_layout(data: Path) -> tuple[str, Path]:
     return "imagefolder", data
 
 
-def _check(path: Path) -> str | None:
+def _check(path: Path, hashing: bool = True):
+    """(None, near-duplicate fingerprint from the same decode) or (reason, None)."""
     try:
-        load_rgb(path)
-        return None
+        rgb = load_rgb(path)
+        return None, fingerprint(rgb) if hashing else None
     except BadImage as e:
-        return e.reason
+        return e.reason, None
 
 
-def scan(data: Path, reporter=None, workers: int = 4) -> ScanResult:
-    """Decode every file once, keeping the valid images and recording the rest with reasons.
+def scan(data: Path, reporter=None, workers: int = 4, hashing: bool = True) -> ScanResult:
+    """Decode every file once, keeping the valid images and recording the rest with reasons;
+    ``hashing`` fingerprints each decoded image for near-duplicate detection (skinscan_edge.dedup).
 
     ``reporter`` (a ``progress.Reporter``) sees one ``advance`` per file."""
     from .progress import reporter_or_silent
@@ -96,16 +100,19 @@ def scan(data: Path, reporter=None, workers: int = 4) -> ScanResult:
                 if f.is_file() and not f.name.startswith("."):
                     files.append((split, f, index[cdir.name]))
     items: dict[str, list[tuple[str, int]]] = {s: [] for s in groups}
-    skipped = []
+    skipped, fingerprints = [], {}
     with say.bars(), ThreadPoolExecutor(workers) as pool:
-        for done, ((split, f, y), reason) in enumerate(zip(files, pool.map(lambda t: _check(t[1]), files)), 1):
+        for done, ((split, f, y), (reason, fp)) in enumerate(
+                zip(files, pool.map(lambda t: _check(t[1], hashing), files)), 1):
             rel = f.relative_to(root).as_posix()
             if reason is None:
                 items[split].append((rel, y))
+                fingerprints[rel] = fp
             else:
                 skipped.append({"path": rel, "reason": reason})
             say.advance("scanning", done, len(files))
-    return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped)
+    return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped,
+                      fingerprints=fingerprints if hashing else {})
 
 
 def load_label_map(path: str | Path | None, classes: list[str]) -> list[str]:
@@ -130,12 +137,17 @@ def load_label_map(path: str | Path | None, classes: list[str]) -> list[str]:
     return names
 
 
-def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fraction: float) -> dict:
-    """Stratified, seeded train/val/test split (scikit-learn), persisted as relative paths."""
-    from sklearn.model_selection import train_test_split
+def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fraction: float,
+                grouping=None) -> dict:
+    """Stratified, seeded train/val/test split (scikit-learn), persisted as relative paths, that
+    keeps each group of ``grouping`` (default: the scan's near-duplicates) whole; see
+    skinscan_edge.grouping for groups and label conflicts."""
+    from .grouping import build_grouping, split_groups
 
+    grouping = grouping or build_grouping(scan_result)
+    group_of, aside = grouping.group_of(), grouping.set_aside()
     classes = scan_result.classes
-    pools = scan_result.items
+    pools = {name: [it for it in items if it[0] not in aside] for name, items in scan_result.items.items()}
     present = {y for items in pools.values() for _, y in items}
     if len(present) < 2:
         raise SkinscanError(
@@ -153,8 +165,7 @@ def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fr
                 f"{MIN_IMAGES_PER_CLASS} (add images or remove the folder)"
             )
         try:
-            return train_test_split(items, test_size=size, random_state=seed,
-                                    stratify=[y for _, y in items])
+            return split_groups(items, size, seed, group_of)
         except ValueError as e:
             raise SkinscanError(
                 f"too few images for a stratified split of {what} ({e}); add images to the small classes"
@@ -168,11 +179,14 @@ def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fr
     else:
         rest, test = _split(pools["all"], test_fraction, "the data")
         train, val = _split(rest, val_fraction / (1 - test_fraction), "train into train/val")
+    if grouping.on_conflict == "train-only":
+        train = list(train) + [it for items in scan_result.items.values() for it in items if it[0] in aside]
     splits = {name: sorted([list(t) for t in part]) for name, part in
               (("train", train), ("val", val), ("test", test))}
     body = {"root": str(scan_result.root), "layout": scan_result.layout, "seed": seed,
-            "classes": classes, "splits": splits}
-    body["sha256"] = hashlib.sha256(json.dumps(body["splits"], sort_keys=True).encode()).hexdigest()
+            "classes": classes, "splits": splits, "groups": grouping.groups, "grouping": grouping.settings()}
+    hashed = {k: body[k] for k in ("splits", "groups", "grouping")}
+    body["sha256"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
     return body
 
 

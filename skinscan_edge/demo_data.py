@@ -59,7 +59,20 @@ on it knows nothing about skin disease. Do not use it, or any model trained on i
 make decisions about anybody's health.
 
 generator: skinscan-edge demo-data, seed {seed}, {per_class} images per class, {size} px
+
+Three files named *_planted-*.jpg are near-duplicates of other images (a re-encode, a 6%
+crop, an 80% resize), planted so the split shows near-duplicates kept whole in one split;
+the resized one is filed under another class (a label conflict). They are synthetic too.
 """
+
+#: Near-duplicates planted in the demo data, so the split shows them kept whole in one split
+#: (skinscan_edge.grouping): (class of the original, its index, class folder of the copy, edit).
+#: The last one is filed under another class: a label conflict, kept in train only by default.
+PLANTED = (
+    ("Melanoma", 0, "Melanoma", "reencode"),
+    ("Eksim", 1, "Eksim", "crop"),
+    ("Melanoma", 2, "Tahi Lalat", "resize"),
+)
 
 # Light to dark skin tones (RGB, 0-1); lighting, blotches and noise are added on top.
 _SKIN_TONES = np.array([
@@ -381,6 +394,29 @@ def render_jpeg(class_name: str, index: int, seed: int = 0, size: int = DEFAULT_
 
 # ---------------------------------------------------------------- the dataset
 
+def planted_name(source_class: str, index: int, edit: str) -> str:
+    return f"{slugify(source_class)}_{index:04d}_planted-{edit}.jpg"
+
+
+def _plant(jpeg: bytes, edit: str) -> bytes:
+    """A near-duplicate of a demo JPEG: re-encoded, cropped by 6% per side, or resized to 80%."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpeg)) as src:
+        img = src.convert("RGB")
+    w, h = img.size
+    if edit == "crop":
+        img = img.crop((round(w * 0.06), round(h * 0.06), w - round(w * 0.06), h - round(h * 0.06)))
+    elif edit == "resize":
+        img = img.resize((round(w * 0.8), round(h * 0.8)), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x010E] = IMAGE_NOTE
+    exif[0x0131] = f"skinscan-edge demo-data (synthetic; planted near-duplicate: {edit})"
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=70, exif=exif.tobytes(), comment=IMAGE_NOTE.encode())
+    return buf.getvalue()
+
+
 def _check_args(out: Path, per_class: int, size: int, seed: int, overwrite: bool) -> None:
     if per_class < MIN_PER_CLASS:
         raise SkinscanError(f"--per-class must be at least {MIN_PER_CLASS} so every class can be split "
@@ -400,7 +436,8 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
                        seed: int = 0, reporter=None, *, overwrite: bool = False) -> dict:
     """Write the SYNTHETIC demo dataset to `out` in ImageFolder layout; return a summary.
 
-    Layout: ``out/<class>/<class-slug>_<i>.jpg`` for the 10 Skinscan labels, plus
+    Layout: ``out/<class>/<class-slug>_<i>.jpg`` for the 10 Skinscan labels, the planted
+    near-duplicates of ``PLANTED`` (``<class-slug>_<i>_planted-<edit>.jpg``), plus
     ``out/README.txt`` saying that the data is synthetic and not medical (each JPEG says so too,
     in its EXIF ImageDescription and a JPEG comment). The same seed gives the same bytes.
 
@@ -430,6 +467,9 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
                 for i in range(per_class):
                     (folder / f"{slugify(name)}_{i:04d}.jpg").write_bytes(render_jpeg(name, i, seed, size))
                     say.advance("drawing synthetic images", c * per_class + i + 1, total)
+        for source, index, folder, edit in PLANTED:
+            original = (staging / source / f"{slugify(source)}_{index:04d}.jpg").read_bytes()
+            (staging / folder / planted_name(source, index, edit)).write_bytes(_plant(original, edit))
         (staging / "README.txt").write_text(README_TEXT.format(seed=seed, per_class=per_class, size=size),
                                             encoding="utf-8")
         for name in (*CLASS_NAMES, "README.txt"):
@@ -441,8 +481,13 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
             (staging / name).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    planted = [{"file": f"{folder}/{planted_name(source, index, edit)}",
+                "of": f"{source}/{slugify(source)}_{index:04d}.jpg", "edit": edit}
+               for source, index, folder, edit in PLANTED]
     return {
-        "path": str(out), "synthetic": True, "classes": {name: per_class for name in CLASS_NAMES},
-        "n_images": per_class * len(CLASS_NAMES), "per_class": per_class, "size_px": size,
+        "path": str(out), "synthetic": True,
+        "classes": {name: per_class + sum(p[2] == name for p in PLANTED) for name in CLASS_NAMES},
+        "n_images": per_class * len(CLASS_NAMES) + len(PLANTED), "planted_duplicates": planted,
+        "per_class": per_class, "size_px": size,
         "seed": seed, "write_s": round(time.perf_counter() - start, 3),
     }

@@ -25,6 +25,7 @@ import numpy as np
 from . import metrics
 from .config import EvaluateConfig, GateConfig
 from .errors import BadImage, SkinscanError
+from .grouping import leak_summary
 from .models import describe, model_entries, open_model
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, timestamp, write_json
@@ -87,6 +88,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
         "export_failures": manifest.get("failures", []) if not config.formats else [],
         "exports_requested": completeness(manifest)[1], "exports_checked": len(chosen),
         "partial": manifest.get("state", "complete") != "complete" or len(chosen) < completeness(manifest)[1],
+        **leak_summary(run.split(), config.split),  # images with a near-duplicate in another split
         "models": [],
     }
     for name, p in probs.items():

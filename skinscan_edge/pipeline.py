@@ -170,7 +170,8 @@ def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bo
     result = train(train_cfg, reporter=say)
     if not result["chief"]:
         raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")
-    return f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images", True
+    duplicates = f"; {result['duplicates']}" if result.get("duplicates") else ""
+    return f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images{duplicates}", True
 
 
 def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:

@@ -35,7 +35,7 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
     gate = results["gate"]
     lines = [f"# Evaluation: every export against Keras ({results['split']} split)", "",
              f"Run `{results['run']}`, {results['num_images']} images at {results['img_size']} px, "
-             f"{results['num_skipped']} skipped; created {results['created']}.", "",
+             f"{results['num_skipped']} skipped; created {results['created']}.", "", leak_line(results), "",
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(results)]
     scope = ", ".join(gate["critical_classes"]) or "every class"
@@ -70,6 +70,14 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
         lines += ["", "## Skipped images", ""]
         lines += [f"- `{s['path']}`: {s['reason']}" for s in results["skipped"]]
     return "\n".join(lines) + "\n"
+
+
+def leak_line(results: dict) -> str:
+    """What the scores stand on: the split's images that have a near-duplicate in another split."""
+    if results.get("num_leaked_images") is None:
+        return f"Near-duplicates: {results.get('leak_warning') or 'not checked (evaluated before this was recorded)'}."
+    return (f"Near-duplicates: {results['num_leaked_images']} of the {results['split']} images have a near-duplicate "
+            f"(or a --group-by group member) in another split.")
 
 
 def _size(mb: float) -> str:

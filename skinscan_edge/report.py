@@ -2,7 +2,7 @@
 what does it cost me?".
 
 Everything on the page is read from files the other commands wrote (config.json, skipped.json,
-status.json, keras_test_report.json, evaluate.json, benchmark.json, exports/manifest.json);
+duplicates.json, status.json, keras_test_report.json, evaluate.json, benchmark.json, exports/manifest.json);
 nothing is measured here. The PNGs are embedded as data URIs, so the page can be mailed or
 attached to a ticket on its own. A stage that has not run yet is named, with the command that
 fills it in.
@@ -115,6 +115,7 @@ def build_report(run: RunDir) -> Path:
         check_complete(run, manifest)
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")
     skipped = read_json_or_none(run.skipped_path) or []
+    duplicates = read_json_or_none(run.root / "duplicates.json")
     rows = export_rows(evaluation, benchmark, manifest)
     reasons = Counter(s.get("reason", "?") for s in skipped)
     images = {"curves": _png(run.root / "training_curves.png"),
@@ -130,7 +131,7 @@ def build_report(run: RunDir) -> Path:
         run=run.root.name, run_path=str(run.root), created=timestamp()[:16].replace("T", " "),
         config=config, train=config["train"], status=run.status(), labels=run.labels(),
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
-        keras_report=keras_report, evaluation=evaluation, benchmark=benchmark, manifest=manifest,
+        keras_report=keras_report, evaluation=evaluation, duplicates=duplicates, benchmark=benchmark, manifest=manifest,
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
     )
     out = run.reports / INDEX_NAME

@@ -16,12 +16,13 @@ import numpy as np
 from .config import TrainConfig
 from .data import load_label_map, make_dataset, scan, split_items
 from .errors import SkinscanError
+from .grouping import build_grouping, duplicates_report, short_summary, summary_line
 from .hostinfo import tool_versions
 from .progress import SILENT, Reporter, reporter_or_silent
-from .rundir import RunDir, atomic_write_text, read_json, timestamp, write_json
+from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, timestamp, write_json
 
 
-def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], list[dict]]:
+def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], list[dict], dict]:
     """Scan and split the data; nothing is written yet, so bad data leaves no half-made run."""
     result = scan(Path(cfg.data), reporter=say)
     if result.skipped:
@@ -31,10 +32,13 @@ def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], l
         summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
         say.message(f"skipped {len(result.skipped)} file(s): {summary} (listed in skipped.json)", "warn")
     labels = load_label_map(cfg.labels, result.classes)
-    split = split_items(result, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    grouping = build_grouping(result, cfg.group_by, cfg.on_conflict)
+    split = split_items(result, cfg.seed, cfg.val_fraction, cfg.test_fraction, grouping)
+    duplicates = duplicates_report(grouping, split, labels)
+    say.message(summary_line(duplicates))
     split["counts"] = {name: {labels[i]: int(n) for i, n in enumerate(
         np.bincount([y for _, y in part], minlength=len(labels)))} for name, part in split["splits"].items()}
-    return split, labels, result.skipped
+    return split, labels, result.skipped, duplicates
 
 
 def _datasets(split: dict, cfg: TrainConfig, placement):
@@ -178,9 +182,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
     if cfg.resume:
         split, labels = run.split(), run.labels()
     else:
-        split, labels, skipped = _scan_and_split(cfg, say if chief else SILENT)
+        split, labels, skipped, duplicates = _scan_and_split(cfg, say if chief else SILENT)
         if chief:
             run.root.mkdir(parents=True, exist_ok=True)
+            write_json(run.root / "duplicates.json", duplicates)
             write_json(run.skipped_path, skipped)
             write_json(run.split_path, split)
             atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
@@ -269,7 +274,8 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
     result = evaluate_keras(plain, run, labels, cfg.img_size, cfg.batch_size)
     run.set_status("complete", train_seconds=round(train_seconds, 1), test_accuracy=result["accuracy"])
     return {"chief": True, "run": str(run.root), "test_accuracy": result["accuracy"], "n_test": result["n_images"],
-            "train_seconds": train_seconds, "labels": labels, "report_text": result["report_text"]}
+            "train_seconds": train_seconds, "labels": labels, "report_text": result["report_text"],
+            "duplicates": short_summary(read_json_or_none(run.root / "duplicates.json"))}
 
 
 def _interrupted_message(run: RunDir, phase: str, chief: bool) -> str:

@@ -41,7 +41,11 @@ def test_the_cli_has_exactly_these_commands():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_of_every_command_is_explained_in_its_help(command):
-    result = invoke([command, "--help"])
+    from typer.testing import CliRunner
+
+    from skinscan_edge.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "240"})  # no truncated flags
     assert result.exit_code == 0
     flat = " ".join(result.output.split())  # rich wraps long help over lines
     for param in _click_command(command).params:

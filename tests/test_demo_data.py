@@ -52,11 +52,14 @@ def test_slugify(name, slug):
 def test_layout_counts_and_summary(small):
     root, summary = small
     assert sorted(p.name for p in root.iterdir()) == sorted([*SKINSCAN_LABELS, "README.txt"])
+    planted = {"Melanoma": ["melanoma_0000_planted-reencode.jpg"], "Eksim": ["eksim_0001_planted-crop.jpg"],
+               "Tahi Lalat": ["melanoma_0002_planted-resize.jpg"]}
     for name in SKINSCAN_LABELS:
         files = sorted(p.name for p in (root / name).iterdir())
-        assert files == [f"{slugify(name)}_{i:04d}.jpg" for i in range(6)]
-    assert summary["classes"] == {name: 6 for name in SKINSCAN_LABELS}
-    assert (summary["n_images"], summary["per_class"], summary["size_px"], summary["seed"]) == (60, 6, 48, 0)
+        assert files == sorted([f"{slugify(name)}_{i:04d}.jpg" for i in range(6)] + planted.get(name, []))
+    assert summary["classes"] == {name: 6 + len(planted.get(name, [])) for name in SKINSCAN_LABELS}
+    assert (summary["n_images"], summary["per_class"], summary["size_px"], summary["seed"]) == (63, 6, 48, 0)
+    assert [p["file"] for p in summary["planted_duplicates"]] == [f"{c}/{f[0]}" for c, f in planted.items()]
     assert summary["synthetic"] is True and summary["path"] == str(root)
 
 
@@ -72,6 +75,17 @@ def test_readme_and_every_image_say_synthetic(small):
             assert img.getexif()[0x010E] == IMAGE_NOTE  # EXIF ImageDescription
             assert img.info["comment"] == IMAGE_NOTE.encode()
     assert "synthetic" in IMAGE_NOTE.lower() and "not a medical image" in IMAGE_NOTE
+
+
+def test_planted_near_duplicates_are_grouped_and_the_cross_class_copy_is_a_conflict(small):
+    from skinscan_edge.data import scan
+    from skinscan_edge.grouping import build_grouping
+
+    root, summary = small
+    grouping = build_grouping(scan(root))
+    assert grouping.groups == sorted(sorted([p["of"], p["file"]]) for p in summary["planted_duplicates"])
+    assert [grouping.groups[g] for g in grouping.conflicts] == [["Melanoma/melanoma_0002.jpg",
+                                                                 "Tahi Lalat/melanoma_0002_planted-resize.jpg"]]
 
 
 def test_images_decode_with_load_rgb(small):
@@ -90,7 +104,7 @@ def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
     other = tmp_path / "other"
     write_demo_dataset(other, per_class=6, size=48, seed=1)
     changed = [k for k, v in hashes(other).items() if hashes(root)[k] != v]
-    assert len(changed) == 60
+    assert len(changed) == 63  # the planted near-duplicates are copies of other images
 
 
 def test_an_image_depends_only_on_seed_class_and_index():
@@ -129,8 +143,9 @@ def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
 def test_cli_writes_the_dataset_and_says_it_is_synthetic(tmp_path):
     result = invoke([tmp_path / "d", "--per-class", 5, "--size", 40, "--seed", 3])
     assert result.exit_code == 0, result.output
-    assert "wrote 50 SYNTHETIC demo images" in result.stdout and "not medical images" in result.stdout
-    assert len(list((tmp_path / "d").rglob("*.jpg"))) == 50
+    assert "wrote 53 SYNTHETIC demo images" in result.stdout and "not medical images" in result.stdout
+    assert "3 planted near-duplicates" in result.stdout
+    assert len(list((tmp_path / "d").rglob("*.jpg"))) == 53
     assert load_rgb(tmp_path / "d" / "Psoriasis" / "psoriasis_0004.jpg").shape == (40, 40, 3)
 
 
@@ -149,7 +164,8 @@ def test_cli_overwrite_replaces_only_its_own_folders(tmp_path):
     result = invoke([tmp_path, "--per-class", 5, "--size", 32, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert len(list((tmp_path / "Eksim").iterdir())) == 5  # the old sixth image is gone
+    assert len(list((tmp_path / "Eksim").iterdir())) == 5 + 1  # + the planted crop; the old sixth image is gone
+    assert not (tmp_path / "Eksim" / "eksim_0005.jpg").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 

@@ -272,12 +272,35 @@ def _invoke(*args):
     return result, lines
 
 
+def test_a_split_without_groups_has_no_leak_count_and_says_how_to_re_split(evaluated):
+    run, results = evaluated
+    assert results["num_leaked_images"] is None and "`skinscan-edge train --data" in results["leak_warning"]
+    assert "predates near-duplicate detection" in (run.reports / "evaluate.md").read_text()
+
+
+def test_leak_count_in_evaluate_json_on_a_split_made_by_hand_to_leak(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    split = json.loads(run.split_path.read_text())
+    test = split["splits"]["test"]
+    paths = [p for p, _ in test[:7]]
+    split["splits"] = {"train": [test[0]], "val": [test[1]], "test": test[2:]}
+    # leaked: paths[2] (grouped with a train image), paths[3] and [4] (with a val image); not [5], [6] (all test)
+    split["groups"] = [[paths[0], paths[2]], [paths[1], paths[3], paths[4]], [paths[5], paths[6]]]
+    write_json(run.split_path, split)
+    evaluate_run(run, EvaluateConfig(formats=["onnx-fp32"], n_bootstrap=10))
+    saved = json.loads((run.reports / "evaluate.json").read_text())
+    assert saved["num_leaked_images"] == 3 and saved["leaked_images"] == sorted(paths[2:5])
+    assert saved["leak_warning"] is None
+    assert "Near-duplicates: 3 of the test images" in (run.reports / "evaluate.md").read_text()
+
+
 def test_cli_passes_clean_exports_and_prints_the_table(tiny_run, tmp_path):
     run = _copy(tiny_run, tmp_path)
     result, lines = _invoke(run.root, "--formats", "tflite-fp32,onnx-fp32", "--bootstrap", "50",
                             "--min-agreement", "1.0", "--critical-class", "Melanoma")
     assert result.exit_code == 0, result.output
     assert lines == [] and "gate passed (2 of 3 requested exports checked; partial set)" in result.stdout
+    assert "warning: split.json predates near-duplicate detection" in result.stderr  # tiny_run's split has no groups
     assert "tflite-fp32" in result.stdout and "onnx-fp32" in result.stdout
 
 

@@ -40,6 +40,15 @@ def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
         assert f"stage {i}/5: {stage}" in result.output
 
 
+def test_evaluate_and_report_state_near_duplicates_and_conflicts(piped):
+    run, _ = piped
+    evaluation = json.loads((run / "reports" / "evaluate.json").read_text())
+    assert evaluation["num_leaked_images"] == 0 and evaluation["leak_warning"] is None  # a group-aware split
+    page = (run / "reports" / "index.html").read_text()
+    assert f"0 of the {evaluation['num_images']} test images</span> have a near-duplicate" in page
+    assert "Near-duplicates and label conflicts" in page and "melanoma_0002_planted-resize.jpg" in page
+
+
 def test_rerun_skips_every_finished_stage(piped, demo_data):
     run, _ = piped
     again = invoke(pipeline_args(demo_data, run))

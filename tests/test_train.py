@@ -129,3 +129,15 @@ def test_existing_run_is_not_overwritten(trained_run, demo_data):
     result = invoke(["train", "--data", demo_data, "--out", trained_run.root, "--img-size", IMG])
     assert result.exit_code == 2 and "already holds a run" in result.output
     assert trained_run.model_path.stat().st_mtime == before
+
+
+def test_planted_near_duplicates_stay_in_one_split_and_the_conflict_in_train(train_result, trained_run):
+    split = trained_run.split()
+    where = {rel: name for name, part in split["splits"].items() for rel, _ in part}
+    assert len(split["groups"]) == 3  # the SYNTHETIC demo data's planted near-duplicates
+    for members in split["groups"]:
+        assert len({where[r] for r in members}) == 1, members
+    duplicates = json.loads((trained_run.root / "duplicates.json").read_text())
+    assert duplicates["num_conflicts"] == 1 and duplicates["conflicts"][0]["splits"] == ["train"]
+    assert ("3 duplicate group(s), 1 label conflict(s) kept in train only, 0 test image(s) with a near-duplicate "
+            "in train/val") in train_result[1].output

@@ -35,6 +35,7 @@ def command(
                                  overwrite=overwrite)
     typer.echo(
         f"wrote {summary['n_images']} SYNTHETIC demo images ({len(summary['classes'])} classes x "
-        f"{summary['per_class']}, {summary['size_px']} px, seed {summary['seed']}) to {summary['path']} "
+        f"{summary['per_class']} + {len(summary['planted_duplicates'])} planted near-duplicates, "
+        f"{summary['size_px']} px, seed {summary['seed']}) to {summary['path']} "
         f"in {summary['write_s']:.1f} s: procedurally generated, not medical images (see README.txt)"
     )

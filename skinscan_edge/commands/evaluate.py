@@ -27,6 +27,8 @@ def command(
     from ..api import evaluate
 
     result = evaluate(run, EvaluateConfig(**eval_opts, **gate_opts), reporter=reporter())
+    if result.results.get("leak_warning"):
+        typer.echo(f"warning: {result.results['leak_warning']}", err=True)
     print_table(result.results)
     typer.echo(f"report: {result.run / 'reports' / 'evaluate.md'}")
     for line in result.failures:

@@ -77,6 +77,9 @@ TRAIN = (
     Opt("class_weights", ("--class-weights/--no-class-weights",), "Weight the loss by inverse class frequency (imbalanced classes).", bool),
     Opt("augment", ("--augment/--no-augment",), "Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).", bool),
     Opt("strategy", ("--strategy",), "default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.", str),
+    Opt("group_by", ("--group-by",), "Known groups kept whole in one split, like near-duplicates: a CSV column (e.g. HAM10000_metadata.csv:lesion_id); rows are matched to images by a column of file names.",
+        Optional[str], metavar="FILE.csv:COLUMN"),
+    Opt("on_conflict", ("--on-conflict",), "A group (near-duplicates or --group-by) whose images carry different labels: train-only (kept in train, never val/test), drop (left out), or keep (split whole under its most common label). Listed in RUN/duplicates.json.", str),
     Opt("cpu_replicas", ("--cpu-replicas",), "With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).", int),
 )
 

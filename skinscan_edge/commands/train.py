@@ -37,4 +37,6 @@ def command(
         typer.echo(f"{result.task}: done; the chief wrote the run")
         return
     typer.echo(result.report_text)
-    typer.echo(f"test accuracy {result.test_accuracy:.4f} on {result.n_test} images; run written to {result.run}")
+    duplicates = f"; {result.duplicates}" if result.duplicates else ""
+    typer.echo(f"test accuracy {result.test_accuracy:.4f} on {result.n_test} images{duplicates}; "
+               f"run written to {result.run}")
