@@ -172,7 +172,7 @@ def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np
 
 def _score_model(run, entry, items, labels, config, progress):
     """One model over the split: (name, probs, usable items, skipped, pixel digest, seconds)."""
-    from .imageio import load_rgb
+    from .imagecache import split_image_loader
     from .runtimes import open_runtime
 
     rt = open_runtime(run, entry, num_threads=config.num_threads)
@@ -180,7 +180,7 @@ def _score_model(run, entry, items, labels, config, progress):
     if entry is None and rt.model.output_shape[-1] != len(labels):
         raise SkinscanError(f"model.keras outputs {rt.model.output_shape[-1]} classes but labels.txt "
                             f"lists {len(labels)}; the run's labels don't match its model")
-    size, total = run.img_size(), len(items)
+    load, total = split_image_loader(run, config.split), len(items)
     used, skipped, out, digest = [], [], [], hashlib.sha256()
     start = time.perf_counter()
     if progress:
@@ -189,7 +189,7 @@ def _score_model(run, entry, items, labels, config, progress):
         batch, images = [], []
         for path, y in items[i:i + config.batch_size]:
             try:
-                images.append(load_rgb(path, size))
+                images.append(load(path))
                 batch.append((path, y))
             except BadImage as e:
                 skipped.append({"path": str(path), "reason": e.reason, "detail": e.detail})

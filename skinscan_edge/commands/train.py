@@ -27,6 +27,9 @@ def command(
     seed: int = options.SEED,
     class_weights: bool = options.CLASS_WEIGHTS,
     augment: bool = options.AUGMENT,
+    feature_cache: bool = options.FEATURE_CACHE,
+    feature_views: int = options.FEATURE_VIEWS,
+    image_cache: str = options.IMAGE_CACHE,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last completed epoch (after Ctrl-C, a crash or a kill)."),
     strategy: str = options.STRATEGY,
     cpu_replicas: int = options.CPU_REPLICAS,
@@ -58,4 +61,5 @@ def command(
 #: The command's parameters that are TrainConfig fields (same names).
 TRAIN_FIELDS = ("data", "out", "img_size", "epochs", "fine_tune_epochs", "batch_size", "weights", "learning_rate",
                 "fine_tune_lr", "unfreeze_from", "labels", "seed", "class_weights", "augment", "resume",
+                "feature_cache", "feature_views", "image_cache",
                 "strategy", "cpu_replicas")

@@ -81,7 +81,7 @@ _BY_PRECISION = {"fp32": ["tflite-fp32", "onnx-fp32"], "fp16": ["tflite-fp16"], 
 
 def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarray]:
     """A seeded sample of the train split, decoded once and shared by every int8 export."""
-    from ..imageio import load_batch
+    from ..imagecache import load_split_images
 
     items = run.split_items("train")
     if not items:
@@ -90,7 +90,7 @@ def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarr
     pick = sorted(rng.choice(len(items), size=min(n, len(items)), replace=False).tolist())
     root = Path(run.split()["root"])
     paths = [items[i][0] for i in pick]
-    return [p.relative_to(root).as_posix() for p in paths], pin_input_range(load_batch(paths, run.img_size()))
+    return [p.relative_to(root).as_posix() for p in paths], pin_input_range(load_split_images(run, "train", pick))
 
 
 def pin_input_range(calib: np.ndarray) -> np.ndarray:
@@ -214,6 +214,7 @@ def _qat_in_worker(run_root: str, cfg: dict, calib, tmp: str) -> tuple[bytes, st
 
 def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) -> tuple[bytes, str]:
     from ..data import make_dataset
+    from ..imagecache import run_cache
     from . import qat, tflite
 
     qat_model, skipped = qat.annotate(model)
@@ -221,7 +222,7 @@ def _export_qat(run: RunDir, model, cfg: ExportConfig, calib, tmp: Path, say) ->
         say(f"  QAT: {len(skipped)} layer(s) not annotated, kept float: {', '.join(skipped)}")
     items = run.split_items("train")
     ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
-                      batch_size=16, training=True, seed=cfg.seed)
+                      batch_size=16, training=True, seed=cfg.seed, cache=run_cache(run, "train"))
     qat.calibrate_ranges(qat_model, calib[:32])
     qat.fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
     serving = tflite.save_serving_model(qat_model, tmp / "serving_qat")

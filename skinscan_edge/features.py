@@ -1,0 +1,126 @@
+"""Phase 1 on cached features: the frozen base runs once per image, the head trains on its output.
+
+While the InceptionV3 base is frozen, its pooled output (``head_pool``, 2048 floats) for an image
+never changes, so recomputing it every epoch (as fitting the whole model does) is wasted work:
+an InceptionV3 forward pass costs about a thousand times more than the head. Here the base runs
+once over the train split (once per augmented *view* when augmentation is on: ``feature_views``
+seeded augmented copies of each image, epoch ``e`` trains on view ``e mod views``) and once over
+the validation split; the head then trains on those arrays for ``epochs`` epochs.
+
+The head model is built from the full model's own head layers (the same objects, so the same
+variables): whatever it learns is the full model's head, with nothing to copy. The dropout layers
+behave as in the full model (active in training only), BatchNormalization in the frozen base runs
+in inference mode in both paths, so the full model's predictions equal the head's on the features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .model import HEAD_LAYERS
+
+#: The layer whose output is cached: the pooled base features.
+FEATURE_LAYER = HEAD_LAYERS[0]
+
+
+def head_model(model):
+    """The full model's head layers (shared, not copied) on a feature input."""
+    from ._tf import keras
+
+    k = keras()
+    x = inputs = k.Input(model.get_layer(FEATURE_LAYER).output_shape[1:], name="features")
+    for name in HEAD_LAYERS[1:]:
+        x = model.get_layer(name)(x)
+    return k.Model(inputs, x, name="skinscan_head")
+
+
+def extract_features(model, batches, aug=None, console=None, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Pooled base features (float32, N x 2048) and labels of every batch of ``batches`` (uint8
+    or float images, 0..255), in order. ``aug``: augmentation layers applied first (training=True)."""
+    from rich.progress import Progress
+
+    from ._tf import keras, tf
+
+    tf_, k = tf(), keras()
+    extractor = k.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+
+    @tf_.function(reduce_retracing=True)
+    def _features(x):
+        x = tf_.cast(x, tf_.float32)
+        if aug is not None:
+            x = aug(x, training=True)
+        return extractor(x, training=False)
+
+    feats, labels = [], []
+    total = int(batches.cardinality()) if int(batches.cardinality()) > 0 else None
+    with Progress(disable=console is None or not console.is_terminal, transient=True, console=console) as bar:
+        task = bar.add_task(f"base features: {what}", total=total)
+        for x, y in batches:
+            feats.append(_features(x).numpy())
+            labels.append(y.numpy())
+            bar.advance(task)
+    if not feats:
+        return np.zeros((0, model.get_layer(FEATURE_LAYER).output_shape[-1]), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def feature_dataset(views: list[np.ndarray], labels: np.ndarray, batch_size: int, *, seed: int, training: bool):
+    """Batches of (features, label). Training: each view shuffled in turn, repeated forever (one
+    view per epoch with ``steps_per_epoch = ceil(N / batch)``). Rows are gathered in numpy, so the
+    arrays are not copied into the graph."""
+    from ._tf import tf
+
+    tf_ = tf()
+    n, dim = len(labels), views[0].shape[1]
+
+    def _dataset(v: int):
+        def _rows(ix):
+            return views[v][ix], labels[ix]
+
+        def _gather(ix):
+            x, y = tf_.numpy_function(_rows, [ix], (tf_.float32, tf_.int32))
+            x.set_shape((None, dim))
+            y.set_shape((None,))
+            return x, y
+
+        ds = tf_.data.Dataset.range(n)
+        if training:
+            ds = ds.shuffle(max(n, 1), seed=seed + v, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).map(_gather)
+
+    ds = _dataset(0)
+    for v in range(1, len(views)):
+        ds = ds.concatenate(_dataset(v))
+    return (ds.repeat() if training else ds).prefetch(2)
+
+
+def fit_head_on_features(model, cfg, train_batches, val_batches, class_weight, callbacks, console=None):
+    """Phase 1 of ``train``: features once (per view), then ``cfg.epochs`` epochs of the head.
+
+    ``train_batches`` and ``val_batches``: unshuffled, unaugmented uint8 batches of the splits.
+    The callbacks (EarlyStopping, checkpoints, CSV history, BackupAndRestore) see the head model,
+    whose weights are the full model's head. Returns the Keras History.
+    """
+    from ._tf import keras
+    from .data import augmentation
+
+    k = keras()
+    views = max(1, cfg.feature_views) if cfg.augment else 1
+    aug = augmentation(cfg.seed) if cfg.augment else None
+    train_views, labels = [], None
+    for v in range(views):
+        what = f"train split, view {v + 1}/{views}" + (" (augmented)" if aug is not None else "")
+        feats, labels = extract_features(model, train_batches, aug, console, what)
+        train_views.append(feats)
+    val_x, val_y = extract_features(model, val_batches, None, console, "val split")
+    if console is not None:
+        console.print(f"phase 1 on cached features: {len(labels)} train x {views} view(s), {len(val_y)} val")
+    head = head_model(model)
+    head.compile(k.optimizers.Adam(cfg.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    steps = max(1, math.ceil(len(labels) / cfg.batch_size))
+    return head.fit(feature_dataset(train_views, labels, cfg.batch_size, seed=cfg.seed, training=True),
+                    steps_per_epoch=steps, epochs=cfg.epochs, class_weight=class_weight, callbacks=callbacks,
+                    validation_data=feature_dataset([val_x], val_y, cfg.batch_size, seed=cfg.seed, training=False),
+                    verbose=2)
