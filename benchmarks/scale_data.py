@@ -5,7 +5,11 @@ counts (27,153 images in all); each image is drawn by ``skinscan_edge.demo_data`
 not medical) at 640 px and cropped to 640x480, the size of a typical clinical photo, then saved
 as a JPEG. Worker processes split the file list; the same seed gives the same bytes.
 
-    python benchmarks/scale_data.py /tmp/scale27k --workers 2 [--limit 2000]
+Drawing costs about 50 ms per image per core, so ``--unique N`` draws only N images (spread over
+the folders in proportion) and fills each folder to its Kaggle count with hard links to them:
+every file is still a real 640x480 JPEG that is opened and decoded, but the content repeats.
+
+    python benchmarks/scale_data.py /tmp/scale27k --workers 2 --unique 2716
 """
 
 from __future__ import annotations
@@ -52,21 +56,29 @@ def _write(job: tuple[str, str, int, int, int, str]) -> int:
     return len(buf.getvalue())
 
 
-def generate(out: Path, workers: int = 2, limit: int | None = None, seed: int = 0) -> dict:
-    """Write the set (or its first ``limit`` images, spread over the folders in proportion)."""
+def generate(out: Path, workers: int = 2, unique: int | None = None, seed: int = 0) -> dict:
+    """Write the set: ``unique`` drawn images (all when None), the rest hard links to them."""
+    from skinscan_edge.demo_data import CLASS_NAMES
+
     painters = _painter_names()
     total = sum(KAGGLE_COUNTS.values())
-    share = 1.0 if limit is None else min(1.0, limit / total)
-    jobs = []
+    share = 1.0 if unique is None else min(1.0, unique / total)
+    jobs, drawn = [], {}
     for cls, (folder, n) in enumerate(KAGGLE_COUNTS.items()):
         (out / "IMG_CLASSES" / folder).mkdir(parents=True, exist_ok=True)
-        jobs += [(folder, painters[folder], i, seed, cls, str(out)) for i in range(max(5, round(n * share)))]
+        drawn[folder] = max(5, round(n * share))
+        jobs += [(folder, painters[folder], i, seed, cls, str(out)) for i in range(drawn[folder])]
     start = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        sizes = list(pool.map(_write, jobs, chunksize=64))
+        sizes = list(pool.map(_write, jobs, chunksize=16))
     seconds = time.perf_counter() - start
+    for folder, n in KAGGLE_COUNTS.items():
+        d = out / "IMG_CLASSES" / folder
+        prefix = CLASS_NAMES.index(painters[folder])
+        for i in range(drawn[folder], n):
+            (d / f"{prefix}_{i:05d}.jpg").hardlink_to(d / f"{prefix}_{i % drawn[folder]:05d}.jpg")
     (out / "README.txt").write_text("SYNTHETIC images (skinscan_edge.demo_data), not medical; Kaggle layout.\n")
-    return {"images": len(jobs), "generate_s": round(seconds, 1), "workers": workers,
+    return {"images": sum(KAGGLE_COUNTS.values()) if unique else len(jobs), "drawn": len(jobs), "generate_s": round(seconds, 1), "workers": workers,
             "mean_jpeg_kib": round(float(np.mean(sizes)) / 1024, 1), "width_px": WIDTH, "height_px": HEIGHT,
             "ms_per_image_per_worker": round(1000 * seconds * workers / len(jobs), 1)}
 
@@ -75,8 +87,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--unique", type=int, default=None, help="draw this many; hard-link the rest")
     a = ap.parse_args()
-    result = generate(a.out, a.workers, a.limit)
+    result = generate(a.out, a.workers, a.unique)
     (a.out / "generate.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

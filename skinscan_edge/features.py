@@ -36,29 +36,42 @@ def head_model(model):
     return k.Model(inputs, x, name="skinscan_head")
 
 
-def extract_features(model, batches, aug=None, console=None, what: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Pooled base features (float32, N x 2048) and labels of every batch of ``batches`` (uint8
-    or float images, 0..255), in order. ``aug``: augmentation layers applied first (training=True)."""
-    from rich.progress import Progress
-
+def feature_function(model, aug=None):
+    """A tf.function: a batch of images (uint8 or float, 0..255) and a bool, whether to augment
+    with ``aug`` first, -> the pooled base features. Traced once for every batch size and both
+    branches (InceptionV3 takes seconds to trace)."""
     from ._tf import keras, tf
 
     tf_, k = tf(), keras()
     extractor = k.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+    size = model.input_shape[1:]
 
-    @tf_.function(reduce_retracing=True)
-    def _features(x):
+    @tf_.function(input_signature=[tf_.TensorSpec((None, *size), tf_.uint8), tf_.TensorSpec((), tf_.bool)])
+    def features(x, augment):
         x = tf_.cast(x, tf_.float32)
         if aug is not None:
-            x = aug(x, training=True)
+            x = tf_.cond(augment, lambda: aug(x, training=True), lambda: x)
         return extractor(x, training=False)
 
+    return features
+
+
+def extract_features(model, batches, augment: bool = False, console=None, what: str = "", fn=None,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled base features (float32, N x 2048) and labels of every uint8 batch of ``batches``, in
+    order; ``fn`` from :func:`feature_function` (made here when not given, without augmentation)."""
+    from rich.progress import Progress
+
+    from ._tf import tf
+
+    fn = fn or feature_function(model)
+    flag = tf().constant(bool(augment))
     feats, labels = [], []
     total = int(batches.cardinality()) if int(batches.cardinality()) > 0 else None
     with Progress(disable=console is None or not console.is_terminal, transient=True, console=console) as bar:
         task = bar.add_task(f"base features: {what}", total=total)
         for x, y in batches:
-            feats.append(_features(x).numpy())
+            feats.append(fn(x, flag).numpy())
             labels.append(y.numpy())
             bar.advance(task)
     if not feats:
@@ -108,13 +121,13 @@ def fit_head_on_features(model, cfg, train_batches, val_batches, class_weight, c
 
     k = keras()
     views = max(1, cfg.feature_views) if cfg.augment else 1
-    aug = augmentation(cfg.seed) if cfg.augment else None
+    fn = feature_function(model, augmentation(cfg.seed) if cfg.augment else None)
     train_views, labels = [], None
     for v in range(views):
-        what = f"train split, view {v + 1}/{views}" + (" (augmented)" if aug is not None else "")
-        feats, labels = extract_features(model, train_batches, aug, console, what)
+        what = f"train split, view {v + 1}/{views}" + (" (augmented)" if cfg.augment else "")
+        feats, labels = extract_features(model, train_batches, cfg.augment, console, what, fn)
         train_views.append(feats)
-    val_x, val_y = extract_features(model, val_batches, None, console, "val split")
+    val_x, val_y = extract_features(model, val_batches, False, console, "val split", fn)
     if console is not None:
         console.print(f"phase 1 on cached features: {len(labels)} train x {views} view(s), {len(val_y)} val")
     head = head_model(model)
