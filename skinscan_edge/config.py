@@ -59,7 +59,7 @@ class TrainConfig:
     class_weights: bool = True
     augment: bool = True
     feature_cache: bool = True
-    feature_views: int = 2
+    feature_views: int = 1
     image_cache: str = "auto"
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2

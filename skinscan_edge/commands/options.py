@@ -20,7 +20,7 @@ SEED = typer.Option(1337, "--seed", help="Seeds the split, augmentation and init
 CLASS_WEIGHTS = typer.Option(True, "--class-weights/--no-class-weights", help="Weight the loss by inverse class frequency (imbalanced classes).")
 AUGMENT = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).")
 FEATURE_CACHE = typer.Option(True, "--feature-cache/--no-feature-cache", help="Phase 1: compute the frozen base's features once (per --feature-views view) and train the head on them, instead of running the base every epoch. One device only.")
-FEATURE_VIEWS = typer.Option(2, "--feature-views", help="With --augment and --feature-cache: seeded augmented views of each train image for phase 1 (epoch e uses view e mod N).")
+FEATURE_VIEWS = typer.Option(1, "--feature-views", help="With --augment and --feature-cache: seeded augmented views of each train image for phase 1 (epoch e uses view e mod N); each view costs one forward pass over the train split.")
 IMAGE_CACHE = typer.Option("auto", "--image-cache", help="Decoded-image cache on disk in RUN/cache: auto (when the decoded data set exceeds 1.5 GB), disk (always) or off. Its size is stated before it is built; `rm -r RUN/cache` removes it.")
 STRATEGY = typer.Option("default", "--strategy", help="default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.")
 CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).")
