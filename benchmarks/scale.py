@@ -166,9 +166,12 @@ def step_phase1(split: dict, n: int, res: dict) -> None:
 
 def _train_rss(args: list[str]) -> tuple[float, float]:
     """Peak RSS (MiB) and wall seconds of a train child process (its own VmHWM)."""
-    code = ("import resource, runpy, sys; sys.argv = ['skinscan-edge', *sys.argv[1:]]\n"
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork + exec, so a child would report at least
+    # this (large) process' RSS.
+    code = ("import re, runpy, sys; sys.argv = ['skinscan-edge', *sys.argv[1:]]\n"
             "try:\n    runpy.run_module('skinscan_edge', run_name='__main__')\nfinally:\n"
-            "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+            "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "    print('PEAK_RSS_KB', hwm, file=sys.stderr)")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
