@@ -22,13 +22,13 @@ from .rundir import RunDir
 
 def sample_images(run: RunDir, count: int, seed: int) -> np.ndarray:
     """A fixed, seeded sample of the run's test split at the run's image size (uint8 NHWC)."""
-    from .imageio import load_batch
+    from .imagecache import load_split_images
 
     items = run.split_items("test")
     if not items:
         raise SkinscanError(f"the test split of {run.root} is empty; benchmark needs test images")
     idx = np.random.default_rng(seed).permutation(len(items))[:count]
-    return load_batch([items[i][0] for i in sorted(idx)], run.img_size())
+    return load_split_images(run, "test", sorted(idx))
 
 
 def rss_mb() -> float:

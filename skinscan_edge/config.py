@@ -38,7 +38,12 @@ class TrainConfig:
       learning_rate: phase 1 learning rate; ``fine_tune_lr`` is used in phase 2.
       dropout, dense_units: the custom head.
       class_weights: weight the loss by inverse class frequency (for imbalanced data).
-      augment: flip / rotation / zoom / contrast in the training pipeline only.
+      augment: flip / rotation / zoom / contrast, in the training step only (never exported).
+      feature_cache: phase 1 computes the frozen base's pooled features once (per view) and
+        trains the head on them (skinscan_edge.features); with one device (``default`` strategy).
+      feature_views: seeded augmented views per train image for phase 1 on features (with augment).
+      image_cache: ``auto`` (a decoded-image cache on disk in RUN/cache when the decoded data set
+        exceeds the in-memory budget), ``disk`` (always) or ``off``; see skinscan_edge.imagecache.
       early_stopping_patience, reduce_lr_patience: callback patience in epochs.
       resume: continue an interrupted run from its last completed epoch.
       strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
@@ -66,6 +71,9 @@ class TrainConfig:
     dense_units: int = 256
     class_weights: bool = True
     augment: bool = True
+    feature_cache: bool = True
+    feature_views: int = 1
+    image_cache: str = "auto"
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
     resume: bool = False
@@ -101,6 +109,12 @@ class TrainConfig:
         if self.cpu_replicas > 1 and self.strategy != "mirrored":
             raise SkinscanError("--cpu-replicas only applies to --strategy mirrored")
 
+        from .imagecache import MODES
+
+        if self.image_cache not in MODES:
+            raise SkinscanError("--image-cache: " + did_you_mean(self.image_cache, MODES))
+        if self.feature_views < 1:
+            raise SkinscanError(f"--feature-views must be at least 1, got {self.feature_views}")
         if self.unfreeze_from not in BLOCKS:
             raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS, "block"))
         data = Path(self.data)

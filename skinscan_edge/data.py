@@ -190,42 +190,95 @@ def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fr
     return body
 
 
-def _cache_fits(n: int, img_size: int, budget_bytes: float = 1.5e9) -> bool:
-    return n * img_size * img_size * 3 < budget_bytes
+def augmentation(seed: int):
+    """The random flip / rotation / zoom / contrast layers (active only when called with
+    ``training=True``; RandomContrast clips to 0..255). Never part of the saved model."""
+    from ._tf import keras
+
+    k = keras()
+    return k.Sequential([
+        k.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        k.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+        k.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+        k.layers.RandomContrast(0.15, seed=seed + 3),
+    ], name="augment")
 
 
-def make_dataset(paths: list[str], labels: list[int], img_size: int, batch_size: int, *,
-                 training: bool, seed: int, augment: bool = True):
-    """tf.data pipeline: parallel decode (Pillow via numpy_function), cache when it fits, shuffle
-    and augment for training only, batch, prefetch. Yields float32 0..255 images and labels;
-    normalization is inside the model, and augmentation never enters the exported graph."""
-    from ._tf import keras, tf
+def training_model(model, seed: int, augment: bool):
+    """What ``train`` fits: uint8 batches in, the cast to float and the augmentation (training
+    only) inside the step, so they run on the accelerator when there is one rather than in the
+    CPU input pipeline; then ``model`` itself, whose weights it shares. Never saved."""
+    from ._tf import keras
 
-    tf_, k = tf(), keras()
+    k = keras()
+    x = inputs = k.Input(model.input_shape[1:], dtype="uint8", name="pixels")
+    x = k.layers.Rescaling(1.0, name="to_float")(x)  # Rescaling casts to float32
+    if augment:
+        x = augmentation(seed)(x)
+    return k.Model(inputs, model(x), name="trainer")
+
+
+def image_batches(paths: list[str], labels: list[int], img_size: int, batch_size: int, *,
+                  training: bool, seed: int, cache=None):
+    """Batches of uint8 images and int32 labels, shuffled when training.
+
+    From ``cache`` (an :class:`skinscan_edge.imagecache.ImageCache` of exactly these paths) when
+    given: each batch is one read of its rows. Otherwise each image is decoded in parallel
+    (Pillow via numpy_function) and the decoded set is kept in memory when it fits the budget.
+    """
+    from ._tf import tf
+    from .imagecache import RAM_BUDGET_BYTES, decoded_bytes
+
+    tf_ = tf()
     autotune = tf_.data.AUTOTUNE
+    y_all = np.asarray(labels, np.int32)
+    shape = (img_size, img_size, 3)
+    if cache is not None:
+        def _read(ix):
+            return cache.read(ix), y_all[ix]
+
+        def _rows(ix):
+            x, y = tf_.numpy_function(_read, [ix], (tf_.uint8, tf_.int32))
+            x.set_shape((None, *shape))
+            y.set_shape((None,))
+            return x, y
+
+        ds = tf_.data.Dataset.range(len(paths))
+        if training:
+            ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).map(_rows, num_parallel_calls=autotune, deterministic=True)
 
     def _decode(path):
         return load_rgb(path.decode("utf-8"), img_size)
 
     def _load(path, y):
         img = tf_.numpy_function(_decode, [path], tf_.uint8)
-        img.set_shape((img_size, img_size, 3))
+        img.set_shape(shape)
         return img, y
 
-    ds = tf_.data.Dataset.from_tensor_slices((list(map(str, paths)), np.asarray(labels, np.int32)))
+    ds = tf_.data.Dataset.from_tensor_slices((list(map(str, paths)), y_all))
     ds = ds.map(_load, num_parallel_calls=autotune, deterministic=True)
-    if _cache_fits(len(paths), img_size):
+    if decoded_bytes(len(paths), img_size) < RAM_BUDGET_BYTES:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf_.cast(x, tf_.float32), y))
+    return ds.batch(batch_size)
+
+
+def make_dataset(paths: list[str], labels: list[int], img_size: int, batch_size: int, *,
+                 training: bool, seed: int, augment: bool = True, cache=None):
+    """tf.data pipeline of float32 0..255 images and labels (:func:`image_batches`, then
+    augmentation on the CPU for training only). Normalization is inside the model, and
+    augmentation never enters the exported graph. ``train`` augments inside the training step
+    instead (on the accelerator when there is one); the QAT export uses this."""
+    from ._tf import tf
+
+    tf_ = tf()
+    autotune = tf_.data.AUTOTUNE
+    ds = image_batches(paths, labels, img_size, batch_size, training=training, seed=seed, cache=cache)
+    ds = ds.map(lambda x, y: (tf_.cast(x, tf_.float32), y))
     if training and augment:
-        aug = k.Sequential([
-            k.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            k.layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
-            k.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
-            k.layers.RandomContrast(0.15, seed=seed + 3),
-        ], name="augment")
+        aug = augmentation(seed)
         ds = ds.map(lambda x, y: (tf_.clip_by_value(aug(x, training=True), 0.0, 255.0), y),
                     num_parallel_calls=autotune)
     return ds.prefetch(autotune)

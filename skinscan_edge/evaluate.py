@@ -133,11 +133,11 @@ def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np
 
 def _score_model(run, entry, items, labels, config, say: Reporter):
     """One model over the split: (name, probs, usable items, skipped, pixel digest, seconds)."""
-    from .imageio import load_rgb
+    from .imagecache import split_image_loader
 
     rt = open_model(run, entry, num_threads=config.num_threads)
     name = entry["name"]
-    size, total = run.img_size(), len(items)
+    load, total = split_image_loader(run, config.split), len(items)
     used, skipped, out, digest = [], [], [], hashlib.sha256()
     start = time.perf_counter()
     say.advance(name, 0, total)
@@ -145,7 +145,7 @@ def _score_model(run, entry, items, labels, config, say: Reporter):
         batch, images = [], []
         for path, y in items[i:i + config.batch_size]:
             try:
-                images.append(load_rgb(path, size))
+                images.append(load(path))
                 batch.append((path, y))
             except BadImage as e:
                 skipped.append({"path": str(path), "reason": e.reason, "detail": e.detail})

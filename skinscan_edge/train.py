@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .data import load_label_map, make_dataset, scan, split_items
+from .data import load_label_map, scan, split_items, training_model
 from .errors import SkinscanError
 from .grouping import build_grouping, duplicates_report, short_summary, summary_line
 from .hostinfo import tool_versions
 from .progress import SILENT, Reporter, reporter_or_silent
-from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, timestamp, write_json
+from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, split_pairs, timestamp, write_json
 
 
 def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], list[dict], dict]:
@@ -41,21 +41,51 @@ def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], l
     return split, labels, result.skipped, duplicates
 
 
-def _datasets(split: dict, cfg: TrainConfig, placement):
-    """From the split in memory: a non-chief worker must not wait for the chief's split.json."""
+def _datasets(split: dict, cfg: TrainConfig, placement, caches: dict):
+    """From the split in memory: a non-chief worker must not wait for the chief's split.json.
+
+    uint8 batches; augmentation and the cast to float run in the training step (``training_model``).
+    Also returns the unshuffled train batches (for phase 1's features) and the train labels."""
+    from .data import image_batches
     from .distribute import shard_by_data
-    from .rundir import split_pairs
 
     def items(name):
         pairs = split_pairs(split, name)
         return [str(p) for p, _ in pairs], [y for _, y in pairs]
 
     tr, va = items("train"), items("val")
-    train_ds = make_dataset(*tr, cfg.img_size, cfg.batch_size, training=True, seed=cfg.seed, augment=cfg.augment)
-    val_ds = make_dataset(*va, cfg.img_size, cfg.batch_size, training=False, seed=cfg.seed)
+    kw = dict(img_size=cfg.img_size, batch_size=cfg.batch_size, seed=cfg.seed)
+    train_ds = image_batches(*tr, training=True, cache=caches.get("train"), **kw).prefetch(-1)
+    val_ds = image_batches(*va, training=False, cache=caches.get("val"), **kw).prefetch(-1)
+    train_plain = image_batches(*tr, training=False, cache=caches.get("train"), **kw).prefetch(-1)
     if placement.workers > 1:
         train_ds, val_ds = shard_by_data(train_ds), shard_by_data(val_ds)
-    return train_ds, val_ds, tr[1]
+    return train_ds, val_ds, train_plain, tr[1]
+
+
+def _check_cache_space(split: dict, cfg: TrainConfig, run: RunDir, placement) -> None:
+    from .imagecache import CACHE_DIR, check_disk, decoded_bytes, wants_disk_cache
+
+    total = sum(len(v) for v in split["splits"].values())
+    if placement.workers == 1 and wants_disk_cache(cfg.image_cache, total, cfg.img_size):
+        check_disk(run.root / CACHE_DIR, decoded_bytes(total, cfg.img_size),
+                   f"{total} images at {cfg.img_size} px")
+
+
+def _disk_caches(split: dict, cfg: TrainConfig, run: RunDir, placement, say: Reporter) -> dict:
+    """The decoded-image caches on disk (see skinscan_edge.imagecache), built when the data set
+    does not fit the in-memory budget; one process only (multi-worker decodes as before)."""
+    from .imagecache import CACHE_DIR, build_cache, open_cache, wants_disk_cache
+
+    total = sum(len(v) for v in split["splits"].values())
+    if placement.workers > 1 or not wants_disk_cache(cfg.image_cache, total, cfg.img_size):
+        return {}
+    caches = {}
+    for name in ("train", "val", "test"):
+        paths = [str(p) for p, _ in split_pairs(split, name)]
+        args = (run.root / CACHE_DIR, name, split["sha256"], cfg.img_size)
+        caches[name] = open_cache(*args, len(paths)) or build_cache(*args, paths, reporter=say)
+    return caches
 
 
 def _class_weights(labels: list[int], n: int) -> dict[int, float]:
@@ -122,14 +152,14 @@ def evaluate_keras(model, run: RunDir, labels: list[str], img_size: int, batch_s
     """The Keras model's test-split report: classification report (text + JSON) and confusion PNG."""
     from sklearn.metrics import classification_report, confusion_matrix
 
-    from .imageio import load_batch
+    from .imagecache import load_split_images
     from .plots import plot_confusion
 
     items = run.split_items("test")
     y_true = np.asarray([y for _, y in items])
     probs = []
     for i in range(0, len(items), batch_size):
-        batch = load_batch([p for p, _ in items[i:i + batch_size]], img_size)
+        batch = load_split_images(run, "test", range(i, min(i + batch_size, len(items))))
         probs.append(model.predict(batch.astype(np.float32), verbose=0))
     probs = np.concatenate(probs) if probs else np.zeros((0, len(labels)))
     y_pred = probs.argmax(axis=1)
@@ -184,6 +214,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
     else:
         split, labels, skipped, duplicates = _scan_and_split(cfg, say if chief else SILENT)
         if chief:
+            _check_cache_space(split, cfg, run, placement)  # refuse before the run directory exists
             run.root.mkdir(parents=True, exist_ok=True)
             write_json(run.root / "duplicates.json", duplicates)
             write_json(run.skipped_path, skipped)
@@ -221,10 +252,12 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
          + (f"; {placement.name}: {placement.replicas} replica(s) on {placement.workers} worker(s)"
             if placement.name != "default" else ""))
 
-    train_ds, val_ds, train_labels = _datasets(split, cfg, placement)
+    caches = _disk_caches(split, cfg, run, placement, say)
+    train_ds, val_ds, train_plain, train_labels = _datasets(split, cfg, placement, caches)
     class_weight = _class_weights(train_labels, len(labels)) if cfg.class_weights else None
     with placement.strategy.scope():
         model = build_model_for(cfg, len(labels))
+        trainer = training_model(model, cfg.seed, cfg.augment)
     pretrained = cfg.weights != "none"
     t0 = time.time()
 
@@ -233,14 +266,24 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
         state["phase"] = "head"
         if chief:
             run.set_status("incomplete", phase="head")
-        say.message(f"phase 1: head only, {cfg.epochs} epoch(s), lr {cfg.learning_rate}")
+        on_features = cfg.feature_cache and placement.name == "default"
+        say.message(f"phase 1: head only, {cfg.epochs} epoch(s), lr {cfg.learning_rate}"
+                + (", on cached base features" if on_features else ""))
         from .model import freeze_base
 
         with placement.strategy.scope():
             freeze_base(model)
-            model.compile(k.optimizers.Adam(cfg.learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
-                  callbacks=_callbacks(run, cfg, "head", chief), verbose=2)
+        if on_features:
+            from .features import fit_head_on_features
+
+            fit_head_on_features(model, cfg, train_plain, val_ds, class_weight,
+                                 _callbacks(run, cfg, "head", chief), say)
+        else:
+            with placement.strategy.scope():
+                trainer.compile(k.optimizers.Adam(cfg.learning_rate), "sparse_categorical_crossentropy",
+                                metrics=["accuracy"])
+            trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
+                        callbacks=_callbacks(run, cfg, "head", chief), verbose=2)
         _save_weights(model, phase1_done, chief)
     elif phase1_done.exists():
         model.load_weights(str(phase1_done))
@@ -253,12 +296,13 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
 
         with placement.strategy.scope():
             n = unfreeze_from(model, cfg.unfreeze_from, keep_bn_frozen=pretrained)
-            model.compile(k.optimizers.Adam(cfg.fine_tune_lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+            trainer.compile(k.optimizers.Adam(cfg.fine_tune_lr), "sparse_categorical_crossentropy",
+                            metrics=["accuracy"])
         say.message(f"phase 2: fine-tune from {cfg.unfreeze_from} ({n} base layers trainable, "
              f"BatchNorm {'frozen' if pretrained else 'training: no pretrained statistics'}), "
              f"{cfg.fine_tune_epochs} epoch(s), lr {cfg.fine_tune_lr}")
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, class_weight=class_weight,
-                  callbacks=_callbacks(run, cfg, "fine_tune", chief), verbose=2)
+        trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, class_weight=class_weight,
+                    callbacks=_callbacks(run, cfg, "fine_tune", chief), verbose=2)
     train_seconds = time.time() - t0
     state["phase"] = "save"
     weights = model.get_weights()  # a collective read under multi-worker: every worker takes part

@@ -122,6 +122,7 @@ def export_qat(run, model, cfg, calib, tmp, say) -> tuple[bytes, str]:
     from pathlib import Path
 
     from ..data import make_dataset
+    from ..imagecache import run_cache
     from . import tflite
 
     qat_model, skipped = annotate(model)
@@ -129,7 +130,7 @@ def export_qat(run, model, cfg, calib, tmp, say) -> tuple[bytes, str]:
         say(f"  QAT: {len(skipped)} layer(s) not annotated, kept float: {', '.join(skipped)}")
     items = run.split_items("train")
     ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
-                      batch_size=16, training=True, seed=cfg.seed)
+                      batch_size=16, training=True, seed=cfg.seed, cache=run_cache(run, "train"))
     calibrate_ranges(qat_model, calib[:32])
     fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
     serving = tflite.save_serving_model(qat_model, Path(tmp) / "serving_qat")

@@ -32,7 +32,7 @@ __all__ = ["ExportConfig", "EXPORTS", "PRECISIONS", "export_run", "calibration_s
 
 def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarray]:
     """A seeded sample of the train split, decoded once and shared by every int8 export."""
-    from ..imageio import load_batch
+    from ..imagecache import load_split_images
 
     items = run.split_items("train")
     if not items:
@@ -41,7 +41,7 @@ def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarr
     pick = sorted(rng.choice(len(items), size=min(n, len(items)), replace=False).tolist())
     root = Path(run.split()["root"])
     paths = [items[i][0] for i in pick]
-    return [p.relative_to(root).as_posix() for p in paths], pin_input_range(load_batch(paths, run.img_size()))
+    return [p.relative_to(root).as_posix() for p in paths], pin_input_range(load_split_images(run, "train", pick))
 
 
 def pin_input_range(calib: np.ndarray) -> np.ndarray:

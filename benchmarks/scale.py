@@ -1,0 +1,245 @@
+"""Scale benchmark: the input pipeline and phase 1 on a SYNTHETIC data set of Kaggle size.
+
+Make the data first (benchmarks/scale_data.py), then measure, each step in this one process
+unless it says otherwise, and write one flat JSON (units in the keys):
+
+    python benchmarks/scale_data.py /tmp/scale27k --unique 2716
+    python benchmarks/scale.py /tmp/scale27k --out benchmarks/scale_results.json
+
+Steps (``--steps``, comma-separated):
+  scan      skinscan_edge.data.scan over every file (each is decoded once), and the split;
+  pipeline  no model: uint8 299 px batches per second from JPEGs (uncached), from the disk cache,
+            from tf.data's in-memory cache; the disk cache's build rate; augmentation's CPU rate;
+  model     the model's forward and train-step rates (batch 32, 299 px), for comparison;
+  phase1    phase 1 on ``--phase1-images`` train images: fitting the whole model every epoch (as
+            before) against cached features (1 and 2 views), with one forward pass timed alone;
+  rss       peak RSS of ``skinscan-edge train`` (a child process) over the whole set at 75 px with
+            the disk cache, and over the phase-1 subset at 299 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
+
+SIZE, BATCH = 299, 32
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _drain(ds, limit_batches=None) -> int:
+    n = 0
+    for i, (x, _) in enumerate(ds):
+        n += int(x.shape[0])
+        if limit_batches and i + 1 >= limit_batches:
+            break
+    return n
+
+
+def step_scan(data: Path, res: dict) -> dict:
+    from skinscan_edge.data import scan, split_items
+
+    result, res["scan_s"] = _timed(lambda: scan(data, progress=False))
+    res["scan_images"] = sum(len(v) for v in result.items.values())
+    res["scan_ips"] = res["scan_images"] / res["scan_s"]
+    split, res["split_s"] = _timed(lambda: split_items(result, 1337, 0.15, 0.15))
+    res.update({f"split_{k}_images": len(v) for k, v in split["splits"].items()})
+    return split
+
+
+def step_pipeline(split: dict, n: int, tmp: Path, res: dict) -> None:
+    from skinscan_edge._tf import tf
+    from skinscan_edge.data import augmentation, image_batches
+    from skinscan_edge.imagecache import build_cache
+    from skinscan_edge.rundir import split_pairs
+
+    pairs = split_pairs(split, "train")[:n]
+    paths, labels = [str(p) for p, _ in pairs], [y for _, y in pairs]
+    res["pipeline_images"] = len(paths)
+    kw = dict(img_size=SIZE, batch_size=BATCH, training=True, seed=0)
+    memory = image_batches(paths, labels, **kw).prefetch(-1)  # decodes, then tf.data cache()
+    got, s = _timed(lambda: _drain(memory))
+    res["pipeline_uncached_ips"] = got / s  # the first pass decodes every JPEG
+    got, s = _timed(lambda: _drain(memory))
+    res["pipeline_in_memory_ips"] = got / s
+    cache, s = _timed(lambda: build_cache(tmp / "cache", "train", split["sha256"], SIZE, paths))
+    res["disk_cache_build_ips"] = len(paths) / s
+    disk = image_batches(paths, labels, cache=cache, **kw).prefetch(-1)
+    _drain(disk)
+    got, s = _timed(lambda: _drain(disk))
+    res["pipeline_disk_cached_ips"] = got / s
+    res["disk_vs_memory_ratio"] = res["pipeline_disk_cached_ips"] / res["pipeline_in_memory_ips"]
+    aug = augmentation(0)
+    step = tf().function(lambda x: aug(tf().cast(x, tf().float32), training=True))
+    x = tf().constant(cache.read(range(BATCH)))
+    step(x)
+    reps, s = 8, None
+    _, s = _timed(lambda: [step(x).numpy() for _ in range(reps)])
+    res["augment_cpu_ips"] = reps * BATCH / s
+
+
+def step_model(res: dict) -> None:
+    from skinscan_edge._tf import keras, tf
+    from skinscan_edge.data import training_model
+    from skinscan_edge.model import build_model, freeze_base, unfreeze_from
+
+    k = keras()
+    model = build_model(10, SIZE, weights="none")
+    x = np.random.default_rng(0).integers(0, 256, (BATCH, SIZE, SIZE, 3), dtype=np.uint8)
+    y = np.arange(BATCH) % 10
+    fwd = tf().function(lambda a: model(tf().cast(a, tf().float32), training=False))
+    fwd(x)
+    reps = 3
+    _, s = _timed(lambda: [fwd(x).numpy() for _ in range(reps)])
+    res["model_forward_ips"] = reps * BATCH / s
+    trainer = training_model(model, 0, augment=True)
+    for name, prep in (("head", freeze_base), ("fine_tune_mixed7", lambda m: unfreeze_from(m, "mixed7"))):
+        prep(model)
+        trainer.compile(k.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+        trainer.train_on_batch(x, y)
+        _, s = _timed(lambda: [trainer.train_on_batch(x, y) for _ in range(reps)])
+        res[f"model_train_step_{name}_ips"] = reps * BATCH / s
+
+
+def step_phase1(split: dict, n: int, res: dict) -> None:
+    from skinscan_edge._tf import keras
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.data import image_batches, training_model
+    from skinscan_edge._tf import tf
+    from skinscan_edge.features import extract_features, feature_function, fit_head_on_features
+    from skinscan_edge.model import build_model, freeze_base
+    from skinscan_edge.rundir import split_pairs
+
+    k = keras()
+    tr = split_pairs(split, "train")[:n]
+    va = split_pairs(split, "val")[:max(1, n * 15 // 70)]
+    res["phase1_train_images"], res["phase1_val_images"] = len(tr), len(va)
+
+    def batches(pairs, training):
+        ds = image_batches([str(p) for p, _ in pairs], [y for _, y in pairs], img_size=SIZE, batch_size=BATCH,
+                           training=training, seed=0)
+        return ds.prefetch(-1)
+
+    train_ds, train_plain, val_ds = batches(tr, True), batches(tr, False), batches(va, False)
+    _drain(train_plain), _drain(val_ds)  # decode once into tf.data's in-memory cache: model time only
+    epochs = 5
+
+    def fresh():
+        k.utils.set_random_seed(0)
+        model = build_model(10, SIZE, weights="none")
+        freeze_base(model)
+        return model
+
+    model = fresh()
+    fn = feature_function(model)
+    fn(next(iter(train_plain))[0], tf().constant(False))  # traced once, as in fit_head_on_features
+    _, res["phase1_one_forward_train_s"] = _timed(lambda: extract_features(model, train_plain, fn=fn))
+    trainer = training_model(model, 0, augment=True)
+    trainer.compile(k.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, res["phase1_images_s"] = _timed(lambda: trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                                                           verbose=0))
+    for views in (1, 2):
+        cfg = TrainConfig(epochs=epochs, batch_size=BATCH, augment=True, feature_views=views, seed=0)
+        model = fresh()
+        _, res[f"phase1_features_{views}view_s"] = _timed(
+            lambda: fit_head_on_features(model, cfg, train_plain, val_ds, None, []))
+    res["phase1_speedup_1view"] = res["phase1_images_s"] / res["phase1_features_1view_s"]
+    res["phase1_speedup_2view"] = res["phase1_images_s"] / res["phase1_features_2view_s"]
+    res["phase1_features_1view_over_one_forward"] = (res["phase1_features_1view_s"]
+                                                     / res["phase1_one_forward_train_s"])
+
+
+def _train_rss(args: list[str]) -> tuple[float, float]:
+    """Peak RSS (MiB) and wall seconds of a train child process (its own VmHWM)."""
+    # VmHWM, not ru_maxrss: ru_maxrss survives fork + exec, so a child would report at least
+    # this (large) process' RSS.
+    code = ("import re, runpy, sys; sys.argv = ['skinscan-edge', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('skinscan_edge', run_name='__main__')\nfinally:\n"
+            "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "    print('PEAK_RSS_KB', hwm, file=sys.stderr)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall = time.perf_counter() - start
+    peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_RSS_KB")]
+    if proc.returncode not in (0, 1) or not peak:
+        raise RuntimeError(proc.stderr[-3000:])
+    return int(peak[-1].split()[1]) / 1024, wall
+
+
+def step_rss(data: Path, subset: Path, tmp: Path, res: dict) -> None:
+    common = ["--epochs", "1", "--fine-tune-epochs", "0", "--weights", "none", "--batch-size", str(BATCH)]
+    res["rss_full_75px_mib"], res["rss_full_75px_wall_s"] = _train_rss(
+        ["--data", str(data), "--out", str(tmp / "full75"), "--img-size", "75", "--image-cache", "disk", *common])
+    res["rss_subset_299px_mib"], res["rss_subset_299px_wall_s"] = _train_rss(
+        ["--data", str(subset), "--out", str(tmp / "sub299"), "--img-size", "299", "--image-cache", "disk", *common])
+    res["rss_subset_75px_mib"], _ = _train_rss(
+        ["--data", str(subset), "--out", str(tmp / "sub75"), "--img-size", "75", "--image-cache", "disk", *common])
+
+
+def make_subset(data: Path, per_class_share: float, out: Path) -> Path:
+    """Hard links to the first share of each class folder (same layout)."""
+    from skinscan_edge.data import detect_layout
+
+    _, root = detect_layout(data)
+    for folder in sorted(d for d in root.iterdir() if d.is_dir()):
+        files = sorted(folder.iterdir())
+        dst = out / folder.relative_to(data)
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in files[:max(5, round(len(files) * per_class_share))]:
+            (dst / f.name).hardlink_to(f)
+    return out
+
+
+def main() -> None:
+    global SIZE
+    from skinscan_edge.hostinfo import host_info, host_line
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/scale_results.json"))
+    ap.add_argument("--steps", default="scan,pipeline,model,phase1,rss")
+    ap.add_argument("--pipeline-images", type=int, default=2048)
+    ap.add_argument("--phase1-images", type=int, default=224)
+    ap.add_argument("--img-size", type=int, default=SIZE, help="299; smaller only to try the script out")
+    a = ap.parse_args()
+    SIZE = a.img_size
+    steps = a.steps.split(",")
+    res: dict = json.loads(a.out.read_text()) if a.out.exists() else {}
+    res.update({"host": host_line(host_info()), "img_size": SIZE, "load_avg_1min_start": os.getloadavg()[0], "synthetic": True})
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        tmp = Path(tmp)
+        split = step_scan(a.data, res) if "scan" in steps or len(steps) > 1 else None
+        for name, fn in (("pipeline", lambda: step_pipeline(split, a.pipeline_images, tmp, res)),
+                         ("model", lambda: step_model(res)),
+                         ("phase1", lambda: step_phase1(split, a.phase1_images, res)),
+                         ("rss", lambda: step_rss(a.data, make_subset(a.data, a.phase1_images / 18_000, tmp / "sub"),
+                                                  tmp, res))):
+            if name in steps:
+                _, res[f"step_{name}_s"] = _timed(fn)
+                a.out.write_text(json.dumps(res, indent=2) + "\n")
+                print(name, "done", flush=True)
+    res["load_avg_1min_end"] = os.getloadavg()[0]
+    res["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    a.out.write_text(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()},
+                                indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The decoded-image cache on disk: one uint8 ``.npy`` per split, at the run's image size.
+
+A split that does not fit the in-memory budget (``RAM_BUDGET_BYTES``) is decoded once (Pillow,
+``imageio.load_rgb``, as everywhere else) into ``RUN/cache/<split>-<sha16>-<size>px.npy``; every
+later epoch, export calibration, evaluate and benchmark read rows from it instead of decoding
+JPEGs again. The file name carries the key (the split's SHA-256 and the image size), so a changed
+split or size never reads an old file: the new one is built and the stale one removed.
+
+The build writes to a hidden temporary name and renames it when complete (fsynced), so a killed
+build leaves nothing that is later trusted. Rows are read with ``os.preadv`` into a fresh array,
+not through a memory map, so reading the whole cache does not grow the process' resident set.
+
+Remove every cache of a run with ``rm -r RUN/cache`` (it is rebuilt when needed), or never build
+one with ``train --image-cache off``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadImage, SkinscanError
+from .imageio import load_batch, load_rgb
+
+#: Splits whose decoded pixels fit this budget are cached in memory (tf.data ``cache()``) instead.
+RAM_BUDGET_BYTES = 1.5e9
+#: ``--image-cache`` values: auto (disk when a split exceeds the RAM budget), disk (always), off.
+MODES = ("auto", "disk", "off")
+CACHE_DIR = "cache"
+#: Disk space left free after a build, so the run can still write its model and reports.
+DISK_MARGIN_BYTES = 1 << 30
+_CHUNK = 256  # images decoded per round of the thread pool: bounds the memory of a build
+
+
+def decoded_bytes(count: int, img_size: int) -> int:
+    return count * img_size * img_size * 3
+
+
+def human_bytes(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def cache_path(cache_dir: Path, name: str, split_sha256: str, img_size: int) -> Path:
+    return Path(cache_dir) / f"{name}-{split_sha256[:16]}-{img_size}px.npy"
+
+
+@dataclass
+class ImageCache:
+    """An open, complete cache file: ``read(indices)`` returns those rows as uint8 NHWC."""
+
+    path: Path
+    count: int
+    img_size: int
+    offset: int
+
+    def __post_init__(self):
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, indices) -> np.ndarray:
+        s = self.img_size
+        row = s * s * 3
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), s, s, 3), np.uint8)
+        for j, i in enumerate(idx):
+            if os.preadv(self._fd, [out[j]], self.offset + int(i) * row) != row:
+                raise SkinscanError(f"{self.path} is shorter than its header says; remove it (`rm {self.path}`)")
+        return out
+
+
+def open_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, count: int) -> ImageCache | None:
+    """The complete cache for this key, or None (missing, or a file whose header or length is wrong)."""
+    path = cache_path(cache_dir, name, split_sha256, img_size)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return None
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if (shape != (count, img_size, img_size, 3) or fortran or dtype != np.uint8
+            or size != offset + decoded_bytes(count, img_size)):
+        return None
+    return ImageCache(path, count, img_size, offset)
+
+
+def check_disk(cache_dir: Path, need: int, what: str) -> None:
+    """One line, with the fix, when the disk cannot hold ``need`` bytes (plus a margin)."""
+    probe = Path(cache_dir)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need + DISK_MARGIN_BYTES > free:
+        raise SkinscanError(
+            f"the decoded-image cache ({what}) needs {human_bytes(need)} but {probe} has "
+            f"{human_bytes(free)} free (keeping {DISK_MARGIN_BYTES / 2**30:.0f} GiB spare); free some space, "
+            f"or pass --image-cache off to decode every epoch instead")
+
+
+def build_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, paths: list, *,
+                reporter=None, workers: int = 4) -> ImageCache:
+    """Decode ``paths`` once into the cache file for this key (atomically); see the module docstring."""
+    from .progress import reporter_or_silent
+
+    say = reporter_or_silent(reporter)
+    cache_dir = Path(cache_dir)
+    need = decoded_bytes(len(paths), img_size)
+    check_disk(cache_dir, need, f"{name} split, {len(paths)} images at {img_size} px")
+    final = cache_path(cache_dir, name, split_sha256, img_size)
+    say.message(f"decoded-image cache: {name} split, {len(paths)} images at {img_size} px, "
+                f"{human_bytes(need)} in {final} (built once; `rm -r {cache_dir}` removes it)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*cache_dir.glob(f"{name}-*.npy"), *cache_dir.glob(f".{name}-*.tmp")]:
+        stale.unlink(missing_ok=True)  # another key of this split, or a build that was killed
+    tmp = cache_dir / f".{final.stem}.{os.getpid()}.tmp"
+    header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), img_size, img_size, 3)}
+    try:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool, say.bars():
+            np.lib.format.write_array_header_1_0(f, header)
+            done = 0
+            for start in range(0, len(paths), _CHUNK):
+                for arr in pool.map(lambda p: _decode(p, img_size), paths[start:start + _CHUNK]):
+                    f.write(arr.tobytes())
+                    done += 1
+                    say.advance(f"caching {name} images", done, len(paths))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    cache = open_cache(cache_dir, name, split_sha256, img_size, len(paths))
+    assert cache is not None, f"{final} was written but does not read back"
+    return cache
+
+
+def _decode(path, img_size: int) -> np.ndarray:
+    try:
+        return load_rgb(path, img_size)
+    except BadImage as e:
+        raise SkinscanError(f"{path} can no longer be decoded ({e.reason}) although it was valid when the split "
+                            f"was made; restore the file, or train a new run on the data as it is now") from None
+
+
+def wants_disk_cache(mode: str, count: int, img_size: int) -> bool:
+    return mode == "disk" or (mode == "auto" and decoded_bytes(count, img_size) >= RAM_BUDGET_BYTES)
+
+
+# --- the one loader that export calibration, evaluate and benchmark use ----------------------
+def run_cache(run, name: str) -> ImageCache | None:
+    """The run's complete cache of split ``name`` at its image size, or None."""
+    split = run.split()
+    if "sha256" not in split or not (run.root / CACHE_DIR).is_dir():  # a split made by hand has no key
+        return None
+    return open_cache(run.root / CACHE_DIR, name, split["sha256"], run.img_size(), len(split["splits"][name]))
+
+
+def load_split_images(run, name: str, indices) -> np.ndarray:
+    """Rows ``indices`` of split ``name`` as uint8 NHWC at the run's size: from the disk cache
+    when the run has one, else decoded (``imageio.load_batch``)."""
+    cache = run_cache(run, name)
+    if cache is not None:
+        return cache.read(indices)
+    items = run.split_items(name)
+    return load_batch([items[i][0] for i in indices], run.img_size())
+
+
+def split_image_loader(run, name: str):
+    """A function path -> uint8 image at the run's size, reading the disk cache for the paths of
+    split ``name`` when it exists, decoding (``imageio.load_rgb``, which may raise BadImage) otherwise."""
+    size, cache = run.img_size(), run_cache(run, name)
+    if cache is None:
+        return lambda path: load_rgb(path, size)
+    row = {str(p): i for i, (p, _) in enumerate(run.split_items(name))}
+    return lambda path: cache.read([row[str(path)]])[0] if str(path) in row else load_rgb(path, size)
