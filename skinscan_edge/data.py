@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import BadImage, SkinscanError
 from .imageio import load_rgb
+from .names import check_labels, file_name_problem, printable_path, shown
 
 MIN_IMAGES_PER_CLASS = 5
 SPLITS = ("train", "val", "test")
@@ -40,6 +41,7 @@ class ScanResult:
     classes: list[str]
     items: dict[str, list[tuple[str, int]]]  # split name (or "all") -> [(relpath, class index)]
     skipped: list[dict] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # display names in class order (checked)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
@@ -65,7 +67,10 @@ def detect_layout(data: Path) -> tuple[str, Path]:
     return "imagefolder", data
 
 
-def _check(path: Path) -> str | None:
+def _check(path: Path, root: Path) -> str | None:
+    name_reason = file_name_problem(path.relative_to(root).as_posix())
+    if name_reason:
+        return name_reason
     try:
         load_rgb(path)
         return None
@@ -73,8 +78,12 @@ def _check(path: Path) -> str | None:
         return e.reason
 
 
-def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
-    """Decode every file once, keeping the valid images and recording the rest with reasons."""
+def scan(data: Path, progress: bool = True, workers: int = 4, labels: str | Path | None = None) -> ScanResult:
+    """Decode every file once, keeping the valid images and recording the rest with reasons.
+
+    The display names (``labels``: a ``--labels`` map, or the folder names) are resolved and
+    checked before anything is decoded, so a bad name fails in the first second. A file whose
+    name the pipeline cannot carry is skipped unread (``skinscan_edge.names``)."""
     from rich.progress import Progress
 
     layout, root = detect_layout(Path(data))
@@ -85,6 +94,10 @@ def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
     class_names = sorted({d.name for g in groups.values() for d in _class_dirs(g)}, key=natural_key)
     if not class_names:
         raise SkinscanError(f"no class folders in {data}: expected one subfolder per class")
+    for name in class_names:  # every path of the class carries it: refuse it rather than skip them all
+        if file_name_problem(name):
+            raise SkinscanError(f"class folder {shown(name)} in {root}: {file_name_problem(name)}; rename the folder")
+    display = load_label_map(labels, class_names)
     index = {c: i for i, c in enumerate(class_names)}
     files: list[tuple[str, Path, int]] = []
     for split, gdir in groups.items():
@@ -96,36 +109,41 @@ def scan(data: Path, progress: bool = True, workers: int = 4) -> ScanResult:
     skipped = []
     with Progress(disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
         task = bar.add_task(f"scanning {len(files)} files", total=len(files))
-        for (split, f, y), reason in zip(files, pool.map(lambda t: _check(t[1]), files)):
+        for (split, f, y), reason in zip(files, pool.map(lambda t: _check(t[1], root), files)):
             rel = f.relative_to(root).as_posix()
             if reason is None:
                 items[split].append((rel, y))
             else:
-                skipped.append({"path": rel, "reason": reason})
+                skipped.append({"path": printable_path(rel), "reason": reason})
             bar.advance(task)
-    return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped)
+    return ScanResult(root=root.resolve(), layout=layout, classes=class_names, items=items, skipped=skipped,
+                      labels=display)
 
 
-def load_label_map(path: str | Path | None, classes: list[str]) -> list[str]:
-    """Display names in class order: the folder names, or a JSON {folder: display name} map."""
-    if path is None:
-        return list(classes)
+def read_label_map(path: str | Path) -> dict[str, str]:
+    """A ``--labels`` JSON map {folder: display name}, every value checked (skinscan_edge.names)."""
     try:
         mapping = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: JSON syntax, and bytes that are not UTF-8
         raise SkinscanError(f"--labels {path} is not a JSON object of folder -> label ({e})") from None
     if isinstance(mapping, dict) and "labels" in mapping and isinstance(mapping["labels"], dict):
         mapping = mapping["labels"]
     if not isinstance(mapping, dict):
         raise SkinscanError(f"--labels {path} must be a JSON object mapping folder names to labels")
+    check_labels(list(mapping.values()), [f"folder {shown(k)}" for k in mapping], f"--labels {path}")
+    return mapping
+
+
+def load_label_map(path: str | Path | None, classes: list[str]) -> list[str]:
+    """Display names in class order: the folder names, or a JSON {folder: display name} map."""
+    if path is None:
+        return check_labels(list(classes), [f"folder {shown(c)}" for c in classes],
+                            "class folder names used as labels (no --labels)")
+    mapping = read_label_map(path)
     missing = [c for c in classes if c not in mapping]
     if missing:
-        raise SkinscanError(f"--labels {path} has no label for folder(s): {', '.join(missing)}")
-    names = [str(mapping[c]) for c in classes]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise SkinscanError(f"--labels {path} maps several folders to the same label: {', '.join(dupes)}")
-    return names
+        raise SkinscanError(f"--labels {path} has no label for folder(s): {', '.join(map(shown, missing))}")
+    return [mapping[c] for c in classes]
 
 
 def split_items(scan_result: ScanResult, seed: int, val_fraction: float, test_fraction: float) -> dict:

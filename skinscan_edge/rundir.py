@@ -161,7 +161,15 @@ class RunDir:
     def labels(self) -> list[str]:
         if not self.labels_path.exists():
             raise SkinscanError(f"{self.labels_path} is missing")
-        return [ln for ln in self.labels_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        from .names import check_labels
+
+        try:
+            lines = self.labels_path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise SkinscanError(f"{self.labels_path} is not UTF-8 text ({e})") from None
+        while lines and not lines[-1].strip():  # an editor's trailing blank line
+            lines.pop()
+        return check_labels(lines, [f"line {i}" for i in range(1, len(lines) + 1)], str(self.labels_path))
 
     def img_size(self) -> int:
         return int(self.config()["train"]["img_size"])

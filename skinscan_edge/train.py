@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .data import load_label_map, make_dataset, scan, split_items
+from .data import make_dataset, scan, split_items
 from .errors import SkinscanError
 from .rundir import RunDir, atomic_write_text, read_json, write_json
 
@@ -35,14 +35,14 @@ def tool_versions() -> dict:
 
 def _scan_and_split(cfg: TrainConfig, console) -> tuple[dict, list[str], list[dict]]:
     """Scan and split the data; nothing is written yet, so bad data leaves no half-made run."""
-    result = scan(Path(cfg.data), progress=console is not None)
+    result = scan(Path(cfg.data), progress=console is not None, labels=cfg.labels)  # names checked first
     if result.skipped:
         reasons: dict[str, int] = {}
         for s in result.skipped:
             reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
         summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
         _say(console, f"[yellow]skipped {len(result.skipped)} file(s): {summary} (listed in skipped.json)")
-    labels = load_label_map(cfg.labels, result.classes)
+    labels = result.labels
     split = split_items(result, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     split["counts"] = {name: {labels[i]: int(n) for i, n in enumerate(
         np.bincount([y for _, y in part], minlength=len(labels)))} for name, part in split["splits"].items()}
