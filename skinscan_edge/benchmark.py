@@ -29,6 +29,7 @@ from .errors import SkinscanError
 from .hostinfo import (INT8_PRECISIONS, count_macs_keras, count_macs_onnx, floor_ms, host_info, host_line,
                        measure_floor)
 from .rundir import RunDir, read_json, sha256_file
+from .runlock import holds_run_lock
 
 DEVICES = ("cpu", "gpu", "all")
 ANDROID_GPU = ("TFLite's GPU delegate is for Android (OpenCL / OpenGL ES); it has no desktop "
@@ -393,6 +394,7 @@ def _merge_floor(a: dict, b: dict) -> dict:
     return out
 
 
+@holds_run_lock("benchmark")
 def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig,
                   progress: Callable[[dict], None] | None = None) -> dict:
     """Benchmark the baseline and every export of ``run_dir``; write and return the report JSON."""

@@ -27,6 +27,7 @@ import numpy as np
 from . import metrics
 from .errors import BadImage, SkinscanError
 from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, write_json
+from .runlock import holds_run_lock
 
 #: Names of the report files inside ``RUN/reports/``.
 JSON_NAME = "evaluate.json"
@@ -84,6 +85,7 @@ class EvaluateConfig:
                 "critical_classes": list(self.critical_classes), "min_agreement": self.min_agreement}
 
 
+@holds_run_lock("evaluate")
 def evaluate_run(run: RunDir, config: EvaluateConfig, progress: Progress | None = None) -> dict:
     """Score Keras and the chosen exports on ``config.split``, write the reports, return the JSON.
 

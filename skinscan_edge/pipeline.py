@@ -22,10 +22,15 @@ from .config import TrainConfig
 from .errors import SkinscanError
 from .evaluate import EvaluateConfig
 from .export.run import PRECISIONS, ExportConfig
+from .fingerprint import data_change
 from .rundir import RunDir, read_json_or_none, sha256_file, write_json
+from .runlock import run_lock
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report")
 STATE_NAME = "pipeline.json"
+
+#: Why train is skipped when the data changed and ``keep_model`` is set; the warning follows it.
+KEPT = "kept with --keep-model; "
 
 #: TrainConfig fields that say where and how a run continues, not what it trains.
 _PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas")
@@ -40,6 +45,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     android_dir: str | None = None
+    keep_model: bool = False  # when the data changed since training: keep the model (and warn) instead of retraining
 
 
 Hooks = dict[str, Callable]
@@ -67,7 +73,7 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
     records the model it was made from, evaluate.json and benchmark.json the manifest they read.
     """
     if stage == "train":
-        return "trained with the same settings" if _train_is_done(cfg, run) else None
+        return _train_is_done(cfg, run)
     if stage == "report":
         return None  # always rendered again: it is cheap and reads everything
     manifest = read_json_or_none(run.manifest_path)
@@ -107,16 +113,20 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
     return "made from this model with the same settings; SHA-256 verified"
 
 
-def _train_is_done(cfg: PipelineConfig, run: RunDir) -> bool:
-    """A finished run is reused only if it was trained with the same settings."""
+def _train_is_done(cfg: PipelineConfig, run: RunDir) -> str | None:
+    """A finished run is reused only if it was trained with the same settings on the same data
+    (``skinscan_edge.fingerprint``), or, with ``keep_model``, on an older copy of it."""
     if run.status().get("state") != "complete" or not run.model_path.exists():
-        return False
+        return None
     mine, theirs = _train_settings(cfg.train), _train_settings(TrainConfig.from_dict(run.config()["train"]))
     if mine != theirs:
         diff = next(k for k in mine if mine[k] != theirs.get(k))
         raise SkinscanError(f"{run.root} holds a finished run trained with other settings ({diff}: "
                             f"{theirs.get(diff)!r}, asked {mine[diff]!r}); use a new --out")
-    return True
+    change = data_change(run, cfg.train.data)
+    if change is None:
+        return "trained with the same settings"
+    return KEPT + change.warning() if cfg.keep_model else None
 
 
 def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) -> dict:
@@ -126,11 +136,14 @@ def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) 
     ``ok``) and ``ok``: False when an export failed, the evaluate gate failed or a benchmark row
     errored.
     """
-    hooks = hooks or {}
-    run = RunDir(Path(cfg.train.out))
     cfg.train.validate()  # every stage's settings are checked before the first one starts
     cfg.export.validate()
     cfg.evaluate.validate()
+    with run_lock(cfg.train.out, "pipeline", create=True):  # held across the stages, which take it again
+        return _run_stages(cfg, RunDir(Path(cfg.train.out)), console, hooks or {})
+
+
+def _run_stages(cfg: PipelineConfig, run: RunDir, console, hooks: Hooks) -> dict:
     state = read_json_or_none(run.root / STATE_NAME) or {"stages": {}}
     state["ok"] = True
     for index, stage in enumerate(STAGES, 1):
@@ -140,6 +153,8 @@ def run_pipeline(cfg: PipelineConfig, console=None, hooks: Hooks | None = None) 
         why = stage_is_current(stage, cfg, run)
         if why:
             record = {"state": "skipped", "why": why, "ok": _verdict(stage, run), "summary": _SUMMARIES[stage](run)}
+            if why.startswith(KEPT):
+                record["warning"] = why.removeprefix(KEPT)
         else:
             summary, ok = _STAGE_RUNNERS[stage](cfg, run, console, hooks)
             record = {"state": "ran", "seconds": round(time.time() - t0, 1), "summary": summary,
@@ -174,13 +189,17 @@ def _run_train(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, b
     from .train import train
 
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
-    train_cfg.resume = run.config_path.exists()  # an interrupted run continues from its last epoch
+    change = data_change(run, cfg.train.data) if run.config_path.exists() else None
+    if change is not None and console is not None:
+        console.print(f"data changed since training: {change.describe()}; training again "
+                      f"(--keep-model keeps the old model)", highlight=False)
+    train_cfg.resume = run.config_path.exists() and change is None  # an interrupted run continues from its last epoch
     if train_cfg.resume:
         saved = _train_settings(TrainConfig.from_dict(run.config()["train"]))
         if saved != _train_settings(cfg.train):
             raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
                                 f"resume it with the same options or use a new --out")
-    result = train(train_cfg, console=console)
+    result = train(train_cfg, console=console, replace=change is not None)
     if not result["chief"]:
         raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")
     return f"test accuracy {result['test_accuracy']:.4f} on {result['n_test']} images", True

@@ -97,6 +97,10 @@ class RunDir:
             raise SkinscanError(f"not a run directory (it is a file): {root}")
         run = cls(root)
         if require_model:
+            if run.status().get("state") != "complete":
+                from .runlock import refuse_if_in_use
+
+                refuse_if_in_use(root)  # being trained now, not interrupted
             if run.status().get("state") == "incomplete":
                 raise SkinscanError(
                     f"run {root} is incomplete (training was interrupted); "

@@ -7,6 +7,7 @@ plots, and the Keras model's test-split report into the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import platform
 import time
@@ -17,7 +18,9 @@ import numpy as np
 from .config import TrainConfig
 from .data import make_dataset, scan, split_items
 from .errors import SkinscanError
+from .fingerprint import clear_training_state, data_fingerprint, save_file_list
 from .rundir import RunDir, atomic_write_text, read_json, write_json
+from .runlock import LOCK_NAME, run_lock
 
 
 def tool_versions() -> dict:
@@ -165,8 +168,11 @@ class Interrupted(SkinscanError):
     exit_code = 130
 
 
-def train(cfg: TrainConfig, console=None) -> dict:
+def train(cfg: TrainConfig, console=None, replace: bool = False) -> dict:
     """Run the whole training; returns a summary. Writes everything into ``cfg.out``.
+
+    ``replace`` (the pipeline, when the data changed): train again into a finished run; its old
+    model and training state are removed once the new data has been scanned and split.
 
     Under ``--strategy multi-worker`` every worker calls this; only the chief writes the run
     directory (Keras' own multi-worker callbacks give the other workers temporary files that
@@ -188,22 +194,33 @@ def train(cfg: TrainConfig, console=None) -> dict:
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
     placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    # One writer per run: the chief holds RUN/.lock (skinscan_edge.runlock); the other workers write nothing.
+    with run_lock(run.root, "train", create=True) if placement.is_chief else contextlib.nullcontext():
+        return _train_locked(cfg, run, placement, console, replace)
+
+
+def _train_locked(cfg: TrainConfig, run: RunDir, placement, console, replace: bool) -> dict:
     chief = placement.is_chief
-    if chief and not cfg.resume and run.root.exists() and any(run.root.iterdir()):
+    if chief and not cfg.resume and not replace and any(p.name != LOCK_NAME for p in run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
     if cfg.resume:
         split, labels = run.split(), run.labels()
+        fingerprint = run.config().get("data_fingerprint")
     else:
+        fp = data_fingerprint(cfg.data) if chief else None  # before the scan: a later change is seen next time
         split, labels, skipped = _scan_and_split(cfg, console if chief else None)
+        fingerprint = fp.summary() if fp else None
         if chief:
-            run.root.mkdir(parents=True, exist_ok=True)
+            if replace:  # the data changed (pipeline): nothing of the old model may be resumed
+                clear_training_state(run)
             write_json(run.skipped_path, skipped)
             write_json(run.split_path, split)
             atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
+            save_file_list(run, fp)
     if not chief:
         _say(console, f"{placement.task}: training as one of {placement.workers} workers; "
              "the chief writes the run directory")
-    state = {"phase": "prepare"}
+    state = {"phase": "prepare", "data_fingerprint": fingerprint}
     try:
         return _train(cfg, run, placement, split, labels, console, state)
     except KeyboardInterrupt:
@@ -220,7 +237,8 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
         write_json(run.config_path, {
             "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
             "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
-            "split_counts": split.get("counts"), "versions": tool_versions(),
+            "split_counts": split.get("counts"), "data_fingerprint": state.get("data_fingerprint"),
+            "versions": tool_versions(),
             "distribution": placement.describe(),
             "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
                                "size": [cfg.img_size, cfg.img_size]},

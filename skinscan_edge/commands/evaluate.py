@@ -54,6 +54,10 @@ def command(
         critical_classes=list(critical_class or []), min_agreement=min_agreement,
     )
     run_dir = RunDir.open(run)
+    from ..fingerprint import data_change
+
+    if change := data_change(run_dir):  # still the saved split: the warning says the data moved on
+        typer.echo(f"warning: {change.warning()}; evaluating the split saved at training", err=True)
     results = _evaluate_with_progress(run_dir, config)
     print_table(results)
     gate = results["gate"]

@@ -33,6 +33,7 @@ def command(
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
     calib_samples: int = options.CALIB_SAMPLES,
     qat_epochs: int = options.QAT_EPOCHS,
+    keep_model: bool = typer.Option(False, "--keep-model", help="When the data folder changed since training, keep the trained model (with a warning in the summary and the report) instead of training again."),
     android: bool = typer.Option(False, "--android", help="Also fill the Android bundle (int8 .tflite with metadata, labels, guide)."),
     android_dir: Path = options.ANDROID_DIR,
     critical_class: Optional[List[str]] = options.CRITICAL_CLASS,
@@ -67,7 +68,7 @@ def command(
         benchmark=BenchmarkConfig(device=device, threads=tuple(parse_csv_ints(bench_threads, "--bench-threads")),
                                   batches=tuple(parse_csv_ints(bench_batch, "--bench-batch")),
                                   min_time_s=bench_min_time),
-        android_dir=str(android_dir) if android else None,
+        android_dir=str(android_dir) if android else None, keep_model=keep_model,
     )
     state = _run_with_display(cfg)
     report = Path(cfg.train.out) / "reports" / "index.html"
@@ -115,4 +116,7 @@ def _run_with_display(cfg) -> dict:
         table.add_row(name, r.get("state", "-"), f"{r['seconds']:.0f}" if r.get("state") == "ran" else "-",
                       str(r.get("summary", "")))
     console.print(table)
+    for name in STAGES:
+        if state["stages"].get(name, {}).get("warning"):
+            console.print(f"[yellow]warning: {name}: {state['stages'][name]['warning']}", highlight=False)
     return state

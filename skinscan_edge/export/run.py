@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import SkinscanError, did_you_mean
 from ..rundir import RunDir, read_json, sha256_file
+from ..runlock import holds_run_lock
 from .manifest import write_manifest
 
 #: Every export this command can make: name -> (format, precision, file name).
@@ -115,6 +116,7 @@ def _entry(run: RunDir, name: str, path: Path, seconds: float, info: dict, notes
             "convert_seconds": round(seconds, 2), **info, "notes": notes}
 
 
+@holds_run_lock("export")
 def export_run(run: RunDir, cfg: ExportConfig, console=None) -> dict:
     """Export ``run`` at the requested precisions into ``RUN/exports`` and write the manifest.
 
