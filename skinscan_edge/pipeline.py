@@ -189,16 +189,15 @@ def _run_train(cfg: PipelineConfig, run: RunDir, console, hooks) -> tuple[str, b
     from .train import train
 
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
-    change = data_change(run, cfg.train.data) if run.config_path.exists() else None
+    started = run.config_path.exists()
+    if started and _train_settings(TrainConfig.from_dict(run.config()["train"])) != _train_settings(cfg.train):
+        raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
+                            f"resume it with the same options or use a new --out")
+    change = data_change(run, cfg.train.data) if started else None
     if change is not None and console is not None:
         console.print(f"data changed since training: {change.describe()}; training again "
                       f"(--keep-model keeps the old model)", highlight=False)
-    train_cfg.resume = run.config_path.exists() and change is None  # an interrupted run continues from its last epoch
-    if train_cfg.resume:
-        saved = _train_settings(TrainConfig.from_dict(run.config()["train"]))
-        if saved != _train_settings(cfg.train):
-            raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
-                                f"resume it with the same options or use a new --out")
+    train_cfg.resume = started and change is None  # an interrupted run continues from its last epoch
     result = train(train_cfg, console=console, replace=change is not None)
     if not result["chief"]:
         raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")

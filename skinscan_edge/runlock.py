@@ -159,6 +159,8 @@ def holds_run_lock(command: str) -> Callable:
         def locked(run, *args, **kwargs):
             from .rundir import RunDir
 
+            if args and callable(getattr(args[0], "validate", None)):
+                args[0].validate()  # a wrong option gets its own line, even while another command writes
             with run_lock(run.root if isinstance(run, RunDir) else Path(run), command):
                 return fn(run, *args, **kwargs)
 

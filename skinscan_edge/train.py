@@ -194,15 +194,21 @@ def train(cfg: TrainConfig, console=None, replace: bool = False) -> dict:
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
     placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    _refuse_a_finished_out(cfg, run, placement.is_chief, replace)
     # One writer per run: the chief holds RUN/.lock (skinscan_edge.runlock); the other workers write nothing.
     with run_lock(run.root, "train", create=True) if placement.is_chief else contextlib.nullcontext():
+        _refuse_a_finished_out(cfg, run, placement.is_chief, replace)  # again: a writer may have finished meanwhile
         return _train_locked(cfg, run, placement, console, replace)
+
+
+def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
+    if chief and not cfg.resume and not replace and run.root.is_dir() \
+            and any(p.name != LOCK_NAME for p in run.root.iterdir()):
+        raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
 
 
 def _train_locked(cfg: TrainConfig, run: RunDir, placement, console, replace: bool) -> dict:
     chief = placement.is_chief
-    if chief and not cfg.resume and not replace and any(p.name != LOCK_NAME for p in run.root.iterdir()):
-        raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
     if cfg.resume:
         split, labels = run.split(), run.labels()
         fingerprint = run.config().get("data_fingerprint")

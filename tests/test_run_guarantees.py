@@ -173,11 +173,14 @@ def test_keep_model_keeps_the_model_and_says_so_in_the_summary_the_report_and_ev
 
 # --- 2. one writer per run ------------------------------------------------------------------------
 HOLDER = """
-import sys, time
+import json, sys
 from pathlib import Path
 from skinscan_edge.runlock import run_lock
-run = Path(sys.argv[1])
-with run_lock(run, "train", create=True):
+run, data = Path(sys.argv[1]), sys.argv[2]
+with run_lock(run, "train", create=True):  # what `train` holds; then a run in the middle of training
+    (run / "config.json").write_text(json.dumps({"train": {"data": data, "out": str(run), "weights": "none",
+                                                           "img_size": 75}}))
+    (run / "status.json").write_text(json.dumps({"state": "incomplete", "phase": "fine_tune"}))
     (run / "first.txt").write_text("started")
     print("held", flush=True)
     sys.stdin.readline()  # hold until the test says so
@@ -185,9 +188,9 @@ with run_lock(run, "train", create=True):
 """
 
 
-def _hold(run: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+def _hold(run: Path, data: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run), str(data)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -198,18 +201,21 @@ def _ours(output: str) -> list[str]:
 
 def test_a_second_writer_is_refused_with_one_line_and_the_first_finishes_intact(tmp_path, data):
     run = tmp_path / "run"
-    first = _hold(run)
-    try:
-        second = cli(["train", "--data", data, "--out", run, "--weights", "none", "--img-size", 75], timeout=300)
+    first = _hold(run, data)
+    config = (run / "config.json").read_bytes()
+    try:  # the issue's case: a second terminal, or a scheduler's retry, resumes the run being trained
+        second = cli(["train", "--data", data, "--out", run, "--resume"], timeout=300)
         assert second.exit_code == 2, second.output
         (line,) = _ours(second.output)
         m = REFUSAL.match(line)
         assert m and m["run"] == str(run) and int(m["pid"]) == first.pid and m["cmd"] == "train", line
+        report = invoke(["report", run])  # a reader is told the run is being written, not "interrupted"
+        assert report.exit_code == 2 and REFUSAL.match(report.output.strip()), report.output
     finally:
         first.communicate("go\n", timeout=60)
     assert first.returncode == 0
-    assert (run / "first.txt").read_text() == "finished"
-    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "first.txt"]  # the second wrote nothing
+    assert (run / "first.txt").read_text() == "finished" and (run / "config.json").read_bytes() == config
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "config.json", "first.txt", "status.json"]
 
 
 def test_every_writing_command_takes_the_lock(tmp_path, data):
@@ -228,7 +234,7 @@ def test_every_writing_command_takes_the_lock(tmp_path, data):
         "pipeline": lambda: run_pipeline(PipelineConfig(train=TrainConfig(data=str(data), out=str(run), weights="none",
                                                                           img_size=75))),
     }
-    first = _hold(run)
+    first = _hold(run, data)
     try:
         for name, call in calls.items():
             with pytest.raises(SkinscanError) as e:
@@ -240,10 +246,11 @@ def test_every_writing_command_takes_the_lock(tmp_path, data):
 
 def test_kill_9_of_the_holder_lets_the_next_command_run_at_once(tmp_path, data):
     run = tmp_path / "run"
-    first = _hold(run)
+    first = _hold(run, data)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    (run / "first.txt").unlink()  # what it had written; the lock file stays, as after a real kill
+    for name in ("first.txt", "config.json", "status.json"):  # what it wrote; the lock file stays, as after a real kill
+        (run / name).unlink()
     t0 = time.monotonic()
     with run_lock(run, "export"):  # no wait and no error: the kernel released the dead holder's lock
         pass
