@@ -6,7 +6,9 @@ run already knows (image size, labels, data root, split) is asked for again on t
 Layout::
 
     RUN/
-      config.json            resolved TrainConfig, tool versions, data root, split hash
+      config.json            resolved TrainConfig, tool versions, data root, split hash, data fingerprint
+      data_files.json        the scanned files' sizes and mtimes (skinscan_edge.fingerprint)
+      .lock                  held by the one command writing the run (skinscan_edge.runlock)
       labels.txt             display names, one per line, in output order
       model.keras            the trained Keras model (best weights)
       split.json             persisted stratified split (paths relative to the data root)

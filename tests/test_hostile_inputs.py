@@ -171,7 +171,7 @@ def _one_line(error: Exception) -> str:
     return text
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(names=st.lists(name_bytes, min_size=1, max_size=8, unique=True))
 def test_scanner_keeps_every_carriable_file_name_and_skips_the_rest_with_a_reason(names):
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +194,7 @@ def test_scanner_keeps_every_carriable_file_name_and_skips_the_rest_with_a_reaso
             assert s["path"].isprintable()  # undecodable bytes and control characters escaped
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(folders=st.lists(st.one_of(name_bytes, hostile_text.map(str.encode).filter(_fits)), min_size=2, max_size=4,
                         unique=True))
 def test_class_folder_names_are_labels_or_a_one_line_refusal(folders):
@@ -215,7 +215,7 @@ def test_class_folder_names_are_labels_or_a_one_line_refusal(folders):
         assert all(map(_is_label, result.classes))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(values=st.lists(st.one_of(hostile_text, st.integers(), st.none()), min_size=1, max_size=4))
 def test_label_map_values_are_accepted_whole_or_refused_with_one_line_naming_the_key(values):
     folders = [f"folder{i}" for i in range(len(values))]
@@ -233,7 +233,7 @@ def test_label_map_values_are_accepted_whole_or_refused_with_one_line_naming_the
         assert run.labels() == labels
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(text=hostile_text)
 def test_a_run_labels_txt_is_read_whole_or_refused_with_one_line(text):
     with tempfile.TemporaryDirectory() as tmp:
