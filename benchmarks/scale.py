@@ -54,7 +54,7 @@ def _drain(ds, limit_batches=None) -> int:
 def step_scan(data: Path, res: dict) -> dict:
     from skinscan_edge.data import scan, split_items
 
-    result, res["scan_s"] = _timed(lambda: scan(data, progress=False))
+    result, res["scan_s"] = _timed(lambda: scan(data))
     res["scan_images"] = sum(len(v) for v in result.items.values())
     res["scan_ips"] = res["scan_images"] / res["scan_s"]
     split, res["split_s"] = _timed(lambda: split_items(result, 1337, 0.15, 0.15))

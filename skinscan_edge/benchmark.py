@@ -25,6 +25,7 @@ from .config import DEVICES, BenchmarkConfig
 from .hostinfo import INT8_PRECISIONS, floor_ms, host_info, host_line, measure_floor
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp
+from .runlock import holds_run_lock
 
 __all__ = ["BenchmarkConfig", "DEVICES", "run_benchmark", "measure_runtime", "latency_stats", "write_results"]
 
@@ -115,6 +116,7 @@ def _merge_floor(a: dict, b: dict) -> dict:
     return out
 
 
+@holds_run_lock("benchmark")
 def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter | None = None) -> dict:
     """Benchmark the baseline and every export of ``run_dir``; write and return the report JSON.
 

@@ -29,6 +29,7 @@ from .grouping import leak_summary
 from .models import describe, model_entries, open_model
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, timestamp, write_json
+from .runlock import holds_run_lock
 
 __all__ = ["EvaluateConfig", "GateConfig", "evaluate_run", "score_against_baseline", "write_reports"]
 
@@ -38,6 +39,7 @@ MARKDOWN_NAME = "evaluate.md"
 PREDICTIONS_NAME = "evaluate_predictions.npz"
 
 
+@holds_run_lock("evaluate")
 def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None = None) -> dict:
     """Score Keras and the chosen exports on ``config.split``, write the reports, return the JSON.
 

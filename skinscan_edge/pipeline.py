@@ -19,11 +19,16 @@ from pathlib import Path
 from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
 from .errors import SkinscanError
 from .export.converters import PRECISIONS
+from .fingerprint import data_change
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
+from .runlock import run_lock
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report")
 STATE_NAME = "pipeline.json"
+
+#: Why train is skipped when the data changed and ``keep_model`` is set; the warning follows it.
+KEPT = "kept with --keep-model; "
 
 #: TrainConfig fields that say where and how a run continues, not what it trains.
 _PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas")
@@ -38,6 +43,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     android_dir: str | None = None
+    keep_model: bool = False  # when the data changed since training: keep the model (and warn) instead of retraining
 
 
 def _same(a, b) -> bool:
@@ -60,7 +66,7 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
     records the model it was made from, evaluate.json and benchmark.json the manifest they read.
     """
     if stage == "train":
-        return "trained with the same settings" if _train_is_done(cfg, run) else None
+        return _train_is_done(cfg, run)
     if stage == "report":
         return None  # always rendered again: it is cheap and reads everything
     manifest = read_json_or_none(run.manifest_path)
@@ -95,16 +101,20 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
     return "made from this model with the same settings; SHA-256 verified"
 
 
-def _train_is_done(cfg: PipelineConfig, run: RunDir) -> bool:
-    """A finished run is reused only if it was trained with the same settings."""
+def _train_is_done(cfg: PipelineConfig, run: RunDir) -> str | None:
+    """A finished run is reused only if it was trained with the same settings on the same data
+    (``skinscan_edge.fingerprint``), or, with ``keep_model``, on an older copy of it."""
     if run.status().get("state") != "complete" or not run.model_path.exists():
-        return False
+        return None
     mine, theirs = _train_settings(cfg.train), _train_settings(TrainConfig.from_dict(run.config()["train"]))
     if mine != theirs:
         diff = next(k for k in mine if mine[k] != theirs.get(k))
         raise SkinscanError(f"{run.root} holds a finished run trained with other settings ({diff}: "
                             f"{theirs.get(diff)!r}, asked {mine[diff]!r}); use a new --out")
-    return True
+    change = data_change(run, cfg.train.data)
+    if change is None:
+        return "trained with the same settings"
+    return KEPT + change.warning() if cfg.keep_model else None
 
 
 def run_pipeline(cfg: PipelineConfig, reporter: Reporter | None = None) -> dict:
@@ -115,11 +125,14 @@ def run_pipeline(cfg: PipelineConfig, reporter: Reporter | None = None) -> dict:
     errored. ``reporter`` sees ``stage`` when a stage starts, a ``row("stage", record)`` when it
     ends, and the stages' own messages and rows.
     """
-    say = reporter_or_silent(reporter)
-    run = RunDir(Path(cfg.train.out))
     cfg.train.validate()  # every stage's settings are checked before the first one starts
     cfg.export.validate()
     cfg.evaluate.validate()
+    with run_lock(cfg.train.out, "pipeline", create=True):  # held across the stages, which take it again
+        return _run_stages(cfg, RunDir(Path(cfg.train.out)), reporter_or_silent(reporter))
+
+
+def _run_stages(cfg: PipelineConfig, run: RunDir, say: Reporter) -> dict:
     state = read_json_or_none(run.root / STATE_NAME) or {"stages": {}}
     state["ok"] = True
     for index, stage in enumerate(STAGES, 1):
@@ -128,6 +141,8 @@ def run_pipeline(cfg: PipelineConfig, reporter: Reporter | None = None) -> dict:
         why = stage_is_current(stage, cfg, run)
         if why:
             record = {"state": "skipped", "why": why, "ok": _verdict(stage, run), "summary": _SUMMARIES[stage](run)}
+            if why.startswith(KEPT):
+                record["warning"] = why.removeprefix(KEPT)
         else:
             summary, ok = _STAGE_RUNNERS[stage](cfg, run, say)
             record = {"state": "ran", "seconds": round(time.time() - t0, 1), "summary": summary,
@@ -161,13 +176,16 @@ def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bo
     from .train import train
 
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
-    train_cfg.resume = run.config_path.exists()  # an interrupted run continues from its last epoch
-    if train_cfg.resume:
-        saved = _train_settings(TrainConfig.from_dict(run.config()["train"]))
-        if saved != _train_settings(cfg.train):
-            raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
-                                f"resume it with the same options or use a new --out")
-    result = train(train_cfg, reporter=say)
+    started = run.config_path.exists()
+    if started and _train_settings(TrainConfig.from_dict(run.config()["train"])) != _train_settings(cfg.train):
+        raise SkinscanError(f"{run.root} holds an interrupted run with other settings; "
+                            f"resume it with the same options or use a new --out")
+    change = data_change(run, cfg.train.data) if started else None
+    if change is not None:
+        say.message(f"data changed since training: {change.describe()}; training again "
+                    f"(--keep-model keeps the old model)", "warn")
+    train_cfg.resume = started and change is None  # an interrupted run continues from its last epoch
+    result = train(train_cfg, reporter=say, replace=change is not None)
     if not result["chief"]:
         raise SkinscanError("the pipeline runs on the chief only; start `train` on the other workers")
     duplicates = f"; {result['duplicates']}" if result.get("duplicates") else ""

@@ -68,8 +68,11 @@ def predict_images(run: RunDir, paths: list[Path], model: str = "keras", top_k: 
             results[i]["top_k"] = [{"label": labels[j], "score": float(p[j])} for j in order]
         pending.clear()
 
+    from .names import file_name_problem, printable_path
+
     for path in paths:
-        results.append({"path": str(path)})
+        # A name that is not UTF-8 or holds a line break is shown escaped: one line per image, valid JSON.
+        results.append({"path": printable_path(str(path)) if file_name_problem(str(path)) else str(path)})
         try:
             pending.append((len(results) - 1, load_rgb(path, size)))
         except BadImage as e:

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from .rundir import RunDir, atomic_write_text, read_json_or_none, timestamp
+from .runlock import holds_run_lock
 
 INDEX_NAME = "index.html"
 TEMPLATE = "report.html.j2"
@@ -101,6 +102,7 @@ def recommend(rows: list[dict]) -> dict:
             "why": f"{basis} of the {len(passed)} export(s) that passed the gate"}
 
 
+@holds_run_lock("report")
 def build_report(run: RunDir) -> Path:
     """Render ``RUN/reports/index.html`` from the run's files and return its path."""
     import jinja2
@@ -133,10 +135,19 @@ def build_report(run: RunDir) -> Path:
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
         keras_report=keras_report, evaluation=evaluation, duplicates=duplicates, benchmark=benchmark, manifest=manifest,
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
+        data_warning=_data_warning(run),
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)
     return out
+
+
+def _data_warning(run: RunDir) -> str | None:
+    """'model trained on an older copy of the data: N added, ...' when the data changed since training."""
+    from .fingerprint import data_change
+
+    change = data_change(run)
+    return change.warning() if change else None
 
 
 def _num(value, digits: int = 1) -> str:

@@ -6,7 +6,9 @@ run already knows (image size, labels, data root, split) is asked for again on t
 Layout::
 
     RUN/
-      config.json            resolved TrainConfig, tool versions, data root, split hash
+      config.json            resolved TrainConfig, tool versions, data root, split hash, data fingerprint
+      data_files.json        the scanned files' sizes and mtimes (skinscan_edge.fingerprint)
+      .lock                  held by the one command writing the run (skinscan_edge.runlock)
       labels.txt             display names, one per line, in output order
       model.keras            the trained Keras model (best weights)
       split.json             persisted stratified split (paths relative to the data root)
@@ -104,6 +106,10 @@ class RunDir:
             raise SkinscanError(f"not a run directory (it is a file): {root}")
         run = cls(root)
         if require_model:
+            if run.status().get("state") != "complete":
+                from .runlock import refuse_if_in_use
+
+                refuse_if_in_use(root)  # being trained now, not interrupted
             if run.status().get("state") == "incomplete":
                 raise SkinscanError(
                     f"run {root} is incomplete (training was interrupted); "
@@ -168,7 +174,15 @@ class RunDir:
     def labels(self) -> list[str]:
         if not self.labels_path.exists():
             raise SkinscanError(f"{self.labels_path} is missing")
-        return [ln for ln in self.labels_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        from .names import check_labels
+
+        try:
+            lines = self.labels_path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise SkinscanError(f"{self.labels_path} is not UTF-8 text ({e})") from None
+        while lines and not lines[-1].strip():  # an editor's trailing blank line
+            lines.pop()
+        return check_labels(lines, [f"line {i}" for i in range(1, len(lines) + 1)], str(self.labels_path))
 
     def img_size(self) -> int:
         return int(self.config()["train"]["img_size"])

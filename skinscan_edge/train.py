@@ -7,6 +7,7 @@ plots, and the Keras model's test-split report into the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from pathlib import Path
@@ -14,24 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
-from .data import load_label_map, scan, split_items, training_model
+from .data import scan, split_items, training_model
 from .errors import SkinscanError
+from .fingerprint import clear_training_state, data_fingerprint, save_file_list
 from .grouping import build_grouping, duplicates_report, short_summary, summary_line
 from .hostinfo import tool_versions
 from .progress import SILENT, Reporter, reporter_or_silent
 from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, split_pairs, timestamp, write_json
+from .runlock import LOCK_NAME, run_lock
 
 
 def _scan_and_split(cfg: TrainConfig, say: Reporter) -> tuple[dict, list[str], list[dict], dict]:
     """Scan and split the data; nothing is written yet, so bad data leaves no half-made run."""
-    result = scan(Path(cfg.data), reporter=say)
+    result = scan(Path(cfg.data), reporter=say, labels=cfg.labels)  # names checked before any decode
     if result.skipped:
         reasons: dict[str, int] = {}
         for s in result.skipped:
             reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
         summary = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
         say.message(f"skipped {len(result.skipped)} file(s): {summary} (listed in skipped.json)", "warn")
-    labels = load_label_map(cfg.labels, result.classes)
+    labels = result.labels
     grouping = build_grouping(result, cfg.group_by, cfg.on_conflict)
     split = split_items(result, cfg.seed, cfg.val_fraction, cfg.test_fraction, grouping)
     duplicates = duplicates_report(grouping, split, labels)
@@ -182,8 +185,11 @@ class Interrupted(SkinscanError):
     exit_code = 130
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
+def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = False) -> dict:
     """Run the whole training; returns a summary. Writes everything into ``cfg.out``.
+
+    ``replace`` (the pipeline, when the data changed): train again into a finished run; its old
+    model and training state are removed once the new data has been scanned and split.
 
     Under ``--strategy multi-worker`` every worker calls this; only the chief writes the run
     directory (Keras' own multi-worker callbacks give the other workers temporary files that
@@ -206,24 +212,42 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> dict:
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
     placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
-    chief = placement.is_chief
-    if chief and not cfg.resume and run.root.exists() and any(run.root.iterdir()):
+    _refuse_a_finished_out(cfg, run, placement.is_chief, replace)
+    # One writer per run: the chief holds RUN/.lock (skinscan_edge.runlock); the other workers write nothing.
+    with run_lock(run.root, "train", create=True) if placement.is_chief else contextlib.nullcontext():
+        _refuse_a_finished_out(cfg, run, placement.is_chief, replace)  # again: a writer may have finished meanwhile
+        return _train_locked(cfg, run, placement, say, replace)
+
+
+def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
+    if chief and not cfg.resume and not replace and run.root.is_dir() \
+            and any(p.name != LOCK_NAME for p in run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
+
+
+def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, replace: bool) -> dict:
+    chief = placement.is_chief
     if cfg.resume:
         split, labels = run.split(), run.labels()
+        fingerprint = run.config().get("data_fingerprint")
     else:
+        fp = data_fingerprint(cfg.data) if chief else None  # before the scan: a later change is seen next time
         split, labels, skipped, duplicates = _scan_and_split(cfg, say if chief else SILENT)
+        fingerprint = fp.summary() if fp else None
         if chief:
-            _check_cache_space(split, cfg, run, placement)  # refuse before the run directory exists
+            _check_cache_space(split, cfg, run, placement)  # refuse before anything of the run is written
+            if replace:  # the data changed (pipeline): nothing of the old model may be resumed
+                clear_training_state(run)
             run.root.mkdir(parents=True, exist_ok=True)
             write_json(run.root / "duplicates.json", duplicates)
             write_json(run.skipped_path, skipped)
             write_json(run.split_path, split)
             atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
+            save_file_list(run, fp)
     if not chief:
         say.message(f"{placement.task}: training as one of {placement.workers} workers; "
                     "the chief writes the run directory")
-    state = {"phase": "prepare"}
+    state = {"phase": "prepare", "data_fingerprint": fingerprint}
     try:
         return _train(cfg, run, placement, split, labels, say, state)
     except KeyboardInterrupt:
@@ -240,7 +264,8 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
         write_json(run.config_path, {
             "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
             "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
-            "split_counts": split.get("counts"), "versions": tool_versions(),
+            "split_counts": split.get("counts"), "data_fingerprint": state.get("data_fingerprint"),
+            "versions": tool_versions(),
             "distribution": placement.describe(),
             "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
                                "size": [cfg.img_size, cfg.img_size]},

@@ -172,6 +172,12 @@ def toy_format(jobs):
     return jobs["toy"].result()
 
 
+@pytest.fixture(scope="session")
+def piped(jobs, exported_run):
+    """(run, result) of the background job: `pipeline` on a copy of the session's run."""
+    return jobs["piped"].result()
+
+
 @pytest.fixture
 def run_copy(trained_run, tmp_path):
     """A private copy of the trained run (for tests that damage it)."""

@@ -22,12 +22,6 @@ def stages(run: Path) -> dict:
     return {k: v["state"] for k, v in json.loads((run / "pipeline.json").read_text())["stages"].items()}
 
 
-@pytest.fixture(scope="session")
-def piped(jobs, exported_run):
-    """(run, result) of the background job in conftest: `pipeline` on a copy of the session's run."""
-    return jobs["piped"].result()
-
-
 def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
     run, result = piped
     assert result.exit_code == 0, result.output

@@ -26,6 +26,11 @@ def command(
     """
     from ..api import evaluate
 
+    from ..fingerprint import data_change
+    from ..rundir import RunDir
+
+    if change := data_change(RunDir.open(run)):  # still the saved split: the warning says the data moved on
+        typer.echo(f"warning: {change.warning()}; evaluating the split saved at training", err=True)
     result = evaluate(run, EvaluateConfig(**eval_opts, **gate_opts), reporter=reporter())
     if result.results.get("leak_warning"):
         typer.echo(f"warning: {result.results['leak_warning']}", err=True)

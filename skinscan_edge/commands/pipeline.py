@@ -21,6 +21,7 @@ def command(
     data: Path = options.DATA,
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name of --data>). Re-running with the same --out skips the stages that are finished and valid."),
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
+    keep_model: bool = typer.Option(False, "--keep-model", help="When the data folder changed since training, keep the trained model (with a warning in the summary and the report) instead of training again."),
     android: bool = options.ANDROID,
     android_dir: Path = options.ANDROID_DIR,
     train_opts: dict = None,
@@ -43,7 +44,7 @@ def command(
         export=ExportConfig(precisions=[p for p in PRECISIONS if qat or p != "qat"], **export_opts),
         evaluate=EvaluateConfig(**gate_opts),
         benchmark=BenchmarkConfig(**bench_opts),
-        android_dir=str(android_dir) if android else None,
+        android_dir=str(android_dir) if android else None, keep_model=keep_model,
     )
     result = pipeline(cfg, reporter=PipelineReporter())
     _summary_table(result.stages)
@@ -80,4 +81,8 @@ def _summary_table(stages: dict) -> None:
         r = stages.get(name, {})
         table.add_row(name, r.get("state", "-"), f"{r['seconds']:.0f}" if r.get("state") == "ran" else "-",
                       str(r.get("summary", "")))
-    reporter().console.print(table)
+    console = reporter().console
+    console.print(table)
+    for name in STAGES:
+        if stages.get(name, {}).get("warning"):
+            console.print(f"[yellow]warning: {name}: {stages[name]['warning']}", highlight=False)

@@ -24,6 +24,7 @@ from ..config import ExportConfig
 from ..errors import SkinscanError
 from ..progress import Reporter, plain, reporter_or_silent
 from ..rundir import RunDir, read_json, read_json_or_none, sha256_file, timestamp
+from ..runlock import holds_run_lock
 from .converters import EXPORTS, PRECISIONS, Context
 from .manifest import COMPLETE, write_manifest
 
@@ -85,6 +86,7 @@ def _command_flags(cfg: ExportConfig) -> str:
     return " ".join(flags)
 
 
+@holds_run_lock("export")
 def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None) -> dict:
     """Export ``run`` at the requested precisions into ``RUN/exports`` and write the manifest.
 
