@@ -214,7 +214,12 @@ def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str
 def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .report import build_report
 
-    return str(build_report(RunDir.open(run.root))), True
+    page = build_report(RunDir.open(run.root))  # writes RUN/MODEL_CARD.md too
+    if cfg.android_dir:  # the bundle carries the card, which exists only now
+        from .export.android import build_android_bundle
+
+        build_android_bundle(run, Path(cfg.android_dir))
+    return str(page), True
 
 
 _STAGE_RUNNERS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate,

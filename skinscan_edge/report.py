@@ -115,6 +115,9 @@ def build_report(run: RunDir) -> Path:
         check_complete(run, manifest)
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")
     skipped = read_json_or_none(run.skipped_path) or []
+    from .model_card import write_model_card
+
+    card = write_model_card(run)  # beside the page, from the same files; the page links it
     rows = export_rows(evaluation, benchmark, manifest)
     reasons = Counter(s.get("reason", "?") for s in skipped)
     images = {"curves": _png(run.root / "training_curves.png"),
@@ -132,6 +135,7 @@ def build_report(run: RunDir) -> Path:
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
         keras_report=keras_report, evaluation=evaluation, benchmark=benchmark, manifest=manifest,
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
+        model_card=f"../{card.name}",
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)
