@@ -249,6 +249,9 @@ class BenchmarkConfig:
       models: names to run (``keras`` and manifest names); None runs the baseline and every export.
       floor: measure the GEMM floor in the same run (before and after the models; best kept).
       worker_timeout_s: a model taking longer is recorded as an error.
+      adb: also measure every TFLite export on an Android phone over adb (its serial, or
+        ``auto`` for the only attached one); needs ``benchmark_model`` (see adb_bench.py).
+      benchmark_model: path of LiteRT's benchmark_model binary for Android, pushed to the phone.
     """
 
     device: str = "cpu"
@@ -263,8 +266,13 @@ class BenchmarkConfig:
     models: tuple[str, ...] | None = None
     floor: bool = True
     worker_timeout_s: float = 1800.0
+    adb: str | None = None
+    benchmark_model: str | None = None
 
     def __post_init__(self) -> None:
+        if bool(self.adb) != bool(self.benchmark_model):
+            raise SkinscanError("--adb SERIAL and --benchmark-model PATH go together: the phone runs LiteRT's "
+                                "benchmark_model binary (see README, Phone latency over adb)")
         if self.device not in DEVICES:
             raise SkinscanError(did_you_mean(self.device, list(DEVICES), "--device", "devices"))
         self.threads, self.batches = tuple(self.threads), tuple(self.batches)

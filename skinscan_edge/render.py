@@ -124,7 +124,7 @@ def render_benchmark_markdown(results: dict) -> str:
     for r in rows:
         ok = "skipped" not in r and "error" not in r
         mean = f"{_fmt(r.get('latency_mean_ms'), -1)} ± {_fmt(r.get('latency_std_ms'), -1)}" if ok else "–"
-        cells = ([r["model"], r["precision"], r["device"], r["threads"], _fmt(r.get("size_mb"), 2),
+        cells = ([r["model"], r["precision"], r["device"], _fmt(r.get("threads")), _fmt(r.get("size_mb"), 2),
                   _fmt(r.get("load_ms"), 0), _fmt(r.get("first_inference_ms"), -1),
                   _fmt(r.get("latency_p50_ms"), -1), _fmt(r.get("latency_p90_ms"), -1),
                   _fmt(r.get("latency_p99_ms"), -1), mean]

@@ -54,6 +54,16 @@ def _latency_rows(benchmark: dict | None) -> dict[str, dict]:
     return out
 
 
+def phone_rows(benchmark: dict | None) -> list[dict]:
+    """The rows measured on an Android phone over adb, each with the desktop p50 of the same model."""
+    if not benchmark:
+        return []
+    desktop = _latency_rows(benchmark)
+    return [{**r, "desktop_p50_ms": (desktop.get(r["model"]) or {}).get("latency_p50_ms"),
+             "desktop_threads": (desktop.get(r["model"]) or {}).get("threads")}
+            for r in benchmark.get("rows", []) if str(r.get("device", "")).startswith("android:")]
+
+
 def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict | None) -> list[dict]:
     """One row per model (Keras first): size, accuracy and its delta, gate verdict, latency."""
     latency = _latency_rows(benchmark)
@@ -135,7 +145,7 @@ def build_report(run: RunDir) -> Path:
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
         keras_report=keras_report, evaluation=evaluation, benchmark=benchmark, manifest=manifest,
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
-        model_card=f"../{card.name}",
+        model_card=f"../{card.name}", phone=phone_rows(benchmark),
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)
