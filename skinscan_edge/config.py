@@ -212,6 +212,9 @@ class EvaluateConfig(GateConfig):
       n_bootstrap: paired-bootstrap resamples for the 95% interval of Δaccuracy.
       seed: seed of the bootstrap, so the same predictions give the same interval.
       ece_bins: equal-width confidence bins for the expected calibration error.
+      client: also score the Android bundle through a real client (``mediapipe``: MediaPipe's
+        ImageClassifier on the original files, in its own venv); None: not.
+      android_dir: the bundle folder the client reads (None: the export's default).
     """
 
     split: str = "test"
@@ -221,8 +224,14 @@ class EvaluateConfig(GateConfig):
     n_bootstrap: int = 1000
     seed: int = 0
     ece_bins: int = ECE_BINS
+    client: str | None = None
+    android_dir: str | None = None
 
     def validate(self) -> "EvaluateConfig":
+        from .client import CLIENTS  # no heavy import
+
+        if self.client is not None and self.client not in CLIENTS:
+            raise SkinscanError("--client: " + did_you_mean(self.client, list(CLIENTS), "client"))
         if self.batch_size < 1:
             raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_bootstrap < 1:

@@ -180,6 +180,15 @@ def _evaluation(evaluation: dict | None, run: RunDir) -> list[str]:
                   f"accuracy drops more than {gate['max_accuracy_drop_pp']} pp below Keras or its recall "
                   f"drops more than {gate['max_recall_drop_pp']} pp ({scope}){agree}."]
     lines += [f"- {f}" for f in failures]
+    g = evaluation.get("client_gap")
+    if g:
+        lines += ["", f"**What the phone sees.** `android-bundle (mediapipe)` is the Android bundle's file in MediaPipe's "
+                      f"ImageClassifier on the original files. Against LiteRT on the project's pixels it agrees on "
+                      f"{_pct(g['top1_agreement'])} of top-1 classes ({g['num_top1_differ']} of {g['files']} differ)."]
+        t = g.get("tensor") or {}
+        if t.get("files"):
+            lines.append(f"MediaPipe's input tensor differs from the project's by {t['project_mean_abs']:.2f} levels of 255 "
+                         f"on average; it matches best: {t['best_match']}.")
     return lines
 
 

@@ -196,7 +196,9 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
     gate = results["gate"]
     say.row("evaluate", results)
     verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(gate['failures'])}"
-    return f"{results['num_images']} images, {len(results['models']) - 1} exports; {verdict}", gate["passed"]
+    exports = [m for m in results["models"] if m["name"] != "keras" and not m.get("client")]
+    client = " + MediaPipe client" if len(exports) < len(results["models"]) - 1 else ""
+    return f"{results['num_images']} images, {len(exports)} exports{client}; {verdict}", gate["passed"]
 
 
 def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:

@@ -77,7 +77,7 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
         row.update({k: m.get(k) for k in ("precision", "format", "file", "size_mb", "accuracy", "delta_accuracy_pp",
                                           "delta_accuracy_ci95_low_pp", "delta_accuracy_ci95_high_pp",
                                           "top1_agreement", "worst_recall_drop_pp", "worst_recall_drop_class",
-                                          "recall_delta_pp", "confusion_png")})
+                                          "recall_delta_pp", "confusion_png", "client")})
         if m["name"] != "keras":
             row["gate_failures"] = [f for f in failures if f.startswith(m["name"] + ": ")]
             row["gate_passed"] = not row["gate_failures"]
@@ -94,7 +94,7 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
 def recommend(rows: list[dict]) -> dict:
     """The export to ship: among those that passed the gate, the fastest measured (then the
     smallest). Says why when there is none."""
-    exports = [r for r in rows if r["name"] != "keras"]
+    exports = [r for r in rows if r["name"] != "keras" and not r.get("client")]  # a client row is no file to ship
     if not exports:
         return {"name": None, "why": "nothing is exported yet: run `skinscan-edge export RUN --int8`"}
     evaluated = [r for r in exports if "gate_passed" in r]
