@@ -188,6 +188,14 @@ def pick_device(serial: str) -> str:
     return serial
 
 
+def preflight(serial: str, binary: str | Path) -> str:
+    """Fail early, before any desktop row is measured: the binary exists and the device is there."""
+    if not Path(binary).is_file():
+        raise SkinscanError(f"--benchmark-model {binary} not found; download LiteRT's benchmark_model for "
+                            f"Android ({BINARY_URL}) and pass its path")
+    return pick_device(serial)
+
+
 def _shell(serial: str, command: str, timeout: float = ADB_TIMEOUT_S) -> subprocess.CompletedProcess:
     return _adb(["-s", serial, "shell", command], timeout=timeout)
 
@@ -210,10 +218,7 @@ def adb_rows(run, entries: list[dict], serial: str, binary: str | Path,
 
     say = reporter_or_silent(reporter)
     binary = Path(binary)
-    if not binary.is_file():
-        raise SkinscanError(f"--benchmark-model {binary} not found; download LiteRT's benchmark_model for "
-                            f"Android ({BINARY_URL}) and pass its path")
-    serial = pick_device(serial)
+    serial = preflight(serial, binary)
     model = _shell(serial, "getprop ro.product.model", timeout=60).stdout.strip() or serial
     sdk = _shell(serial, "getprop ro.build.version.sdk", timeout=60).stdout.strip()
     device = f"android:{model}"

@@ -127,6 +127,10 @@ def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter 
     say = reporter_or_silent(reporter)
     run = RunDir.open(run_dir)
     plan = model_entries(run, list(cfg.models) if cfg.models else None)
+    if cfg.adb:  # a missing phone or binary fails before the desktop sweep, not after it
+        from .adb_bench import preflight
+
+        preflight(cfg.adb, cfg.benchmark_model)
     cpu_threads = sorted(set(cfg.threads))
     floors = {t: measure_floor(t) for t in cpu_threads} if cfg.floor and "cpu" in cfg.devices() else {}
     no_cuda = cuda_unavailable_reason() if "gpu" in cfg.devices() else None
