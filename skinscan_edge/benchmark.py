@@ -129,6 +129,10 @@ def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter 
     say = reporter_or_silent(reporter)
     run = RunDir.open(run_dir)
     plan = model_entries(run, list(cfg.models) if cfg.models else None)
+    if cfg.adb:  # a missing phone or binary fails before the desktop sweep, not after it
+        from .adb_bench import preflight
+
+        preflight(cfg.adb, cfg.benchmark_model)
     cpu_threads = sorted(set(cfg.threads))
     floors = {t: measure_floor(t) for t in cpu_threads} if cfg.floor and "cpu" in cfg.devices() else {}
     no_cuda = cuda_unavailable_reason() if "gpu" in cfg.devices() else None
@@ -149,6 +153,10 @@ def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter 
                     row.update(spawn(spec, cfg.worker_timeout_s))
                 rows.append(row)
                 say.row("benchmark", row)
+    if cfg.adb:  # the phone's rows, from its own benchmark_model (adb_bench.py)
+        from .adb_bench import adb_rows
+
+        rows += adb_rows(run, plan, cfg.adb, cfg.benchmark_model, reporter=say)
     if floors:  # again after the models: on a shared host, keep the better reading
         floors = {t: _merge_floor(f, measure_floor(t)) for t, f in floors.items()}
     results = _assemble(run, cfg, rows, floors)
@@ -171,7 +179,7 @@ def _assemble(run: RunDir, cfg: BenchmarkConfig, rows: list[dict], floors: dict)
             floor = {"fp32_gflops": row["floor_fp32_gflops"], "int8_gops": row.get("floor_int8_gops")}
         row["floor_ms"] = floor_ms((row.get("gmacs") or gmacs or 0) * 1e9, row["precision"], floor)
         row["x_floor"] = row["latency_p50_ms"] / row["floor_ms"] if row["floor_ms"] else None
-        if row["device"] != "cpu":
+        if row["device"] == "gpu":
             row["floor_note"] = "the floor is the CPU GEMM peak; no GPU floor is measured"
     info = host_info()
     return {

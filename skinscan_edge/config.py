@@ -237,6 +237,9 @@ class EvaluateConfig(GateConfig):
       n_bootstrap: paired-bootstrap resamples for the 95% interval of Δaccuracy.
       seed: seed of the bootstrap, so the same predictions give the same interval.
       ece_bins: equal-width confidence bins for the expected calibration error.
+      client: also score the Android bundle through a real client (``mediapipe``: MediaPipe's
+        ImageClassifier on the original files, in its own venv); None: not.
+      android_dir: the bundle folder the client reads (None: the export's default).
     """
 
     split: str = "test"
@@ -246,8 +249,14 @@ class EvaluateConfig(GateConfig):
     n_bootstrap: int = 1000
     seed: int = 0
     ece_bins: int = ECE_BINS
+    client: str | None = None
+    android_dir: str | None = None
 
     def validate(self) -> "EvaluateConfig":
+        from .client import CLIENTS  # no heavy import
+
+        if self.client is not None and self.client not in CLIENTS:
+            raise SkinscanError("--client: " + did_you_mean(self.client, list(CLIENTS), "client"))
         if self.batch_size < 1:
             raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_bootstrap < 1:
@@ -274,6 +283,9 @@ class BenchmarkConfig:
       models: names to run (``keras`` and manifest names); None runs the baseline and every export.
       floor: measure the GEMM floor in the same run (before and after the models; best kept).
       worker_timeout_s: a model taking longer is recorded as an error.
+      adb: also measure every TFLite export on an Android phone over adb (its serial, or
+        ``auto`` for the only attached one); needs ``benchmark_model`` (see adb_bench.py).
+      benchmark_model: path of LiteRT's benchmark_model binary for Android, pushed to the phone.
     """
 
     device: str = "cpu"
@@ -288,8 +300,13 @@ class BenchmarkConfig:
     models: tuple[str, ...] | None = None
     floor: bool = True
     worker_timeout_s: float = 1800.0
+    adb: str | None = None
+    benchmark_model: str | None = None
 
     def __post_init__(self) -> None:
+        if bool(self.adb) != bool(self.benchmark_model):
+            raise SkinscanError("--adb SERIAL and --benchmark-model PATH go together: the phone runs LiteRT's "
+                                "benchmark_model binary (see README, Phone latency over adb)")
         if self.device not in DEVICES:
             raise SkinscanError(did_you_mean(self.device, list(DEVICES), "--device", "devices"))
         self.threads, self.batches = tuple(self.threads), tuple(self.batches)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from dataclasses import asdict
 
@@ -79,6 +80,12 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
             probs[name] = p
             info[name] = {"name": name, **describe(run, entry), "eval_seconds": seconds}
 
+    client_gap = None
+    if config.client:  # the Android bundle through the real client, on the original files (client.py)
+        from .client import CLIENT_ROW, score_client
+
+        with say.bars(transient=False):
+            probs[CLIENT_ROW], info[CLIENT_ROW], client_gap = score_client(run, config, items, labels, say)
     paths = [str(p) for p, _ in items]
     y_true = np.array([y for _, y in items], dtype=np.int64)
     results = {
@@ -93,6 +100,8 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
         **leak_summary(run.split(), config.split),  # images with a near-duplicate in another split
         "models": [],
     }
+    if client_gap:
+        results["client_gap"] = client_gap
     for name, p in probs.items():
         row = {**info[name], **score_against_baseline(y_true, probs["keras"], p, labels, paths, config)}
         cm = metrics.confusion(y_true, p.argmax(axis=1), len(labels))
@@ -183,7 +192,7 @@ def _predict(rt, x: np.ndarray) -> np.ndarray:
 def _plot_confusion(run: RunDir, name: str, cm: np.ndarray, labels: list[str], acc: float) -> str:
     from .plots import plot_confusion
 
-    rel = f"reports/evaluate_confusion_{name}.png"
+    rel = f"reports/evaluate_confusion_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}.png"
     plot_confusion(cm, labels, run.root / rel, title=f"{name}: accuracy {acc:.3f}")
     return rel
 

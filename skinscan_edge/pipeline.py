@@ -215,7 +215,9 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
     gate = results["gate"]
     say.row("evaluate", results)
     verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(gate['failures'])}"
-    return f"{results['num_images']} images, {len(results['models']) - 1} exports; {verdict}", gate["passed"]
+    exports = [m for m in results["models"] if m["name"] != "keras" and not m.get("client")]
+    client = " + MediaPipe client" if len(exports) < len(results["models"]) - 1 else ""
+    return f"{results['num_images']} images, {len(exports)} exports{client}; {verdict}", gate["passed"]
 
 
 def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
@@ -233,7 +235,12 @@ def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str
 def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
     from .report import build_report
 
-    return str(build_report(RunDir.open(run.root))), True
+    page = build_report(RunDir.open(run.root))  # writes RUN/MODEL_CARD.md too
+    if cfg.android_dir:  # the bundle carries the card, which exists only now
+        from .export.android import build_android_bundle
+
+        build_android_bundle(run, Path(cfg.android_dir))
+    return str(page), True
 
 
 _STAGE_RUNNERS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate,

@@ -103,7 +103,8 @@ class RichReporter(Reporter):
     def row(self, kind: str, row: dict) -> None:
         if kind == "benchmark":
             what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
-                    if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms")
+                    if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms" if row.get("latency_p50_ms")
+                    else f"mean {row.get('latency_mean_ms', float('nan')):.1f} ms")
             self.message(f"{row['model']:>16} {row['device']} x{row['threads']}: {what}")
 
 

@@ -44,6 +44,8 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
               f"Accuracy drop <= {gate['max_accuracy_drop_pp']} pp, recall drop <= "
               f"{gate['max_recall_drop_pp']} pp ({scope}){agree}.", ""]
     lines += [f"- {f}" for f in gate["failures"]]
+    if results.get("client_gap"):
+        lines += ["", *client_gap_lines(results["client_gap"])]
     for f in results["export_failures"]:
         lines.append(f"- export {f.get('name')} was not produced: {f.get('error')}")
     for m in results["models"]:
@@ -78,6 +80,23 @@ def leak_line(results: dict) -> str:
         return f"Near-duplicates: {results.get('leak_warning') or 'not checked (evaluated before this was recorded)'}."
     return (f"Near-duplicates: {results['num_leaked_images']} of the {results['split']} images have a near-duplicate "
             f"(or a --group-by group member) in another split.")
+
+
+def client_gap_lines(g: dict) -> list[str]:
+    """The preprocessing gap of the MediaPipe client row, as Markdown lines."""
+    lines = ["## Preprocessing gap: MediaPipe against LiteRT on the same file", "",
+             f"The bundle file ({g['source_export']}) on {g['files']} files: top-1 agreement "
+             f"{g['top1_agreement']:.4f} ({g['num_top1_differ']} differ), mean |Δp| {g['prob_mean_abs_diff']:.4f}, "
+             f"accuracy {g['litert_accuracy']:.4f} (LiteRT, Pillow pixels) vs {g['client_accuracy']:.4f} (MediaPipe, file)."]
+    t = g.get("tensor") or {}
+    if t.get("files"):
+        lines += ["", f"MediaPipe's input tensor (identity probe, {t['files']} files) vs the project's pixels: "
+                      f"mean |Δ| {t['project_mean_abs']:.2f} of 255; decoders differ by "
+                      f"{t['decoder_mean_abs'] if t['decoder_mean_abs'] is None else round(t['decoder_mean_abs'], 2)}. "
+                      f"Best-matching candidate: {t['best_match']}.", "",
+                  "| candidate | mean abs diff (levels) |", "|---|---|"]
+        lines += [f"| {n} | {v:.2f} |" for n, v in t["candidates_mean_abs"].items()]
+    return lines
 
 
 def _size(mb: float) -> str:
@@ -132,7 +151,7 @@ def render_benchmark_markdown(results: dict) -> str:
     for r in rows:
         ok = "skipped" not in r and "error" not in r
         mean = f"{_fmt(r.get('latency_mean_ms'), -1)} ± {_fmt(r.get('latency_std_ms'), -1)}" if ok else "–"
-        cells = ([r["model"], r["precision"], r["device"], r["threads"], _fmt(r.get("size_mb"), 2),
+        cells = ([r["model"], r["precision"], r["device"], _fmt(r.get("threads")), _fmt(r.get("size_mb"), 2),
                   _fmt(r.get("load_ms"), 0), _fmt(r.get("first_inference_ms"), -1),
                   _fmt(r.get("latency_p50_ms"), -1), _fmt(r.get("latency_p90_ms"), -1),
                   _fmt(r.get("latency_p99_ms"), -1), mean]

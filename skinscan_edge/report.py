@@ -55,6 +55,16 @@ def _latency_rows(benchmark: dict | None) -> dict[str, dict]:
     return out
 
 
+def phone_rows(benchmark: dict | None) -> list[dict]:
+    """The rows measured on an Android phone over adb, each with the desktop p50 of the same model."""
+    if not benchmark:
+        return []
+    desktop = _latency_rows(benchmark)
+    return [{**r, "desktop_p50_ms": (desktop.get(r["model"]) or {}).get("latency_p50_ms"),
+             "desktop_threads": (desktop.get(r["model"]) or {}).get("threads")}
+            for r in benchmark.get("rows", []) if str(r.get("device", "")).startswith("android:")]
+
+
 def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict | None) -> list[dict]:
     """One row per model (Keras first): size, accuracy and its delta, gate verdict, latency."""
     latency = _latency_rows(benchmark)
@@ -68,7 +78,7 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
         row.update({k: m.get(k) for k in ("precision", "format", "file", "size_mb", "accuracy", "delta_accuracy_pp",
                                           "delta_accuracy_ci95_low_pp", "delta_accuracy_ci95_high_pp",
                                           "top1_agreement", "worst_recall_drop_pp", "worst_recall_drop_class",
-                                          "recall_delta_pp", "confusion_png")})
+                                          "recall_delta_pp", "confusion_png", "client")})
         if m["name"] != "keras":
             row["gate_failures"] = [f for f in failures if f.startswith(m["name"] + ": ")]
             row["gate_passed"] = not row["gate_failures"]
@@ -85,7 +95,7 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
 def recommend(rows: list[dict]) -> dict:
     """The export to ship: among those that passed the gate, the fastest measured (then the
     smallest). Says why when there is none."""
-    exports = [r for r in rows if r["name"] != "keras"]
+    exports = [r for r in rows if r["name"] != "keras" and not r.get("client")]  # a client row is no file to ship
     if not exports:
         return {"name": None, "why": "nothing is exported yet: run `skinscan-edge export RUN --int8`"}
     evaluated = [r for r in exports if "gate_passed" in r]
@@ -118,6 +128,9 @@ def build_report(run: RunDir) -> Path:
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")
     skipped = read_json_or_none(run.skipped_path) or []
     duplicates = read_json_or_none(run.root / "duplicates.json")
+    from .model_card import write_model_card
+
+    card = write_model_card(run)  # beside the page, from the same files; the page links it
     rows = export_rows(evaluation, benchmark, manifest)
     reasons = Counter(s.get("reason", "?") for s in skipped)
     images = {"curves": _png(run.root / "training_curves.png"),
@@ -136,6 +149,7 @@ def build_report(run: RunDir) -> Path:
         keras_report=keras_report, evaluation=evaluation, duplicates=duplicates, benchmark=benchmark, manifest=manifest,
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
         data_warning=_data_warning(run),
+        model_card=f"../{card.name}", phone=phone_rows(benchmark),
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)

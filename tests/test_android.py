@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from skinscan_edge.rundir import RunDir, sha256_file, write_json
 REPO = Path(__file__).resolve().parents[1]
 READER_DIR = Path(__file__).with_name("android_reader")
 READER_VENV = REPO / ".venv-reader"
-MEDIAPIPE = "mediapipe==1.2.3"
 SIZE = 32
 LABELS = ["Dermatitis Atopik", "Eksim", "Infeksi Jamur", "Infeksi Virus", "Karsinoma Sel Basal", "Kutil",
           "Melanoma", "Psoriasis", "Tahi Lalat", "Tumor Jinak"]  # the demo run's order (alphabetical)
@@ -151,25 +149,16 @@ def bundle(tiny_int8, tmp_path_factory) -> tuple[RunDir, Path, dict]:
 
 @pytest.fixture(scope="session")
 def reader_python() -> Path:
-    """The reader venv's python, with mediapipe installed (once; cached in <repo>/.venv-reader)."""
-    stamp = READER_VENV / f".installed-{MEDIAPIPE}"
-    python = READER_VENV / "bin" / "python"
-    if stamp.exists() and python.exists():
-        return python
-    shutil.rmtree(READER_VENV, ignore_errors=True)  # a half-built venv from an interrupted run
-    subprocess.run([sys.executable, "-m", "venv", str(READER_VENV)], check=True)
-    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
-    done = subprocess.run([*pip, "install", "--quiet", MEDIAPIPE], capture_output=True, text=True)
-    if done.returncode != 0:
-        probe = subprocess.run([*pip, "index", "versions", "mediapipe"], capture_output=True, text=True)
-        if probe.returncode != 0:
-            shutil.rmtree(READER_VENV, ignore_errors=True)
-            last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-            pytest.skip(f"pip cannot reach the package registry to install {MEDIAPIPE} into "
-                        f".venv-reader ({last}); the MediaPipe real-reader check did not run")
-        pytest.fail(f"pip install {MEDIAPIPE} failed although the registry answers:\n{done.stderr[-3000:]}")
-    stamp.touch()
-    return python
+    """The reader venv's python, with mediapipe installed (once; cached in <repo>/.venv-reader) by the
+    library's own builder, skinscan_edge.client.reader_python."""
+    from skinscan_edge.client import reader_python as build
+
+    try:
+        return build(READER_VENV)
+    except SkinscanError as e:
+        if "cannot reach the package registry" in str(e):
+            pytest.skip(f"{e}; the MediaPipe real-reader check did not run")
+        raise
 
 
 # --- write_metadata / read_metadata -----------------------------------------------------------
@@ -556,3 +545,39 @@ def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> No
 
 def test_a_real_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path):
     _check_a_real_bundle(exported_run, reader_python, tmp_path)
+
+
+# --- the client path: evaluate --client mediapipe (skinscan_edge.client) -----------------------
+def test_client_scores_the_bundle_from_the_original_files_and_measures_the_gap(bundle, reader_python, tmp_path):
+    """MediaPipe gets the original 48x40 PNGs and resizes them itself; the gap against LiteRT on the
+    project's pixels is measured, and the probe names MediaPipe's resize exactly."""
+    from skinscan_edge.client import CLIENT_ROW, score_client
+    from skinscan_edge.config import EvaluateConfig
+    from skinscan_edge.imageio import load_rgb
+
+    run, out, _ = bundle
+    items = run.split_items("test")
+    probs, info, gap = score_client(run, EvaluateConfig(client="mediapipe", android_dir=str(out)), items, LABELS)
+    assert probs.shape == (len(items), len(LABELS)) and info["name"] == CLIENT_ROW and info["precision"] == "int8"
+    # The same file through MediaPipe by hand (tests/android_reader/classify.py) gives the same scores.
+    got = _classify(reader_python, out / "skinscan_int8.tflite", tmp_path, load_rgb(items[0][0]), image=items[0][0])
+    assert [c["score"] for c in sorted(got["image"], key=lambda c: c["index"])] == pytest.approx(probs[0].tolist(), abs=1e-6)
+    litert = _litert(out / "skinscan_int8.tflite", np.stack([load_rgb(p, SIZE) for p, _ in items]))
+    assert gap["prob_max_abs_diff"] == pytest.approx(float(np.abs(litert - probs).max()), abs=1e-6)
+    assert gap["num_top1_differ"] == int((litert.argmax(1) != probs.argmax(1)).sum())
+    t = gap["tensor"]
+    assert t["files"] == len(items) and t["source_shapes"] == [[40, 48, 3]]
+    assert t["best_match"].startswith("stretch, corner-aligned bilinear warp")
+    assert t["candidates_mean_abs"][t["best_match"]] < 0.5 < t["project_mean_abs"]  # the resize differs, measurably
+    assert t["decoder_mean_abs"] == 0.0  # PNG: both decoders give the same pixels
+
+
+def test_client_refuses_a_bundle_from_another_run(bundle, tmp_path, tiny_fp32):
+    from skinscan_edge.client import bundle_model
+
+    run, out, _ = bundle
+    with pytest.raises(SkinscanError, match="no Android bundle in .*; run `skinscan-edge export .* --android"):
+        bundle_model(run, str(tmp_path / "empty"))
+    other = _make_run(tmp_path / "other", tiny_fp32)
+    with pytest.raises(SkinscanError, match="is not from this run's exports"):
+        bundle_model(other, str(out))

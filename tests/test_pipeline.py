@@ -29,6 +29,9 @@ def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
                            "report": "ran"}
     for name in ("evaluate.json", "benchmark.json", "index.html"):
         assert (run / "reports" / name).is_file()
+    card = (run / "MODEL_CARD.md").read_text()  # written by the report stage, linked from the page
+    assert "## Evaluation" in card and "**The gate: PASSED.**" in card
+    assert '<a href="../MODEL_CARD.md">' in (run / "reports" / "index.html").read_text()
     assert result.stdout.strip().splitlines()[-1] == f"report: {run / 'reports' / 'index.html'}"
     for i, stage in enumerate(("train", "export", "evaluate", "benchmark", "report"), 1):
         assert f"stage {i}/5: {stage}" in result.output

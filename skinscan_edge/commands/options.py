@@ -110,6 +110,9 @@ EVALUATE = (
     Opt("num_threads", ("--threads",), "CPU threads for TFLite and onnxruntime (default: runtime's choice).", Optional[int]),
     Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
     Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
+    Opt("client", ("--client",), "Also score the Android bundle through a real client: 'mediapipe' runs its .tflite in MediaPipe's ImageClassifier on the original image files (built once into .venv-reader), as row 'android-bundle (mediapipe)', gated like any export.", Optional[str]),
+    Opt("android_dir", ("--android-dir",), "The Android bundle folder --client reads (default: the export's, android_assets/bundle).", Optional[Path],
+        parse=lambda v: str(v) if v else None),
 )
 
 BENCHMARK = (
@@ -121,6 +124,9 @@ BENCHMARK = (
     Opt("min_runs", ("--min-runs",), "Timed batch-1 runs, at least.", int),
     Opt("images", ("--images",), "Size of the seeded sample of test images.", int),
     Opt("floor", ("--floor/--no-floor",), "Measure the GEMM floor in the same run.", bool),
+    Opt("adb", ("--adb",), "Also measure every TFLite export on an Android phone over adb: its serial (adb devices), or 'auto' for the only one attached. Needs --benchmark-model.", Optional[str], metavar="SERIAL"),
+    Opt("benchmark_model", ("--benchmark-model",), "Path of LiteRT's benchmark_model binary for Android (README: Phone latency over adb); pushed to the phone.", Optional[Path],
+        parse=lambda v: str(v) if v else None, metavar="PATH"),
 )
 #: The benchmark options pipeline exposes (with --bench- in front); the others keep their defaults.
 PIPELINE_BENCHMARK = ("device", "threads", "batches", "min_time_s")
