@@ -30,7 +30,7 @@ from .hostinfo import (INT8_PRECISIONS, count_macs_keras, count_macs_onnx, floor
                        measure_floor)
 from .rundir import RunDir, read_json, sha256_file
 
-DEVICES = ("cpu", "gpu", "all")
+DEVICES = ("auto", "cpu", "gpu", "all")
 ANDROID_GPU = ("TFLite's GPU delegate is for Android (OpenCL / OpenGL ES); it has no desktop "
                "CUDA path, so no desktop GPU number is reported")
 #: The GEMM each worker re-measures after its timed runs (the run-level floor uses hostinfo's default).
@@ -45,7 +45,8 @@ class BenchmarkConfig:
     """How to benchmark a run.
 
     Attributes:
-      device: ``cpu``, ``gpu`` or ``all``. GPU rows run ONNX on onnxruntime's CUDA (TensorRT
+      device: ``auto`` (``all`` where an NVIDIA driver is present, else ``cpu``), ``cpu``, ``gpu``
+        or ``all``. GPU rows run ONNX on onnxruntime's CUDA (TensorRT
         where present) provider and Keras on TensorFlow's GPU; without a CUDA device they are
         recorded as skipped with the reason.
       threads: intra-op thread counts; every CPU model is measured at each.
@@ -60,7 +61,7 @@ class BenchmarkConfig:
       worker_timeout_s: a model taking longer is recorded as an error.
     """
 
-    device: str = "cpu"
+    device: str = "auto"
     threads: tuple[int, ...] = (1, 2)
     batches: tuple[int, ...] = (1, 8, 32)
     warmup: int = 5
@@ -86,6 +87,8 @@ class BenchmarkConfig:
             raise SkinscanError("--warmup and --min-time must be >= 0, --min-runs and --images >= 1")
 
     def devices(self) -> list[str]:
+        if self.device == "auto":
+            return ["cpu"] if cuda_unavailable_reason() else ["cpu", "gpu"]
         return ["cpu", "gpu"] if self.device == "all" else [self.device]
 
 

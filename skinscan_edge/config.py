@@ -33,6 +33,8 @@ class TrainConfig:
       resume: continue an interrupted run from its last completed epoch.
       strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
       cpu_replicas: with ``mirrored`` and no GPU, the number of logical CPU devices.
+      mixed_precision: ``None`` (auto: on where every GPU has compute capability >= 7.0),
+        ``True`` or ``False``; see skinscan_edge.precision. Exports are float32 either way.
     """
 
     data: str = ""
@@ -58,6 +60,7 @@ class TrainConfig:
     resume: bool = False
     strategy: str = "default"
     cpu_replicas: int = 1
+    mixed_precision: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -175,6 +175,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
     >>> # train(TrainConfig(data="data/demo", out="runs/demo", weights="none", img_size=96))
     """
     from .distribute import make_placement
+    from .precision import decide, policy, visible_gpus
 
     cfg.validate()
     run = RunDir(Path(cfg.out))
@@ -184,10 +185,12 @@ def train(cfg: TrainConfig, console=None) -> dict:
         saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
+        saved.mixed_precision = cfg.mixed_precision
         cfg = saved
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
     placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    precision = decide(cfg.mixed_precision, visible_gpus())  # before anything is written
     chief = placement.is_chief
     if chief and not cfg.resume and run.root.exists() and any(run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
@@ -203,9 +206,10 @@ def train(cfg: TrainConfig, console=None) -> dict:
     if not chief:
         _say(console, f"{placement.task}: training as one of {placement.workers} workers; "
              "the chief writes the run directory")
-    state = {"phase": "prepare"}
+    state = {"phase": "prepare", "precision": precision}
     try:
-        return _train(cfg, run, placement, split, labels, console, state)
+        with policy(state["precision"]):
+            return _train(cfg, run, placement, split, labels, console, state)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
 
@@ -221,7 +225,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
             "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
             "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
             "split_counts": split.get("counts"), "versions": tool_versions(),
-            "distribution": placement.describe(),
+            "distribution": placement.describe(), "precision": state["precision"].describe(),
             "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
                                "size": [cfg.img_size, cfg.img_size]},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -232,6 +236,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
          + (f"; {placement.name}: {placement.replicas} replica(s) on {placement.workers} worker(s)"
             if placement.name != "default" else ""))
 
+    _say(console, f"precision: {state['precision'].reason}")
     train_ds, val_ds, train_labels = _datasets(split, cfg, placement)
     class_weight = _class_weights(train_labels, len(labels)) if cfg.class_weights else None
     with placement.strategy.scope():
@@ -328,10 +333,9 @@ def _save_model(model, weights: list, run: RunDir):
     """
     import os
 
-    from ._tf import keras
+    from .precision import float32_clone
 
-    clean = keras().models.clone_model(model)  # outside any strategy scope: plain variables
-    clean.set_weights(weights)
+    clean = float32_clone(model, weights)  # outside any strategy scope: plain float32 layers
     tmp = run.root / ".model.tmp.keras"
     clean.save(str(tmp))
     with open(tmp, "rb") as f:

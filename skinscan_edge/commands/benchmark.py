@@ -12,7 +12,7 @@ from . import parse_csv_ints, stderr_console, user_errors
 @user_errors
 def command(
     run: Path = typer.Argument(..., help="Run directory written by `skinscan-edge train` (and `export`)."),
-    device: str = typer.Option("cpu", help="cpu, gpu or all. GPU rows are skipped, with the reason, "
+    device: str = typer.Option("auto", help="auto (GPU rows too where an NVIDIA driver is present), cpu, gpu or all. GPU rows are skipped, with the reason, "
                                            "where there is no CUDA device."),
     threads: str = typer.Option("1,2", help="Intra-op thread counts, comma-separated."),
     batch: str = typer.Option("1,8,32", help="Batch sizes for throughput, comma-separated."),

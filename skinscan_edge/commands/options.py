@@ -21,6 +21,7 @@ CLASS_WEIGHTS = typer.Option(True, "--class-weights/--no-class-weights", help="W
 AUGMENT = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).")
 STRATEGY = typer.Option("default", "--strategy", help="default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.")
 CPU_REPLICAS = typer.Option(1, "--cpu-replicas", help="With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).")
+MIXED_PRECISION = typer.Option(None, "--mixed-precision/--no-mixed-precision", help="float16 compute with float32 weights and output. Default: on where every GPU has compute capability 7.0 or more, else off. Exports are float32 either way.")
 
 CALIB_SAMPLES = typer.Option(256, "--calib-samples", help="Train-split images (seeded sample) used to calibrate the int8 files.")
 QAT_EPOCHS = typer.Option(1, "--qat-epochs", help="Epochs of quantization-aware fine-tuning.")

@@ -30,6 +30,7 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last completed epoch (after Ctrl-C, a crash or a kill)."),
     strategy: str = options.STRATEGY,
     cpu_replicas: int = options.CPU_REPLICAS,
+    mixed_precision: Optional[bool] = options.MIXED_PRECISION,
 ) -> None:
     """Fine-tune InceptionV3 (custom head, two phases) and write a self-describing run directory.
 
@@ -58,4 +59,4 @@ def command(
 #: The command's parameters that are TrainConfig fields (same names).
 TRAIN_FIELDS = ("data", "out", "img_size", "epochs", "fine_tune_epochs", "batch_size", "weights", "learning_rate",
                 "fine_tune_lr", "unfreeze_from", "labels", "seed", "class_weights", "augment", "resume",
-                "strategy", "cpu_replicas")
+                "strategy", "cpu_replicas", "mixed_precision")
