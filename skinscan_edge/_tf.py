@@ -6,7 +6,7 @@ first looks for devices. ``TF_CPP_MIN_LOG_LEVEL`` does not stop them all: TF 2.2
 lines through absl before ``absl::InitializeLog()`` runs, which ignores that variable, and the
 cuInit line is an ERROR, which level 2 keeps in both 2.20 and 2.21 (measured). Python's
 ``sys.stderr`` never sees these bytes, so the descriptor itself is pointed at a temporary file
-while TensorFlow imports and enumerates its devices (:func:`native_stderr_captured`). The
+while TensorFlow imports and enumerates its devices (:func:`quiet_stderr`). The
 capture is dropped, or shown with ``--verbose`` (``SKINSCAN_VERBOSE=1``, which worker processes
 inherit through their environment); if the import fails, it is shown, since it may say why.
 """
@@ -14,6 +14,7 @@ inherit through their environment); if the import fails, it is shown, since it m
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -33,30 +34,33 @@ def set_verbose(on: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def native_stderr_captured():
-    """Send what native code writes to fd 2 in this block to a temporary file.
+def quiet_stderr():
+    """Capture what this block writes to stderr, natively (fd 2) and through Python's
+    ``sys.stderr`` (which in Jupyter is not fd 2); drop it on success, show it if the block raises.
 
-    Dropped on success (replayed at once with --verbose, i.e. not captured at all); replayed
-    when the block raises. Python's own ``sys.stderr`` writes in the block are captured too.
+    With --verbose nothing is captured. One process-wide redirection: output that another
+    thread writes in the block is captured too (the blocks are short: an import, a conversion).
     """
     if verbose():
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
+    python_side = io.StringIO()
     ok = False
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            yield
+            with contextlib.redirect_stderr(python_side):
+                yield
             ok = True
         finally:
-            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             if not ok:
                 capture.seek(0)
                 os.write(2, capture.read())
+                sys.stderr.write(python_side.getvalue())
 
 
 _ready = False
@@ -66,7 +70,7 @@ def tf():
     global _ready
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     if not _ready:
-        with native_stderr_captured():
+        with quiet_stderr():
             import tensorflow as tf_mod
 
             tf_mod.config.list_physical_devices()  # the cuInit attempt happens here, inside the capture

@@ -72,11 +72,16 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray]) -> 
     tmp = out_path.with_suffix(".tmp.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
-        quantize_static(
-            str(prep), str(tmp), _Calibration(images),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
-        )
+        from .._tf import quiet_stderr
+
+        # Per channel, it logs "Axis 1 is out-of-range for weight ..." to the root logger for each
+        # rank-1 BatchNorm constant (it quantizes those per tensor): dozens of lines, shown with --verbose.
+        with quiet_stderr():
+            quantize_static(
+                str(prep), str(tmp), _Calibration(images),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=True, reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
+            )
         tmp.replace(out_path)
     finally:
         prep.unlink(missing_ok=True)
