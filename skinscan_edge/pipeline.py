@@ -28,7 +28,7 @@ STAGES = ("train", "export", "evaluate", "benchmark", "report")
 STATE_NAME = "pipeline.json"
 
 #: TrainConfig fields that say where and how a run continues, not what it trains.
-_PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas")
+_PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas", "mixed_precision")
 
 
 @dataclass
