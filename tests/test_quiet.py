@@ -19,7 +19,8 @@ from conftest import ENV
 #: and the absl preamble and converter lines that come with them.
 NATIVE_LINES = ("oneDNN custom operations", "Could not find cuda drivers", "failed call to cuInit",
                 "absl::InitializeLog", "cuda_platform.cc", "tf_tfl_flatbuffer_helpers.cc",
-                "Created TensorFlow Lite XNNPACK delegate", "is out-of-range for weight")
+                "Created TensorFlow Lite XNNPACK delegate", "is out-of-range for weight",
+                "single_machine.cc", "Number of eligible GPUs")
 NO_DRIVER = not (Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists())
 
 #: Imports TensorFlow and tf-keras the package's way, looks for devices, runs one op.

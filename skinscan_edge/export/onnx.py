@@ -38,7 +38,10 @@ def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
     def serve(image):
         return {OUTPUT_NAME: model(image, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    from .._tf import quiet_stderr
+
+    with quiet_stderr():  # TF 2.20's grappler logs "Starting new session" lines here (--verbose shows them)
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(proto)
