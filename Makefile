@@ -42,7 +42,7 @@ test: install
 
 # Builds $(NB_VENV) from the platform's packages alone, installs skinscan-edge into it (checking
 # that nothing is replaced), then train -> export (every precision) -> evaluate -> predict on a
-# tiny synthetic run. About 10 minutes on 2 busy cores.
+# tiny synthetic run. 21 minutes measured on 2 shared, busy cores.
 test-notebook-stack:
 	scripts/notebook_stack.sh $(PYTHON) $(NB_VENV) $(NB_LOCK) runs/notebook-stack
 
