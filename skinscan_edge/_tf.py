@@ -54,6 +54,9 @@ def quiet_stderr():
             with contextlib.redirect_stderr(python_side):
                 yield
             ok = True
+        except KeyboardInterrupt:
+            ok = True  # stopped, not failed: the capture explains nothing
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
