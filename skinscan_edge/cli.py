@@ -21,6 +21,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(
+        False, "--verbose", help="Show TensorFlow's native start-up and converter lines (hidden by default), "
+        "in worker processes too. Give it before the command: skinscan-edge --verbose train ...")) -> None:
+    if verbose:
+        from ._tf import set_verbose
+
+        set_verbose(True)
+
+
 app.command("demo-data")(demo_cmd.command)
 app.command("train")(train_cmd.command)
 app.command("export")(export_cmd.command)

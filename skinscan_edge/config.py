@@ -13,8 +13,8 @@ from pathlib import Path
 from .errors import SkinscanError, did_you_mean
 
 MIN_IMG_SIZE = 75  # InceptionV3's minimum input size
-#: Benchmark devices: ``auto`` adds the GPU rows where a GPU exists.
-DEVICES = ("cpu", "gpu", "all")
+#: Benchmark devices: ``auto`` adds the GPU rows where an NVIDIA driver is present.
+DEVICES = ("auto", "cpu", "gpu", "all")
 ECE_BINS = 15
 
 
@@ -51,6 +51,8 @@ class TrainConfig:
       group_by: ``FILE.csv:column`` of known groups (e.g. HAM10000's ``lesion_id``), kept whole
         in one split like near-duplicates (skinscan_edge.grouping).
       on_conflict: a group whose images carry different labels: ``train-only``, ``drop`` or ``keep``.
+      mixed_precision: ``None`` (auto: on where every GPU has compute capability >= 7.0),
+        ``True`` or ``False``; see skinscan_edge.precision. Exports are float32 either way.
     """
 
     data: str = ""
@@ -81,6 +83,7 @@ class TrainConfig:
     cpu_replicas: int = 1
     group_by: str | None = None
     on_conflict: str = "train-only"
+    mixed_precision: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,9 +273,9 @@ class BenchmarkConfig:
     """How to benchmark a run.
 
     Attributes:
-      device: ``cpu``, ``gpu`` or ``all``. GPU rows run ONNX on onnxruntime's CUDA (TensorRT
-        where present) provider and Keras on TensorFlow's GPU; without a CUDA device they are
-        recorded as skipped with the reason.
+      device: ``auto`` (``all`` where an NVIDIA driver is present, else ``cpu``), ``cpu``, ``gpu``
+        or ``all``. GPU rows run ONNX on onnxruntime's CUDA (TensorRT where present) provider and
+        Keras on TensorFlow's GPU; without a CUDA device they are recorded as skipped with the reason.
       threads: intra-op thread counts; every CPU model is measured at each.
       batches: batch sizes for throughput (images/s). Latency percentiles are at batch 1.
       warmup: untimed batch-1 runs after the first inference.
@@ -288,7 +291,7 @@ class BenchmarkConfig:
       benchmark_model: path of LiteRT's benchmark_model binary for Android, pushed to the phone.
     """
 
-    device: str = "cpu"
+    device: str = "auto"
     threads: tuple[int, ...] = (1, 2)
     batches: tuple[int, ...] = (1, 8, 32)
     warmup: int = 5
@@ -319,4 +322,8 @@ class BenchmarkConfig:
             raise SkinscanError("--warmup and --min-time must be >= 0, --min-runs and --images >= 1")
 
     def devices(self) -> list[str]:
+        if self.device == "auto":
+            from .benchmark import cuda_unavailable_reason
+
+            return ["cpu"] if cuda_unavailable_reason() else ["cpu", "gpu"]
         return ["cpu", "gpu"] if self.device == "all" else [self.device]

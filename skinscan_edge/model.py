@@ -92,7 +92,8 @@ def build_model(num_classes: int, img_size: int, weights: str = "imagenet",
     y = k.layers.Dropout(dropout, name="head_dropout")(y)
     y = k.layers.Dense(dense_units, activation="relu", name="head_dense")(y)
     y = k.layers.Dropout(dropout, name="head_dropout2")(y)
-    outputs = k.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(y)
+    # float32 even under the mixed_float16 policy (skinscan_edge.precision): probabilities stay float32.
+    outputs = k.layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME, dtype="float32")(y)
     return k.Model(inputs, outputs, name="skinscan_inception_v3")
 
 

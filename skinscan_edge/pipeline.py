@@ -31,7 +31,7 @@ STATE_NAME = "pipeline.json"
 KEPT = "kept with --keep-model; "
 
 #: TrainConfig fields that say where and how a run continues, not what it trains.
-_PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas")
+_PLACEMENT_FIELDS = ("out", "resume", "strategy", "cpu_replicas", "mixed_precision")
 
 
 @dataclass

@@ -159,7 +159,10 @@ class TFLiteRuntime(Runtime):
             shape = list(self._in["shape"])
             shape[0] = n
             self.interp.resize_tensor_input(self._in["index"], shape)
-            self.interp.allocate_tensors()
+            from ._tf import quiet_stderr
+
+            with quiet_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+                self.interp.allocate_tensors()
             self._in = self.interp.get_input_details()[0]
             self._out = self.interp.get_output_details()[0]
             self._batch = n

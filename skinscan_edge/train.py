@@ -198,6 +198,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
     >>> # train(TrainConfig(data="data/demo", out="runs/demo", weights="none", img_size=96))
     """
     from .distribute import make_placement
+    from .precision import decide, policy, visible_gpus
 
     say = reporter_or_silent(reporter)
     cfg.validate()
@@ -208,15 +209,17 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
         saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
+        saved.mixed_precision = cfg.mixed_precision
         cfg = saved
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
     placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    precision = decide(cfg.mixed_precision, visible_gpus())  # before anything is written
     _refuse_a_finished_out(cfg, run, placement.is_chief, replace)
     # One writer per run: the chief holds RUN/.lock (skinscan_edge.runlock); the other workers write nothing.
     with run_lock(run.root, "train", create=True) if placement.is_chief else contextlib.nullcontext():
         _refuse_a_finished_out(cfg, run, placement.is_chief, replace)  # again: a writer may have finished meanwhile
-        return _train_locked(cfg, run, placement, say, replace)
+        return _train_locked(cfg, run, placement, say, replace, precision)
 
 
 def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
@@ -225,7 +228,7 @@ def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: 
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
 
 
-def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, replace: bool) -> dict:
+def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, replace: bool, precision) -> dict:
     chief = placement.is_chief
     if cfg.resume:
         split, labels = run.split(), run.labels()
@@ -247,9 +250,10 @@ def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, repla
     if not chief:
         say.message(f"{placement.task}: training as one of {placement.workers} workers; "
                     "the chief writes the run directory")
-    state = {"phase": "prepare", "data_fingerprint": fingerprint}
+    state = {"phase": "prepare", "data_fingerprint": fingerprint, "precision": precision}
     try:
-        return _train(cfg, run, placement, split, labels, say, state)
+        with policy(state["precision"]):
+            return _train(cfg, run, placement, split, labels, say, state)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
 
@@ -266,7 +270,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
             "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
             "split_counts": split.get("counts"), "data_fingerprint": state.get("data_fingerprint"),
             "versions": tool_versions(),
-            "distribution": placement.describe(),
+            "distribution": placement.describe(), "precision": state["precision"].describe(),
             "input_contract": {"layout": "NHWC", "color": "RGB", "range": [0, 255], "dtype": "float32",
                                "size": [cfg.img_size, cfg.img_size]},
             "created": timestamp(),
@@ -277,6 +281,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
          + (f"; {placement.name}: {placement.replicas} replica(s) on {placement.workers} worker(s)"
             if placement.name != "default" else ""))
 
+    say.message(f"precision: {state['precision'].reason}")
     caches = _disk_caches(split, cfg, run, placement, say)
     train_ds, val_ds, train_plain, train_labels = _datasets(split, cfg, placement, caches)
     class_weight = _class_weights(train_labels, len(labels)) if cfg.class_weights else None
@@ -387,10 +392,9 @@ def _save_model(model, weights: list, run: RunDir):
     """
     import os
 
-    from ._tf import keras
+    from .precision import float32_clone
 
-    clean = keras().models.clone_model(model)  # outside any strategy scope: plain variables
-    clean.set_weights(weights)
+    clean = float32_clone(model, weights)  # outside any strategy scope: plain float32 layers
     tmp = run.root / ".model.tmp.keras"
     clean.save(str(tmp))
     with open(tmp, "rb") as f:

@@ -79,6 +79,8 @@ TRAIN = (
     Opt("feature_cache", ("--feature-cache/--no-feature-cache",), "Phase 1: compute the frozen base's features once (per --feature-views view) and train the head on them, instead of running the base every epoch. One device only.", bool),
     Opt("feature_views", ("--feature-views",), "With --augment and --feature-cache: seeded augmented views of each train image for phase 1 (epoch e uses view e mod N); each view costs one forward pass over the train split.", int),
     Opt("image_cache", ("--image-cache",), "Decoded-image cache on disk in RUN/cache: auto (when the decoded data set exceeds 1.5 GB), disk (always) or off. Its size is stated before it is built; `rm -r RUN/cache` removes it.", str),
+    Opt("mixed_precision", ("--mixed-precision/--no-mixed-precision",), "float16 compute with float32 weights and output. Default: on where every GPU has compute capability 7.0 or more, else off. Exports are float32 either way.",
+        Optional[bool]),
     Opt("strategy", ("--strategy",), "default (one device), mirrored (every GPU of this machine) or multi-worker (the machines in TF_CONFIG; run the same command on each). --batch-size is the global batch.", str),
     Opt("group_by", ("--group-by",), "Known groups kept whole in one split, like near-duplicates: a CSV column (e.g. HAM10000_metadata.csv:lesion_id); rows are matched to images by a column of file names.",
         Optional[str], metavar="FILE.csv:COLUMN"),
@@ -116,7 +118,7 @@ EVALUATE = (
 )
 
 BENCHMARK = (
-    Opt("device", ("--device",), "cpu, gpu or all. GPU rows are skipped, with the reason, where there is no CUDA device.", str),
+    Opt("device", ("--device",), "auto (cpu, plus gpu where an NVIDIA driver is present), cpu, gpu or all. GPU rows are skipped, with the reason, where there is no CUDA device.", str),
     Opt("threads", ("--threads",), "Intra-op thread counts, comma-separated.", str, parse=csv_ints("--threads")),
     Opt("batches", ("--batch",), "Batch sizes for throughput, comma-separated.", str, parse=csv_ints("--batch")),
     Opt("min_time_s", ("--min-time",), "Seconds each measurement runs for, at least.", float),

@@ -90,7 +90,10 @@ def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
     def serve(image):
         return {OUTPUT_NAME: model(image, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    from .._tf import quiet_stderr
+
+    with quiet_stderr():  # TF 2.20's grappler logs "Starting new session" lines here (--verbose shows them)
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(proto)
@@ -125,13 +128,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], tar
     tmp = out_path.with_suffix(".tmp.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
+        from .._tf import quiet_stderr
+
         s = int8_settings(target)
-        quantize_static(
-            str(prep), str(tmp), _Calibration(images),
-            quant_format=QuantFormat[s["quant_format"]], activation_type=QuantType[s["activation_type"]],
-            weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"],
-            reduce_range=s["reduce_range"], calibrate_method=CalibrationMethod[s["calibrate_method"]],
-        )
+        # Per channel, it logs "Axis 1 is out-of-range for weight ..." to the root logger for each
+        # rank-1 BatchNorm constant (it quantizes those per tensor): dozens of lines, shown with --verbose.
+        with quiet_stderr():
+            quantize_static(
+                str(prep), str(tmp), _Calibration(images),
+                quant_format=QuantFormat[s["quant_format"]], activation_type=QuantType[s["activation_type"]],
+                weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"],
+                reduce_range=s["reduce_range"], calibrate_method=CalibrationMethod[s["calibrate_method"]],
+            )
         tmp.replace(out_path)
     finally:
         prep.unlink(missing_ok=True)

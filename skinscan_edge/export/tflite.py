@@ -57,7 +57,7 @@ def save_serving_model(model, export_dir: Path, rewrite_pools: bool = False) -> 
 def convert(saved_model_dir: Path, precision: str,
             representative: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
     """Convert the serving SavedModel at one precision preset; returns the .tflite bytes."""
-    from .._tf import tf
+    from .._tf import quiet_stderr, tf
 
     tf_ = tf()
     conv = tf_.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
@@ -76,7 +76,8 @@ def convert(saved_model_dir: Path, precision: str,
         conv.inference_output_type = tf_.uint8
     elif precision != "fp32":
         raise ValueError(f"unknown TFLite precision {precision}")
-    return conv.convert()
+    with quiet_stderr():  # the MLIR converter's absl lines and tf.lite deprecation warning (--verbose shows them)
+        return conv.convert()
 
 
 def describe(path: Path) -> dict:
