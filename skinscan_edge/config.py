@@ -120,6 +120,8 @@ class ExportConfig:
       precisions: ``--precision`` names (``export.converters.precisions()``); fp32 (TFLite and
         ONNX) is always exported.
       calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
+      calib_class_floor: every class puts at least this many of them in (all it has when
+        fewer); 0: a plain random sample (export/calibration.py).
       qat_epochs: epochs of quantization-aware fine-tuning on the train split.
       qat_lr: learning rate of that fine-tuning.
       opset: ONNX opset (17 or later).
@@ -136,6 +138,7 @@ class ExportConfig:
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
     calib_samples: int = 256
+    calib_class_floor: int = 8
     qat_epochs: int = 1
     qat_lr: float = 1e-5
     opset: int = 17
@@ -163,6 +166,8 @@ class ExportConfig:
             raise SkinscanError(f"--keep-float-budget is a share of MACs in %, got {self.keep_float_budget_pct}")
         if "fp32" not in self.precisions:
             self.precisions = ["fp32", *self.precisions]
+        if self.calib_class_floor < 0:
+            raise SkinscanError(f"--calib-class-floor must be >= 0, got {self.calib_class_floor}")
         if self.calib_samples < 1:
             raise SkinscanError(f"--calib-samples must be at least 1, got {self.calib_samples}")
         if self.jobs not in (1, 2):

@@ -82,6 +82,7 @@ TRAIN = (
 
 EXPORT = (
     Opt("calib_samples", ("--calib-samples",), "Train-split images (seeded sample) used to calibrate the int8 files.", int),
+    Opt("calib_class_floor", ("--calib-class-floor",), "Each class puts at least this many images into the calibration sample (stratified, seeded); 0: a plain random sample.", int),
     Opt("qat_epochs", ("--qat-epochs",), "Epochs of quantization-aware fine-tuning.", int),
     Opt("jobs", ("--jobs",), "2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time.", int),
     Opt("onnx_target", ("--onnx-target",), "CPU the onnx-int8 file is for: x86-avx2 (U8S8, 7-bit weights: no VNNI), x86-vnni (U8S8, VNNI/AMX), arm (S8S8), or auto (this host's; the manifest records which).", str),
