@@ -119,7 +119,9 @@ def plot_quant_debug(entry: dict, path: Path, named: int = 6) -> Path:
                               ("flipped_channel_error", "-", "flipped test images")):
         ys = [r.get(key) for r in rows]
         if any(v is not None for v in ys):
-            ax.plot(x, [np.nan if v is None else v for v in ys], style, lw=1, marker=".", ms=3, label=label)
+            # exact ops (max pool, concatenation) have no error: left out of the log scale
+            ax.plot(x, [np.nan if v is None or v <= 0 else v for v in ys], style, lw=1, marker=".", ms=3,
+                    label=label, alpha=0.8)
     floats = set(entry.get("float_layers") or [])
     for r in rows:
         if r.get("keras_layer") in floats:

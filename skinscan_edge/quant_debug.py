@@ -168,8 +168,13 @@ def onnx_layer_errors(prep_path: Path, int8_path: Path, images: np.ndarray, tmp:
         flt = qd.collect_activations(str(aug_f), _Reader(part, INPUT_NAME))
         for name, match in qd.create_activation_matching(qdq, flt).items():
             c = channels.get(name) or 1
+            # quantize_static drops a Relu after a conv and lets the QDQ range clip instead, so
+            # the QDQ pair's input is the conv's output: the Relu is applied to it here, else
+            # the "error" would be the negative half the Relu removes anyway.
+            relu = name in producer and producer[name][1].op_type == "Relu"
             for j in range(len(part)):
-                one = {name: {"pre_qdq": [match["pre_qdq"][j]], "post_qdq": [match["post_qdq"][j]],
+                pre = np.maximum(match["pre_qdq"][j], 0) if relu else match["pre_qdq"][j]
+                one = {name: {"pre_qdq": [pre], "post_qdq": [match["post_qdq"][j]],
                               "float": [match["float"][j]] if "float" in match else []}}
                 acc = sums.setdefault(name, {})
                 for metric in ("channel_error", "sqnr_db", "rmse"):
