@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
+from .config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
 from .progress import Reporter
 
 _DEFAULT = object()
@@ -102,6 +102,23 @@ class EvaluateResult:
 
 
 @dataclass
+class ExplainResult:
+    """``results`` is quant_debug.json; ``models`` one entry per export explained (``worst`` first)."""
+
+    run: Path
+    results: dict
+
+    @property
+    def models(self) -> list[dict]:
+        return self.results["models"]
+
+    def worst_layers(self, name: str) -> list[str]:
+        """Keras layer names of ``name``'s worst layers, worst first."""
+        m = next(m for m in self.models if m["name"] == name)
+        return [w["keras_layer"] or w["layer"] for w in m["worst"]]
+
+
+@dataclass
 class BenchmarkResult:
     """``results`` is benchmark.json; ``rows`` one dict per (model, device, threads)."""
 
@@ -172,6 +189,17 @@ def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter |
 
     run = _open(run_dir)
     return EvaluateResult(run=run.root, results=evaluate_run(run, config or EvaluateConfig(), reporter=_reporter(reporter)))
+
+
+def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExplainResult:
+    """Per-layer quantization error of int8 exports (``skinscan-edge explain``)."""
+    from .explain import explain_run
+
+    run = _open(run_dir)
+    results = explain_run(run, config or ExplainConfig(), reporter=_reporter(reporter))
+    names = (config.models if config and config.models else None)
+    models = [m for m in results["models"] if names is None or m["name"] in names]
+    return ExplainResult(run=run.root, results={**results, "models": models} if names else results)
 
 
 def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter | None = _DEFAULT) -> BenchmarkResult:

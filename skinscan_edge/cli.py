@@ -7,6 +7,7 @@ import typer
 from .commands import benchmark as benchmark_cmd
 from .commands import demo as demo_cmd
 from .commands import evaluate as evaluate_cmd
+from .commands import explain as explain_cmd
 from .commands import export as export_cmd
 from .commands import pipeline as pipeline_cmd
 from .commands import predict as predict_cmd
@@ -37,6 +38,7 @@ app.command("demo-data")(demo_cmd.command)
 app.command("train")(train_cmd.command)
 app.command("export")(export_cmd.command)
 app.command("evaluate")(evaluate_cmd.command)
+app.command("explain")(explain_cmd.command)
 app.command("benchmark")(benchmark_cmd.command)
 app.command("pipeline")(pipeline_cmd.command)
 app.command("predict")(predict_cmd.command)

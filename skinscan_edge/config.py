@@ -148,6 +148,8 @@ class ExportConfig:
       precisions: ``--precision`` names (``export.converters.precisions()``); fp32 (TFLite and
         ONNX) is always exported.
       calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
+      calib_class_floor: every class puts at least this many of them in (all it has when
+        fewer); 0: a plain random sample (export/calibration.py).
       qat_epochs: epochs of quantization-aware fine-tuning on the train split.
       qat_lr: learning rate of that fine-tuning.
       opset: ONNX opset (17 or later).
@@ -157,10 +159,14 @@ class ExportConfig:
       force: convert every file again, even one already made from the same model and settings.
       onnx_target: the CPU the onnx-int8 file is for (export/onnx.py INT8_TARGETS), or
         ``auto``: this host's.
+      keep_float: Keras layer names kept float in the mixed int8 files (tflite-int8-mixed,
+        onnx-int8-mixed), or ``["auto"]`` (export/mixed.py); empty: no mixed files.
+      keep_float_budget_pct: ``auto`` keeps at most this share of the model's MACs in float.
     """
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
     calib_samples: int = 256
+    calib_class_floor: int = 8
     qat_epochs: int = 1
     qat_lr: float = 1e-5
     opset: int = 17
@@ -168,6 +174,8 @@ class ExportConfig:
     jobs: int = 2
     force: bool = False
     onnx_target: str = "auto"
+    keep_float: list[str] = field(default_factory=list)
+    keep_float_budget_pct: float = 25.0
 
     #: Fields that say how the files are made, not what they are (a change makes nothing due).
     HOW = ("jobs", "force")
@@ -176,8 +184,18 @@ class ExportConfig:
         from .export.converters import specs_for
 
         specs_for(self.precisions)  # unknown names fail with the valid list
+        if self.keep_float:  # --keep-float asks for the mixed files, which rank the int8 file's layers
+            self.precisions += [p for p in ("int8", "mixed") if p not in self.precisions]
+        elif "mixed" in self.precisions:
+            raise SkinscanError("--precision mixed needs --keep-float auto or --keep-float LAYER,... (Keras layer names)")
+        if "auto" in self.keep_float and self.keep_float != ["auto"]:
+            raise SkinscanError("--keep-float is either auto or a list of layer names, not both")
+        if not 0 < self.keep_float_budget_pct <= 100:
+            raise SkinscanError(f"--keep-float-budget is a share of MACs in %, got {self.keep_float_budget_pct}")
         if "fp32" not in self.precisions:
             self.precisions = ["fp32", *self.precisions]
+        if self.calib_class_floor < 0:
+            raise SkinscanError(f"--calib-class-floor must be >= 0, got {self.calib_class_floor}")
         if self.calib_samples < 1:
             raise SkinscanError(f"--calib-samples must be at least 1, got {self.calib_samples}")
         if self.jobs not in (1, 2):
@@ -327,3 +345,24 @@ class BenchmarkConfig:
 
             return ["cpu"] if cuda_unavailable_reason() else ["cpu", "gpu"]
         return ["cpu", "gpu"] if self.device == "all" else [self.device]
+
+
+@dataclass
+class ExplainConfig:
+    """What ``explain`` measures.
+
+    Attributes:
+      models: int8 export names (e.g. ['tflite-int8']); None: those that failed the gate in
+        evaluate.json, else tflite-int8.
+      worst: how many of the worst layers are named (report, plot).
+      max_flipped: at most this many flipped test images are measured.
+    """
+
+    models: list[str] | None = None
+    worst: int = 10
+    max_flipped: int = 64
+
+    def validate(self) -> "ExplainConfig":
+        if self.worst < 1 or self.max_flipped < 1:
+            raise SkinscanError(f"--worst and --max-flipped must be at least 1, got {self.worst}, {self.max_flipped}")
+        return self

@@ -36,7 +36,7 @@ TOOLS = ("skinscan-edge", "tensorflow", "tf-keras", "tensorflow-model-optimizati
 FLOOR_GEMM_SIZE = 1024
 #: Precisions that run on int8 kernels (dynamic-range quantisation does too: weights int8,
 #: activations quantised on the fly). Everything else is judged against the fp32 peak.
-INT8_PRECISIONS = {"int8", "qat-int8", "dynamic"}
+INT8_PRECISIONS = {"int8", "qat-int8", "dynamic", "int8-mixed"}
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -261,7 +261,7 @@ def count_macs_onnx(model_or_path, batch: int = 1) -> dict:
 def count_macs_keras(model, batch: int = 1) -> dict:
     """Multiply-accumulates of a Keras model's Conv2D / DepthwiseConv2D / SeparableConv2D / Dense
     layers for ``batch`` images (nested models are walked)."""
-    macs, counted = 0, 0
+    macs, counted, per_layer = 0, 0, {}
 
     def walk(layer):
         nonlocal macs, counted
@@ -276,6 +276,7 @@ def count_macs_keras(model, batch: int = 1) -> dict:
         kh_kw = int(np.prod(getattr(layer, "kernel_size", (1,)), dtype=np.int64))
         in_shape = layer.input_shape[0] if isinstance(layer.input_shape, list) else layer.input_shape
         c_in = int(in_shape[-1])
+        before = macs
         if kind == "Conv2D":
             macs += spatial * int(out[-1]) * kh_kw * (c_in // getattr(layer, "groups", 1))
         elif kind == "DepthwiseConv2D":
@@ -286,6 +287,7 @@ def count_macs_keras(model, batch: int = 1) -> dict:
         else:  # Dense applies to the last axis; leading axes multiply
             macs += max(spatial, 1) * c_in * int(out[-1])
         counted += 1
+        per_layer[layer.name] = (macs - before) * batch
 
     walk(model)
-    return {"macs": macs * batch, "nodes": counted, "unknown": 0}
+    return {"macs": macs * batch, "nodes": counted, "unknown": 0, "per_layer": per_layer}

@@ -39,7 +39,7 @@ class PipelineConfig:
     """The settings of every stage; each stage's own config documents its fields."""
 
     train: TrainConfig
-    export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=list(PRECISIONS)))
+    export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=[p for p in PRECISIONS if p != "mixed"]))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     android_dir: str | None = None

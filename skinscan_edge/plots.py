@@ -106,3 +106,35 @@ def plot_latency(results: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_quant_debug(entry: dict, path: Path, named: int = 6) -> Path:
+    """Per-layer channel error of one export in graph order (quant_debug.json), log scale, one
+    line per image set, the worst layers named; float layers of a mixed file shaded."""
+    plt = _plt()
+    rows = entry["layers"]
+    x = [r["index"] for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 3.8), dpi=110)
+    for key, style, label in (("calibration_channel_error", "-", "calibration images"),
+                              ("flipped_channel_error", "-", "flipped test images")):
+        ys = [r.get(key) for r in rows]
+        if any(v is not None for v in ys):
+            # exact ops (max pool, concatenation) have no error: left out of the log scale
+            ax.plot(x, [np.nan if v is None or v <= 0 else v for v in ys], style, lw=1, marker=".", ms=3,
+                    label=label, alpha=0.8)
+    floats = set(entry.get("float_layers") or [])
+    for r in rows:
+        if r.get("keras_layer") in floats:
+            ax.axvspan(r["index"] - 0.5, r["index"] + 0.5, color="tab:green", alpha=0.15, lw=0)
+    for w in entry["worst"][:named]:
+        y = next(r for r in rows if r["index"] == w["index"]).get(w["ranked_by"])
+        ax.annotate(w["keras_layer"] or w["layer"][:24], (w["index"], y), fontsize=7, xytext=(3, 4),
+                    textcoords="offset points", color="tab:red")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (graph order)")
+    ax.set_ylabel("channel error ||int8 - float|| / ||float||")
+    ax.set_title(f"{entry['name']}: per-layer quantization error", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

@@ -10,7 +10,7 @@ ONNX with ONNX), at batch 1 and one thread count, from the same benchmark run.
 from __future__ import annotations
 
 #: Quantization level of each precision: higher is more quantized.
-LEVEL = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3, "qat-int8": 3}
+LEVEL = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8-mixed": 2.5, "int8": 3, "qat-int8": 3}
 #: Slower by more than this share counts (below it, a shared host's noise decides).
 MARGIN = 0.05
 #: Ops a full-integer TFLite file may leave outside XNNPACK: the uint8 -> int8 input

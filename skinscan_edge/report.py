@@ -72,7 +72,8 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
     by_name: dict[str, dict] = {}
     for e in (manifest or {}).get("exports", []):
         by_name[e["name"]] = {"name": e["name"], "precision": e["precision"], "format": e["format"],
-                              "file": f"exports/{e['file']}", "size_mb": e["size_bytes"] / 1e6}
+                              "file": f"exports/{e['file']}", "size_mb": e["size_bytes"] / 1e6,
+                              "float_layers": (e.get("keep_float") or {}).get("layers")}
     for m in (evaluation or {}).get("models", []):
         row = by_name.setdefault(m["name"], {"name": m["name"]})
         row.update({k: m.get(k) for k in ("precision", "format", "file", "size_mb", "accuracy", "delta_accuracy_pp",
@@ -108,8 +109,22 @@ def recommend(rows: list[dict]) -> dict:
     pool = timed or passed
     best = min(pool, key=lambda r: (r.get("latency_p50_ms") or 0.0, r.get("size_mb") or 0.0))
     basis = "the fastest" if timed else "the smallest (no benchmark yet)"
-    return {"name": best["name"], "row": best,
+    return {"name": best["name"], "row": best, "mixed": mixed_cost(best, rows),
             "why": f"{basis} of the {len(passed)} export(s) that passed the gate"}
+
+
+def mixed_cost(row: dict, rows: list[dict]) -> str | None:
+    """For a mixed int8 file: "int8 with N layers in float: +X MB, +Y ms" against its plain int8."""
+    if row.get("float_layers") is None:
+        return None
+    base = next((r for r in rows if r["name"] == row["name"].removesuffix("-mixed")), {})
+    parts = [f"int8 with {len(row['float_layers'])} layer(s) in float ({', '.join(row['float_layers'])})"]
+    if base.get("size_mb") is not None:
+        parts.append(f"{row['size_mb'] - base['size_mb']:+.1f} MB")
+    if base.get("latency_p50_ms") and row.get("latency_p50_ms"):
+        parts.append(f"{row['latency_p50_ms'] - base['latency_p50_ms']:+.2f} ms")
+    verdict = "passes" if row.get("gate_passed") else "not evaluated" if "gate_passed" not in row else "fails"
+    return ": ".join([parts[0], ", ".join(parts[1:] + [verdict])]) + f" (vs {base.get('name', 'plain int8')})"
 
 
 @holds_run_lock("report")
@@ -137,6 +152,9 @@ def build_report(run: RunDir) -> Path:
               "keras_confusion": _png(run.reports / "keras_confusion.png"),
               "latency_accuracy": _png(run.reports / "benchmark.png")}
     confusions = [(r["name"], _png(run.root / r["confusion_png"])) for r in rows if r.get("confusion_png")]
+    quant_debug = read_json_or_none(run.reports / "quant_debug.json")
+    for m in (quant_debug or {}).get("models", []):
+        m["plot_png"] = _png(run.root / m["plot"])
     env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -150,6 +168,7 @@ def build_report(run: RunDir) -> Path:
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
         data_warning=_data_warning(run),
         model_card=f"../{card.name}", phone=phone_rows(benchmark),
+        quant_debug=quant_debug,
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)

@@ -198,7 +198,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
     >>> # train(TrainConfig(data="data/demo", out="runs/demo", weights="none", img_size=96))
     """
     from .distribute import make_placement
-    from .precision import decide, policy, visible_gpus
+    from .precision import decide, visible_gpus
 
     say = reporter_or_silent(reporter)
     cfg.validate()
@@ -229,6 +229,8 @@ def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: 
 
 
 def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, replace: bool, precision) -> dict:
+    from .precision import policy
+
     chief = placement.is_chief
     if cfg.resume:
         split, labels = run.split(), run.labels()

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import invoke
 
-COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "pipeline", "predict", "report"]
+COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "pipeline", "predict", "report", "explain"]
 
 
 def test_help_does_not_import_tensorflow():
@@ -57,15 +57,15 @@ def test_every_option_of_every_command_is_explained_in_its_help(command):
 def _groups(command):
     """The config groups each command's options come from, and the flag prefix they carry."""
     from skinscan_edge.commands import options as o
-    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, GateConfig, TrainConfig
+    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, GateConfig, TrainConfig
 
     train, export, gate = (TrainConfig, o.TRAIN, ""), (ExportConfig, o.EXPORT, ""), (GateConfig, o.GATE, "")
     return {"train": [train], "export": [export], "evaluate": [(EvaluateConfig, o.EVALUATE, ""), gate],
-            "benchmark": [(BenchmarkConfig, o.BENCHMARK, "")],
+            "benchmark": [(BenchmarkConfig, o.BENCHMARK, "")], "explain": [(ExplainConfig, o.EXPLAIN, "")],
             "pipeline": [train, export, gate, (BenchmarkConfig, o.BENCHMARK, "bench")]}[command]
 
 
-@pytest.mark.parametrize("command", ["train", "export", "evaluate", "benchmark", "pipeline"])
+@pytest.mark.parametrize("command", ["train", "export", "evaluate", "benchmark", "pipeline", "explain"])
 def test_every_option_default_is_the_library_default(command):
     """An option bound to a config field shows, and uses, that field's default: the CLI, the
     Python API and the saved config cannot disagree (pipeline's --bench-batch included)."""

@@ -90,9 +90,13 @@ TRAIN = (
 
 EXPORT = (
     Opt("calib_samples", ("--calib-samples",), "Train-split images (seeded sample) used to calibrate the int8 files.", int),
+    Opt("calib_class_floor", ("--calib-class-floor",), "Each class puts at least this many images into the calibration sample (stratified, seeded); 0: a plain random sample.", int),
     Opt("qat_epochs", ("--qat-epochs",), "Epochs of quantization-aware fine-tuning.", int),
     Opt("jobs", ("--jobs",), "2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time.", int),
     Opt("onnx_target", ("--onnx-target",), "CPU the onnx-int8 file is for: x86-avx2 (U8S8, 7-bit weights: no VNNI), x86-vnni (U8S8, VNNI/AMX), arm (S8S8), or auto (this host's; the manifest records which).", str),
+    Opt("keep_float", ("--keep-float",), "Also write tflite-int8-mixed and onnx-int8-mixed with these Keras layers in float (comma-separated, names from `skinscan-edge explain`), or auto: the worst layers, a few at a time, until the file passes the gate on the validation split.",
+        str, parse=lambda v: csv_names(v) or [], metavar="LAYERS"),
+    Opt("keep_float_budget_pct", ("--keep-float-budget",), "With --keep-float auto: keep at most this share (%) of the model's MACs in float.", float),
     Opt("force", ("--force",), "Convert every file again, even one already made from this model with the same settings (those are kept by default, SHA-256 verified).", bool),
 )
 
@@ -130,6 +134,13 @@ BENCHMARK = (
     Opt("benchmark_model", ("--benchmark-model",), "Path of LiteRT's benchmark_model binary for Android (README: Phone latency over adb); pushed to the phone.", Optional[Path],
         parse=lambda v: str(v) if v else None, metavar="PATH"),
 )
+EXPLAIN = (
+    Opt("models", ("--model", "--models"), "int8 exports to explain, comma-separated (e.g. tflite-int8,onnx-int8). Default: those that failed the gate in evaluate.json, else tflite-int8.",
+        Optional[str], parse=csv_names, metavar="NAMES"),
+    Opt("worst", ("--worst",), "How many of the worst layers to name.", int),
+    Opt("max_flipped", ("--max-flipped",), "Measure at most this many flipped test images.", int),
+)
+
 #: The benchmark options pipeline exposes (with --bench- in front); the others keep their defaults.
 PIPELINE_BENCHMARK = ("device", "threads", "batches", "min_time_s")
 

@@ -41,7 +41,7 @@ def command(
     out = out or Path("runs") / data.resolve().name
     cfg = PipelineConfig(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
-        export=ExportConfig(precisions=[p for p in PRECISIONS if qat or p != "qat"], **export_opts),
+        export=ExportConfig(precisions=[p for p in PRECISIONS if (qat or p != "qat") and p != "mixed"], **export_opts),
         evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None,  # what the phone sees
                                 android_dir=str(android_dir) if android else None),
         benchmark=BenchmarkConfig(**bench_opts),

@@ -24,6 +24,7 @@ class Context:
     def __init__(self, run, model, calib, tmp: Path, cfg, say, onnx_target: str = "x86-avx2"):
         self.run, self.model, self.calib, self.tmp, self.cfg, self.say = run, model, calib, Path(tmp), cfg, say
         self.onnx_target = onnx_target
+        self.cache: dict = {}  # what several converters share (export/mixed.py: validation scores)
         self._serving: dict[bool, Path] = {}
 
     def serving(self, rewrite_pools: bool = False) -> Path:
@@ -152,6 +153,11 @@ for _spec in (
     ExportSpec("tflite-qat-int8", "qat", "qat-int8", "model_qat_int8.tflite", QatTFLite()),
 ):
     register_export(_spec)
+
+from .mixed import MixedOnnx, MixedTFLite  # noqa: E402  (they subclass Converter, above)
+
+register_export(ExportSpec("tflite-int8-mixed", "mixed", "int8-mixed", "model_int8_mixed.tflite", MixedTFLite()))
+register_export(ExportSpec("onnx-int8-mixed", "mixed", "int8-mixed", "model_int8_mixed.onnx", MixedOnnx()))
 
 
 def precisions() -> list[str]:

@@ -117,9 +117,11 @@ class _Calibration:
         raise NotImplementedError
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], target: str = "x86-avx2") -> Path:
+def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], target: str = "x86-avx2",
+                  nodes_to_exclude: list[str] | None = None) -> Path:
     """quant_pre_process (shape inference + optimisation), then quantize_static with
-    ``target``'s settings from INT8_TARGETS."""
+    ``target``'s settings from INT8_TARGETS; ``nodes_to_exclude`` (names in the pre-processed
+    graph) stay float (export/mixed.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -139,6 +141,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], tar
                 quant_format=QuantFormat[s["quant_format"]], activation_type=QuantType[s["activation_type"]],
                 weight_type=QuantType[s["weight_type"]], per_channel=s["per_channel"],
                 reduce_range=s["reduce_range"], calibrate_method=CalibrationMethod[s["calibrate_method"]],
+                nodes_to_exclude=list(nodes_to_exclude or []),
             )
         tmp.replace(out_path)
     finally:

@@ -31,15 +31,16 @@ from .manifest import COMPLETE, write_manifest
 __all__ = ["ExportConfig", "EXPORTS", "PRECISIONS", "export_run", "calibration_set", "reusable_entries"]
 
 
-def calibration_set(run: RunDir, n: int, seed: int) -> tuple[list[str], np.ndarray]:
-    """A seeded sample of the train split, decoded once and shared by every int8 export."""
+def calibration_set(run: RunDir, n: int, seed: int, class_floor: int = 0) -> tuple[list[str], np.ndarray]:
+    """A seeded sample of the train split, decoded once and shared by every int8 export;
+    stratified with ``class_floor`` images per class at least (export/calibration.py)."""
     from ..imagecache import load_split_images
+    from .calibration import stratified_pick
 
     items = run.split_items("train")
     if not items:
         raise SkinscanError(f"--int8/--qat need train images to calibrate on, and the split in {run.root} has none")
-    rng = np.random.default_rng(seed)
-    pick = sorted(rng.choice(len(items), size=min(n, len(items)), replace=False).tolist())
+    pick = stratified_pick([y for _, y in items], n, seed, class_floor)
     root = Path(run.split()["root"])
     paths = [items[i][0] for i in pick]
     return [p.relative_to(root).as_posix() for p in paths], pin_input_range(load_split_images(run, "train", pick))
@@ -108,11 +109,15 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     reuse = reusable_entries(run, old, cfg)
     todo = [n for n in names if n not in reuse]
     needs_calib = any(EXPORTS[n].converter.calibrated for n in todo)
-    calib_files, calib = calibration_set(run, cfg.calib_samples, cfg.seed) if needs_calib else ([], None)
+    calib_files, calib = (calibration_set(run, cfg.calib_samples, cfg.seed, cfg.calib_class_floor)
+                          if needs_calib else ([], None))
     if not needs_calib and old:  # every calibrated file is reused: so is the record of its calibration
         calibration = old.get("calibration")
     else:
-        calibration = {"split": "train", "seed": cfg.seed, "count": len(calib_files), "files": calib_files}
+        from .calibration import per_class
+
+        calibration = {"split": "train", "seed": cfg.seed, "count": len(calib_files), "class_floor": cfg.calib_class_floor,
+                       "per_class": per_class(run, calib_files), "files": calib_files}
     run.exports.mkdir(parents=True, exist_ok=True)
     kept = [e for e in (old or {}).get("exports", []) if e["name"] not in names or e["name"] in reuse]
     manifest = {"run": str(run.root), "created": timestamp(), "tool_versions": tool_versions(),
