@@ -32,7 +32,7 @@ def build_scratch_run(root: Path, precisions: list[str], n_images: int = 48, see
     """A complete 299 px run with an untrained model, synthetic images and the given exports."""
     from PIL import Image
 
-    from skinscan_edge.export.run import ExportConfig, export_run
+    from skinscan_edge.exporters.run import ExportConfig, export_run
     from skinscan_edge.model import build_model
     from skinscan_edge.rundir import RunDir, write_json
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results_299.md")
     args = p.parse_args(argv)
 
-    from skinscan_edge.benchmark import BenchmarkConfig, run_benchmark
+    from skinscan_edge.benchmarking import BenchmarkConfig, run_benchmark
     from skinscan_edge.rundir import RunDir
 
     if args.scratch and not RunDir(args.scratch).manifest_path.exists():

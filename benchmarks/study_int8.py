@@ -58,7 +58,7 @@ def build_variants(root: Path, calib_count: int = 32) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from skinscan_edge.export.run import calibration_set
+    from skinscan_edge.exporters.run import calibration_set
 
     run = RunDir(root)
     manifest = read_json(run.manifest_path)
@@ -104,7 +104,7 @@ def litert_options(root: Path, threads: tuple[int, ...] = (1, 2), rounds: int = 
     """Batch-1 p50 of each TFLite file under several interpreter options, interleaved in rounds."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from skinscan_edge.benchmark import BenchmarkConfig, _tflite_delegation, measure_runtime, sample_images
+    from skinscan_edge.benchmarking import BenchmarkConfig, _tflite_delegation, measure_runtime, sample_images
     from skinscan_edge.runtimes import TFLiteRuntime
 
     run = RunDir(root)
@@ -138,7 +138,7 @@ def ort_spinning(root: Path, threads: int = 2, rounds: int = 3) -> list[dict]:
     """Batch-1 p50 of onnx-fp32 / onnx-int8 with intra-op spin-waiting on and off, interleaved."""
     import onnxruntime as ort
 
-    from skinscan_edge.benchmark import BenchmarkConfig, measure_runtime, sample_images
+    from skinscan_edge.benchmarking import BenchmarkConfig, measure_runtime, sample_images
     from skinscan_edge.runtimes import OnnxRuntime
 
     run = RunDir(root)
@@ -163,7 +163,7 @@ def ort_spinning(root: Path, threads: int = 2, rounds: int = 3) -> list[dict]:
 
 
 def _int8_file(model, path: Path, images: np.ndarray, tmp: Path) -> Path:
-    from skinscan_edge.export import tflite
+    from skinscan_edge.exporters import tflite
 
     serving = tflite.save_serving_model(model, tmp / path.stem)
     path.write_bytes(tflite.convert(serving, "int8", lambda: iter(images)))
@@ -173,7 +173,7 @@ def _int8_file(model, path: Path, images: np.ndarray, tmp: Path) -> Path:
 def _p50_ms(path: Path, threads: int, x: np.ndarray, min_time_s: float = 1.0) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.benchmark import time_calls
+    from skinscan_edge.benchmarking import time_calls
 
     interp = Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
@@ -189,7 +189,7 @@ def _p50_ms(path: Path, threads: int, x: np.ndarray, min_time_s: float = 1.0) ->
 def pool_study(out: Path, img: int = 299, threads: tuple[int, ...] = (1, 2), rounds: int = 2) -> list[dict]:
     """The whole int8 network with and without the pool rewrite, then the pools alone."""
     from skinscan_edge._tf import keras
-    from skinscan_edge.export.graph import export_model, is_rewritable_pool
+    from skinscan_edge.exporters.graph import export_model, is_rewritable_pool
     from skinscan_edge.xnnpack import describe_delegation
     from skinscan_edge.model import build_model
 
@@ -239,9 +239,9 @@ def pool_study(out: Path, img: int = 299, threads: tuple[int, ...] = (1, 2), rou
 
 def build_recipes(root: Path) -> None:
     """Today's int8 TFLite (Keras pools) and the ONNX int8 file of every target, into the manifest."""
-    from skinscan_edge.export import onnx as onnx_export
-    from skinscan_edge.export import tflite
-    from skinscan_edge.export.run import calibration_set
+    from skinscan_edge.exporters import onnx as onnx_export
+    from skinscan_edge.exporters import tflite
+    from skinscan_edge.exporters.run import calibration_set
 
     run = RunDir(root)
     manifest = read_json(run.manifest_path)

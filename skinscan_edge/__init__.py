@@ -16,3 +16,18 @@ __version__ = "0.1.0"
 #: The input contract shared by the Keras model and every export: NHWC, RGB, 0-255.
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
+
+# The Python API (skinscan_edge/api.py): the same functions the commands call, for notebooks.
+# Importing it loads no TensorFlow (each function imports what it needs when called).
+from .api import (BenchmarkResult, EvaluateResult, ExplainResult, ExportResult, PipelineResult,  # noqa: E402
+                  Prediction, TrainResult, benchmark, evaluate, explain, export, pipeline, predict, report, train)
+from .config import (BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, GateConfig,  # noqa: E402
+                     TrainConfig)
+from .errors import SkinscanError  # noqa: E402
+from .progress import Reporter, RichReporter  # noqa: E402
+from .stages import PipelineConfig  # noqa: E402
+
+__all__ = ["train", "export", "evaluate", "explain", "benchmark", "predict", "report", "pipeline",
+           "TrainConfig", "ExportConfig", "GateConfig", "EvaluateConfig", "ExplainConfig", "BenchmarkConfig",
+           "PipelineConfig", "TrainResult", "ExportResult", "EvaluateResult", "ExplainResult", "BenchmarkResult",
+           "Prediction", "PipelineResult", "SkinscanError", "Reporter", "RichReporter", "INPUT_NAME", "OUTPUT_NAME"]

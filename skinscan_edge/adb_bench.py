@@ -214,7 +214,7 @@ def adb_rows(run, entries: list[dict], serial: str, binary: str | Path,
     A failed run is a row with ``error`` (and the delegate's verdict), a setting the device
     lacks one with ``skipped``; the sweep goes on either way.
     """
-    from .export.manifest import verify_entry
+    from .exporters.manifest import verify_entry
 
     say = reporter_or_silent(reporter)
     binary = Path(binary)

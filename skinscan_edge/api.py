@@ -157,7 +157,7 @@ class PipelineResult:
 
 def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainResult:
     """Fine-tune InceptionV3 and write the run directory (``skinscan-edge train``)."""
-    from .train import train as train_run
+    from .training import train as train_run
 
     r = train_run(config, reporter=_reporter(reporter))
     if not r["chief"]:
@@ -171,13 +171,13 @@ def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Pa
            android_model: str = "tflite-int8", reporter: Reporter | None = _DEFAULT) -> ExportResult:
     """Export at the configured precisions (``skinscan-edge export``); with ``android_dir``, also
     fill the Android bundle from ``android_model``."""
-    from .export.run import export_run
+    from .exporters.run import export_run
 
     run = _open(run_dir)
     manifest = export_run(run, config or ExportConfig(), reporter=_reporter(reporter))
     bundle = None
     if android_dir is not None:
-        from .export.android import build_android_bundle
+        from .exporters.android import build_android_bundle
 
         bundle = build_android_bundle(run, Path(android_dir), export_name=android_model)
     return ExportResult(run=run.root, manifest=manifest, android=bundle)
@@ -185,7 +185,7 @@ def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Pa
 
 def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter | None = _DEFAULT) -> EvaluateResult:
     """Score Keras and every export on the same images and gate them (``skinscan-edge evaluate``)."""
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     run = _open(run_dir)
     return EvaluateResult(run=run.root, results=evaluate_run(run, config or EvaluateConfig(), reporter=_reporter(reporter)))
@@ -204,7 +204,7 @@ def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | N
 
 def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter | None = _DEFAULT) -> BenchmarkResult:
     """Latency, throughput, memory and the floor for every model (``skinscan-edge benchmark``)."""
-    from .benchmark import run_benchmark
+    from .benchmarking import run_benchmark
 
     run = _open(run_dir)
     return BenchmarkResult(run=run.root, results=run_benchmark(run.root, config or BenchmarkConfig(),
@@ -213,7 +213,7 @@ def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter
 
 def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: int | None = None) -> list[Prediction]:
     """Top-k labels for image files or folders (``skinscan-edge predict``), through any model."""
-    from .predict import predict_images
+    from .prediction import predict_images
 
     paths = [Path(p) for p in ([images] if isinstance(images, (str, Path)) else images)]
     out = []
@@ -225,7 +225,7 @@ def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: 
 
 def report(run_dir) -> Path:
     """Render ``RUN/reports/index.html`` (``skinscan-edge report``) and return its path."""
-    from .report import build_report
+    from .reporting import build_report
 
     return build_report(_open(run_dir))
 
@@ -234,7 +234,7 @@ def pipeline(config, reporter: Reporter | None = _DEFAULT) -> PipelineResult:
     """Train, export, evaluate, benchmark and report, skipping what is done (``skinscan-edge pipeline``).
 
     ``config`` is a ``pipeline.PipelineConfig``."""
-    from .pipeline import run_pipeline
+    from .stages import run_pipeline
 
     state = run_pipeline(config, reporter=_reporter(reporter))
     return PipelineResult(run=Path(config.train.out), stages=state["stages"], ok=state["ok"])

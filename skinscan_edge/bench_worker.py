@@ -56,7 +56,7 @@ def peak_rss_mb() -> float:
 
 def run_worker(spec: dict) -> dict:
     """Measure one row: load, first inference, latency, throughput, memory, kernels, MACs."""
-    from .benchmark import measure_runtime
+    from .benchmarking import measure_runtime
     from .config import BenchmarkConfig
     from .hostinfo import measure_floor
     from .models import open_model, path_of

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SkinscanError
-from .export.android_guide import MEDIAPIPE_PYTHON
+from .exporters.android_guide import MEDIAPIPE_PYTHON
 from .progress import Reporter, reporter_or_silent
 
 CLIENTS = ("mediapipe",)
@@ -123,7 +123,7 @@ def probe_model(size: int, folder: Path) -> Path:
     """An identity classifier: input [1, size, size, 3] float (0..255), output the same pixels
     flattened, with TFLite metadata (identity normalisation) so MediaPipe reports its input tensor."""
     from ._tf import keras, tf
-    from .export.android import write_metadata
+    from .exporters.android import write_metadata
 
     tf, k = tf(), keras()
     inp = k.Input((size, size, 3), batch_size=1, name="image")

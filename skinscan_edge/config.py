@@ -149,7 +149,7 @@ class ExportConfig:
         ONNX) is always exported.
       calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
       calib_class_floor: every class puts at least this many of them in (all it has when
-        fewer); 0: a plain random sample (export/calibration.py).
+        fewer); 0: a plain random sample (exporters/calibration.py).
       qat_epochs: epochs of quantization-aware fine-tuning on the train split.
       qat_lr: learning rate of that fine-tuning.
       opset: ONNX opset (17 or later).
@@ -157,10 +157,10 @@ class ExportConfig:
       jobs: 2 runs the QAT export (the longest) in a second process beside the other
         conversions, which are mostly single-threaded; 1 converts one file at a time.
       force: convert every file again, even one already made from the same model and settings.
-      onnx_target: the CPU the onnx-int8 file is for (export/onnx.py INT8_TARGETS), or
+      onnx_target: the CPU the onnx-int8 file is for (exporters/onnx.py INT8_TARGETS), or
         ``auto``: this host's.
       keep_float: Keras layer names kept float in the mixed int8 files (tflite-int8-mixed,
-        onnx-int8-mixed), or ``["auto"]`` (export/mixed.py); empty: no mixed files.
+        onnx-int8-mixed), or ``["auto"]`` (exporters/mixed.py); empty: no mixed files.
       keep_float_budget_pct: ``auto`` keeps at most this share of the model's MACs in float.
     """
 
@@ -181,7 +181,7 @@ class ExportConfig:
     HOW = ("jobs", "force")
 
     def validate(self) -> "ExportConfig":
-        from .export.converters import specs_for
+        from .exporters.converters import specs_for
 
         specs_for(self.precisions)  # unknown names fail with the valid list
         if self.keep_float:  # --keep-float asks for the mixed files, which rank the int8 file's layers
@@ -203,14 +203,14 @@ class ExportConfig:
         if self.opset < 17:
             raise SkinscanError(f"--opset must be 17 or later, got {self.opset}")
         if self.onnx_target != "auto":
-            from .export.onnx import resolve_target
+            from .exporters.onnx import resolve_target
 
             resolve_target(self.onnx_target)  # an unknown name fails with the valid ones
         return self
 
     def names(self) -> list[str]:
         """Export names in conversion order."""
-        from .export.converters import specs_for
+        from .exporters.converters import specs_for
 
         return [spec.name for spec in specs_for(self.precisions)]
 
@@ -341,7 +341,7 @@ class BenchmarkConfig:
 
     def devices(self) -> list[str]:
         if self.device == "auto":
-            from .benchmark import cuda_unavailable_reason
+            from .benchmarking import cuda_unavailable_reason
 
             return ["cpu"] if cuda_unavailable_reason() else ["cpu", "gpu"]
         return ["cpu", "gpu"] if self.device == "all" else [self.device]

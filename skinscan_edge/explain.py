@@ -38,7 +38,7 @@ def default_models(manifest: dict, evaluation: dict | None) -> list[str]:
 
 def calibration_images(run: RunDir, manifest: dict) -> tuple[list[str], np.ndarray]:
     """The images the int8 exports were calibrated on (manifest), pinned to 0..255 as they were."""
-    from .export.run import pin_input_range
+    from .exporters.run import pin_input_range
     from .imageio import load_batch
 
     files = (manifest.get("calibration") or {}).get("files") or []
@@ -60,7 +60,7 @@ def flipped_images(run: RunDir, evaluation: dict | None, name: str, cap: int) ->
 
 def explain_run(run: RunDir, config: ExplainConfig | None = None, reporter: Reporter | None = None) -> dict:
     """Measure every chosen export, write the reports and return quant_debug.json's dict."""
-    from .export.manifest import read_manifest, verify_entry
+    from .exporters.manifest import read_manifest, verify_entry
 
     say = reporter_or_silent(reporter)
     config = (config or ExplainConfig()).validate()
@@ -124,7 +124,7 @@ def _measure(run: RunDir, entry: dict, model, calib, sets: dict, tmp: Path) -> l
     else:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from .export.converters import EXPORTS
+        from .exporters.converters import EXPORTS
 
         prep = tmp / "prep.onnx"
         quant_pre_process(str(run.exports / EXPORTS["onnx-fp32"].file), str(prep), skip_symbolic_shape=False)

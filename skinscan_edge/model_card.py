@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .rundir import RunDir, atomic_write_text, read_json_or_none
 
-from .export.android_guide import MODEL_CARD as CARD_NAME  # the bundle copies it by this name
+from .exporters.android_guide import MODEL_CARD as CARD_NAME  # the bundle copies it by this name
 
 #: Confidence level of the per-class precision and recall intervals (Wilson score).
 CI_LEVEL = 0.95
@@ -68,7 +68,7 @@ def _table(head: list[str], rows: list[list]) -> list[str]:
 
 def _details(run: RunDir, config: dict, manifest: dict | None, synthetic: bool) -> list[str]:
     from . import __version__
-    from .export.android import MODEL_AUTHOR, MODEL_LICENSE
+    from .exporters.android import MODEL_AUTHOR, MODEL_LICENSE
 
     train, labels = config["train"], config["labels"]
     weights = {"imagenet": "ImageNet", "none": "none (trained from scratch)"}.get(train["weights"], train["weights"])
@@ -249,7 +249,7 @@ def _limitations(config: dict) -> list[str]:
 
 def render_model_card(run: RunDir) -> str:
     """The card's Markdown from the run's files."""
-    from .report import is_synthetic
+    from .reporting import is_synthetic
 
     config = run.config()
     evaluation = read_json_or_none(run.reports / "evaluate.json")

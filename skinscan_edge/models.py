@@ -33,7 +33,7 @@ def model_entries(run: RunDir, names: list[str] | None = None, *, keras: bool = 
     With no names, an export set that did not finish is refused (its manifest says what was
     asked and what was written); naming a subset of the exports that exist is allowed.
     """
-    from .export.manifest import entries, read_manifest
+    from .exporters.manifest import entries, read_manifest
 
     if not names:
         exports = entries(run) if run.manifest_path.exists() or not keras else []
@@ -64,7 +64,7 @@ def verified_path(run: RunDir, entry: dict) -> Path:
     """The model's file; an export must still match its manifest SHA-256."""
     if entry["name"] == KERAS:
         return run.model_path
-    from .export.manifest import verify_entry
+    from .exporters.manifest import verify_entry
 
     return verify_entry(run, entry)
 

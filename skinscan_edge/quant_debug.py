@@ -86,7 +86,7 @@ class TFLiteDebug:
 
     def __init__(self, model, calib: np.ndarray, tmp: Path):
         from ._tf import tf
-        from .export.tflite import save_serving_model
+        from .exporters.tflite import save_serving_model
 
         self._tf = tf()
         serving = save_serving_model(model, Path(tmp) / "serving_debug", rewrite_pools=True)

@@ -16,7 +16,7 @@ Layout::
       status.json            {"state": "complete" | "incomplete", ...}
       history.csv, training_curves.png
       reports/               keras_test_report.{txt,json}, keras_confusion.png, evaluate.*, benchmark.*
-      exports/manifest.json  one entry per exported file (see skinscan_edge.export.manifest)
+      exports/manifest.json  one entry per exported file (see skinscan_edge.exporters.manifest)
 """
 
 from __future__ import annotations

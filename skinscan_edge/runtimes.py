@@ -6,7 +6,7 @@ kernels really ran (``acceleration``), the model's multiply-accumulates (``macs`
 cannot run on a GPU here (``gpu_unavailable``). Keras is one runtime among the others.
 
 A new format is one class here plus one entry in :data:`RUNTIMES` (``register_runtime``), and
-one converter in ``export/converters.py``. Callers never branch on the format.
+one converter in ``exporters/converters.py``. Callers never branch on the format.
 
 >>> # rt = open_runtime(Path("runs/demo/exports/model_int8.tflite"), "tflite", num_threads=2)
 >>> # probs = rt.predict(load_batch(paths, 96))

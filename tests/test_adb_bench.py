@@ -157,10 +157,10 @@ def test_a_missing_binary_or_adb_is_a_one_line_error(phone, monkeypatch, tmp_pat
 
 def test_benchmark_json_carries_the_phone_rows_beside_the_desktop_rows(phone):
     """The sweep's wiring: run_benchmark adds the phone's rows; benchmark.md and the report show them."""
-    from skinscan_edge.benchmark import run_benchmark
+    from skinscan_edge.benchmarking import run_benchmark
     from skinscan_edge.config import BenchmarkConfig
     from skinscan_edge.render import render_benchmark_markdown
-    from skinscan_edge.report import phone_rows
+    from skinscan_edge.reporting import phone_rows
 
     run, _, binary, _ = phone
     write_json(run.config_path, {"train": {"img_size": 75}})

@@ -22,8 +22,8 @@ import pytest
 import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 from skinscan_edge.errors import SkinscanError
 from skinscan_edge.commands import options
-from skinscan_edge.export import android, android_guide, golden
-from skinscan_edge.export.android import build_android_bundle, read_metadata, write_metadata
+from skinscan_edge.exporters import android, android_guide, golden
+from skinscan_edge.exporters.android import build_android_bundle, read_metadata, write_metadata
 from skinscan_edge.rundir import RunDir, sha256_file, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -517,9 +517,9 @@ def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
 # --- a real bundle: the session's InceptionV3 int8 export (75 px, synthetic data) ---------------
 def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> None:
     from skinscan_edge.config import TrainConfig
-    from skinscan_edge.export.run import ExportConfig
+    from skinscan_edge.exporters.run import ExportConfig
     from skinscan_edge.imageio import load_rgb
-    from skinscan_edge.pipeline import PipelineConfig, stage_is_current
+    from skinscan_edge.stages import PipelineConfig, stage_is_current
 
     out = tmp_path / "bundle"
     build_android_bundle(run, out)

@@ -12,7 +12,7 @@ import pytest
 
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
 from skinscan_edge import bench_worker
-from skinscan_edge import benchmark as bm
+from skinscan_edge import benchmarking as bm
 from skinscan_edge import hostinfo
 from skinscan_edge.errors import SkinscanError
 

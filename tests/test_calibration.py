@@ -1,11 +1,11 @@
-"""The int8 calibration sample is stratified by class with a floor (export/calibration.py)."""
+"""The int8 calibration sample is stratified by class with a floor (exporters/calibration.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from skinscan_edge.export.calibration import stratified_pick
+from skinscan_edge.exporters.calibration import stratified_pick
 
 
 @pytest.mark.parametrize("n, floor, rare, expect_rare", [(40, 8, 3, 3), (40, 8, 20, 8), (40, 0, 3, None), (12, 8, 20, 4)])

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from skinscan_edge.cli import app
 from skinscan_edge.errors import SkinscanError
-from skinscan_edge.evaluate import EvaluateConfig, evaluate_run
+from skinscan_edge.evaluation import EvaluateConfig, evaluate_run
 from skinscan_edge.rundir import RunDir, sha256_file, write_json
 
 LABELS = ["Acne", "Actinic keratosis", "Basal cell carcinoma", "Dermatofibroma", "Eczema",

@@ -76,7 +76,7 @@ def test_quantized_exports_agree_on_top1(predictions, name):
 def test_int8_tflite_is_full_integer(exported_run, name):
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.export.manifest import entries
+    from skinscan_edge.exporters.manifest import entries
 
     entry = entries(exported_run, [name])[0]
     interp = Interpreter(model_path=str(exported_run.exports / entry["file"]))
@@ -89,7 +89,7 @@ def test_int8_tflite_is_full_integer(exported_run, name):
 
 
 def test_dynamic_range_file_is_not_called_int8(exported_run):
-    from skinscan_edge.export.manifest import entries
+    from skinscan_edge.exporters.manifest import entries
 
     entry = entries(exported_run, ["tflite-dynamic"])[0]
     assert entry["precision"] == "dynamic" and "int8" not in entry["file"]
@@ -97,11 +97,11 @@ def test_dynamic_range_file_is_not_called_int8(exported_run):
 
 
 def test_qat_reports_layers_it_could_not_annotate(exported_run):
-    from skinscan_edge.export.manifest import entries
+    from skinscan_edge.exporters.manifest import entries
 
     notes = entries(exported_run, ["tflite-qat-int8"])[0]["notes"]
     assert "normalize (Rescaling)" in notes
-    # Concatenations tfmot would permute are kept float and named (see export/qat.py).
+    # Concatenations tfmot would permute are kept float and named (see exporters/qat.py).
     assert "mixed3 (Concatenate)" in notes and "mixed9 (Concatenate)" in notes
 
 
@@ -136,8 +136,8 @@ def test_int8_without_train_images_is_refused(run_copy):
 
 
 def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_run, monkeypatch):
-    from skinscan_edge.export import onnx as onnx_export
-    from skinscan_edge.export import tflite
+    from skinscan_edge.exporters import onnx as onnx_export
+    from skinscan_edge.exporters import tflite
 
     def broken(*a, **k):
         raise RuntimeError("simulated tf2onnx failure")

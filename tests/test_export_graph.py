@@ -17,7 +17,7 @@ from skinscan_edge.errors import SkinscanError
     (3, 3, (2, 2), [[1, 1, 2], [1, 1, 2], [2, 2, 4]]),
 ])
 def test_same_pool_multiplier(h, w, pool, expected):
-    from skinscan_edge.export.graph import same_pool_multiplier
+    from skinscan_edge.exporters.graph import same_pool_multiplier
 
     np.testing.assert_allclose(same_pool_multiplier(h, w, pool)[0, :, :, 0], expected)
 
@@ -41,7 +41,7 @@ def _images(n=6, size=12):
 
 def test_export_model_swaps_only_the_pools_and_copies_weights():
     from skinscan_edge._tf import keras
-    from skinscan_edge.export.graph import export_model
+    from skinscan_edge.exporters.graph import export_model
 
     k = keras()
     model = _small_model(k, pool_size=(2, 2))
@@ -57,7 +57,7 @@ def test_export_model_swaps_only_the_pools_and_copies_weights():
 def test_inception_export_graph_equals_keras_within_1e_5():
     """All nine InceptionV3 pools rewritten; the base's last block is unchanged to 1e-5 (relative)."""
     from skinscan_edge._tf import keras
-    from skinscan_edge.export.graph import export_model
+    from skinscan_edge.exporters.graph import export_model
     from skinscan_edge.model import build_model
 
     k = keras()
@@ -72,7 +72,7 @@ def test_inception_export_graph_equals_keras_within_1e_5():
 
 
 def _tflite(model, precision, tmp_path, rewrite=True):
-    from skinscan_edge.export import tflite
+    from skinscan_edge.exporters import tflite
 
     serving = tflite.save_serving_model(model, tmp_path / f"sm_{precision}_{rewrite}", rewrite_pools=rewrite)
     path = tmp_path / f"m_{precision}_{rewrite}.tflite"
@@ -100,7 +100,7 @@ def test_manifest_fields_name_xnnpack_partitions_and_builtin_ops(tmp_path):
     """describe() (what the manifest records per TFLite file): the int8 export graph is one
     XNNPACK partition; Keras' pools would have cut it and stayed on builtin kernels."""
     from skinscan_edge._tf import keras
-    from skinscan_edge.export import tflite
+    from skinscan_edge.exporters import tflite
 
     model = _small_model(keras())
     rewritten = tflite.describe(_tflite(model, "int8", tmp_path))
@@ -122,7 +122,7 @@ def test_manifest_fields_name_xnnpack_partitions_and_builtin_ops(tmp_path):
     ("arm64", set(), "arm"),
 ])
 def test_auto_target_from_cpu_flags(machine, flags, target):
-    from skinscan_edge.export.onnx import choose_target
+    from skinscan_edge.exporters.onnx import choose_target
 
     assert choose_target(machine, flags) == target
 
@@ -137,7 +137,7 @@ def test_explicit_target_sets_quantize_static_arguments(target, act, weight, red
     import onnxruntime.quantization as q
     import onnxruntime.quantization.shape_inference as si
 
-    from skinscan_edge.export import onnx as onnx_export
+    from skinscan_edge.exporters import onnx as onnx_export
 
     seen = {}
     monkeypatch.setattr(si, "quant_pre_process", lambda src, dst, **kw: open(dst, "wb").close())
@@ -152,7 +152,7 @@ def test_explicit_target_sets_quantize_static_arguments(target, act, weight, red
 
 
 def test_unknown_target_lists_the_valid_ones():
-    from skinscan_edge.export.run import ExportConfig
+    from skinscan_edge.exporters.run import ExportConfig
 
     with pytest.raises(SkinscanError, match="x86-vnni"):
         ExportConfig(onnx_target="x86-vnn").validate()

@@ -59,7 +59,7 @@ def test_mixed_model_has_float32_output_and_saves_as_the_float32_model(tmp_path)
     copy (what every export reads) is float32 throughout, with the same weights, and predicts
     exactly what a model built in float32 with those weights predicts."""
     from skinscan_edge._tf import keras
-    from skinscan_edge.export import tflite
+    from skinscan_edge.exporters import tflite
     from skinscan_edge.model import build_model
     from skinscan_edge.precision import PrecisionDecision, float32_clone, policy
 
@@ -94,7 +94,7 @@ def test_trained_run_records_its_precision(trained_run):
 
 @pytest.mark.parametrize("driver, expected", [(False, ["cpu"]), (True, ["cpu", "gpu"])])
 def test_benchmark_device_auto_adds_gpu_rows_where_a_driver_is_present(monkeypatch, driver, expected):
-    from skinscan_edge import benchmark as bm
+    from skinscan_edge import benchmarking as bm
 
     monkeypatch.setattr(bm, "cuda_unavailable_reason", lambda: None if driver else "no CUDA device: test")
     assert bm.BenchmarkConfig().device == "auto"

@@ -47,7 +47,7 @@ def test_notebook_has_its_parameters_and_download_cells():
     assert len(_tagged(nb, "parameters")) == 1 and len(_tagged(nb, "kaggle-download")) == 1
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed without outputs
     source = "\n".join(c.source for c in nb.cells)
-    for name in ("kagglehub", 'device="auto"', "build_android_bundle", "make_archive", "report(RUN_DIR)"):
+    for name in ("kagglehub", 'device="auto"', "android_dir=ANDROID_DIR", "skinscan_android_bundle.zip", "report(RUN_DIR)"):
         assert name in source
 
 
@@ -78,6 +78,6 @@ def test_notebook_runs_end_to_end_on_synthetic_data(tmp_path):
     assert "SYNTHETIC demo data" in outputs and "gate passed" in outputs
     assert "<iframe srcdoc=" in outputs and "tflite-int8" in outputs
     assert (tmp_path / "run" / "reports" / "index.html").is_file()
-    with zipfile.ZipFile(tmp_path / "skinscan_android_bundle.zip") as z:
+    with zipfile.ZipFile(tmp_path / "android" / "skinscan_android_bundle.zip") as z:
         names = z.namelist()
     assert "labels.txt" in names and any(n.endswith(".tflite") for n in names), names

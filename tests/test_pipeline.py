@@ -58,8 +58,8 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
 def _piped_config(run):
     """The PipelineConfig that `piped` ran with (conftest's TRAIN_ARGS, EXPORT_ARGS, PIPELINE_ARGS)."""
     from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
-    from skinscan_edge.export.converters import PRECISIONS
-    from skinscan_edge.pipeline import PipelineConfig
+    from skinscan_edge.exporters.converters import PRECISIONS
+    from skinscan_edge.stages import PipelineConfig
 
     train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
     return PipelineConfig(train=train, export=ExportConfig(precisions=list(PRECISIONS), calib_samples=48),
@@ -98,7 +98,7 @@ STAGE_CASES = [
 
 @pytest.mark.parametrize("case", STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
 def test_a_stage_is_due_exactly_when_its_inputs_changed(piped, tmp_path, case):
-    from skinscan_edge.pipeline import stage_is_current
+    from skinscan_edge.stages import stage_is_current
     from skinscan_edge.rundir import RunDir
 
     _, change, stage, current = case
@@ -111,7 +111,7 @@ def test_a_stage_is_due_exactly_when_its_inputs_changed(piped, tmp_path, case):
 def test_a_finished_run_with_other_training_settings_is_refused(piped):
     from skinscan_edge.config import TrainConfig
     from skinscan_edge.errors import SkinscanError
-    from skinscan_edge.pipeline import PipelineConfig, stage_is_current
+    from skinscan_edge.stages import PipelineConfig, stage_is_current
     from skinscan_edge.rundir import RunDir
 
     run, _ = piped
@@ -138,7 +138,7 @@ def test_report_recommends_the_fastest_export_that_passed_the_gate(piped):
 
 
 def test_report_without_evaluate_or_benchmark_names_the_missing_commands(run_copy):
-    from skinscan_edge.report import build_report
+    from skinscan_edge.reporting import build_report
 
     for name in ("evaluate.json", "benchmark.json"):
         (run_copy.reports / name).unlink(missing_ok=True)

@@ -209,7 +209,7 @@ def test_evaluate_peak_memory_is_flat_when_the_split_grows_4x(exported_run, tmp_
     images, and any array built from all of them, would."""
     import tracemalloc
 
-    from skinscan_edge import evaluate
+    from skinscan_edge import evaluation as evaluate
     from skinscan_edge.models import open_model
 
     opened = {name: open_model(exported_run, name) for name in ("keras", "tflite-int8")}

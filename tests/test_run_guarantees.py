@@ -30,7 +30,7 @@ from conftest import ENV, cli, invoke, pipeline_args
 from skinscan_edge.config import TrainConfig
 from skinscan_edge.errors import SkinscanError
 from skinscan_edge.fingerprint import FILES_NAME, data_change, data_fingerprint, diff, save_file_list
-from skinscan_edge.pipeline import KEPT, PipelineConfig, stage_is_current
+from skinscan_edge.stages import KEPT, PipelineConfig, stage_is_current
 from skinscan_edge.rundir import RunDir, sha256_file, write_json
 from skinscan_edge.runlock import LOCK_NAME, run_lock
 
@@ -219,11 +219,11 @@ def test_a_second_writer_is_refused_with_one_line_and_the_first_finishes_intact(
 
 
 def test_every_writing_command_takes_the_lock(tmp_path, data):
-    from skinscan_edge.benchmark import BenchmarkConfig, run_benchmark
-    from skinscan_edge.evaluate import EvaluateConfig, evaluate_run
-    from skinscan_edge.export.run import ExportConfig, export_run
-    from skinscan_edge.pipeline import run_pipeline
-    from skinscan_edge.report import build_report
+    from skinscan_edge.benchmarking import BenchmarkConfig, run_benchmark
+    from skinscan_edge.evaluation import EvaluateConfig, evaluate_run
+    from skinscan_edge.exporters.run import ExportConfig, export_run
+    from skinscan_edge.stages import run_pipeline
+    from skinscan_edge.reporting import build_report
 
     run = tmp_path / "run"
     calls = {

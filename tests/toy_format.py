@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skinscan_edge.export.converters import Converter, ExportSpec, register_export
+from skinscan_edge.exporters.converters import Converter, ExportSpec, register_export
 from skinscan_edge.runtimes import Runtime, register_runtime
 
 

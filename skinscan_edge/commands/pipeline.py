@@ -35,8 +35,8 @@ def command(
     """
     from ..api import pipeline
     from ..config import EvaluateConfig, ExportConfig, TrainConfig
-    from ..export.converters import PRECISIONS
-    from ..pipeline import PipelineConfig
+    from ..exporters.converters import PRECISIONS
+    from ..stages import PipelineConfig
 
     out = out or Path("runs") / data.resolve().name
     cfg = PipelineConfig(
@@ -72,7 +72,7 @@ class PipelineReporter(RichReporter):
 def _summary_table(stages: dict) -> None:
     from rich.table import Table
 
-    from ..pipeline import STAGES
+    from ..stages import STAGES
     from . import reporter
 
     table = Table(title="pipeline")

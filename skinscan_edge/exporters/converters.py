@@ -24,7 +24,7 @@ class Context:
     def __init__(self, run, model, calib, tmp: Path, cfg, say, onnx_target: str = "x86-avx2"):
         self.run, self.model, self.calib, self.tmp, self.cfg, self.say = run, model, calib, Path(tmp), cfg, say
         self.onnx_target = onnx_target
-        self.cache: dict = {}  # what several converters share (export/mixed.py: validation scores)
+        self.cache: dict = {}  # what several converters share (exporters/mixed.py: validation scores)
         self._serving: dict[bool, Path] = {}
 
     def serving(self, rewrite_pools: bool = False) -> Path:
@@ -76,7 +76,7 @@ class TFLitePreset(Converter):
 
 
 class QatTFLite(Converter):
-    """tfmot quantization-aware fine-tuning, then full-integer TFLite (``export/qat.py``)."""
+    """tfmot quantization-aware fine-tuning, then full-integer TFLite (``exporters/qat.py``)."""
 
     format = "tflite"
     calibrated = True

@@ -33,7 +33,7 @@ __all__ = ["ExportConfig", "EXPORTS", "PRECISIONS", "export_run", "calibration_s
 
 def calibration_set(run: RunDir, n: int, seed: int, class_floor: int = 0) -> tuple[list[str], np.ndarray]:
     """A seeded sample of the train split, decoded once and shared by every int8 export;
-    stratified with ``class_floor`` images per class at least (export/calibration.py)."""
+    stratified with ``class_floor`` images per class at least (exporters/calibration.py)."""
     from ..imagecache import load_split_images
     from .calibration import stratified_pick
 

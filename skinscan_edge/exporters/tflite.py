@@ -9,7 +9,7 @@ function. ``TFLiteConverter.from_keras_model`` first saves the whole Keras objec
 tracing every one of InceptionV3's 300+ layers (about 100 s here); the light route costs
 about 5 s once and is shared by every precision.
 
-For the full-integer file that SavedModel holds the export graph (``export/graph.py``):
+For the full-integer file that SavedModel holds the export graph (``exporters/graph.py``):
 InceptionV3's stride-1 "same" average pools as depthwise conv + multiply, exactly equal in
 float and taken by XNNPACK in int8, so the int8 file runs in one XNNPACK partition.
 ``describe`` records XNNPACK's share of each file (``xnnpack.py``) in the manifest.

@@ -15,7 +15,7 @@ the copy mediapipe ships). The model flatbuffer is edited only through LiteRT's 
 flatbuffer goes in as a buffer named ``TFLITE_METADATA`` and ``labels.txt`` is appended to the model
 as an uncompressed zip, the layout MetadataPopulator produces and MediaPipe's extractor reads.
 
->>> # from skinscan_edge.export.android import build_android_bundle
+>>> # from skinscan_edge.exporters.android import build_android_bundle
 >>> # build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))["model_path"]
 """
 
@@ -338,7 +338,7 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
     """
     import hashlib
 
-    from ..report import is_synthetic
+    from ..reporting import is_synthetic
     from ..runtimes import TFLiteRuntime
     from . import android_guide as guide
 

@@ -137,7 +137,7 @@ def build_report(run: RunDir) -> Path:
     benchmark = read_json_or_none(run.reports / "benchmark.json")
     manifest = read_json_or_none(run.manifest_path)
     if manifest:
-        from .export.manifest import check_complete
+        from .exporters.manifest import check_complete
 
         check_complete(run, manifest)
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")

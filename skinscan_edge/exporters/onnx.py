@@ -11,7 +11,7 @@ AVX2 host agreed with fp32 on top-1 for 58% of the test images, with reduce_rang
 QDQ left 41 of 94 convs in float on x86 (onnxruntime 1.32) and QOperator S8S8 was 7.8x
 slower, so x86 targets keep U8S8.
 
-The pools are not rewritten for ONNX (unlike TFLite, export/graph.py): onnxruntime runs them
+The pools are not rewritten for ONNX (unlike TFLite, exporters/graph.py): onnxruntime runs them
 as QLinearAveragePool inside the int8 graph, so they split nothing.
 """
 
@@ -121,7 +121,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], tar
                   nodes_to_exclude: list[str] | None = None) -> Path:
     """quant_pre_process (shape inference + optimisation), then quantize_static with
     ``target``'s settings from INT8_TARGETS; ``nodes_to_exclude`` (names in the pre-processed
-    graph) stay float (export/mixed.py)."""
+    graph) stay float (exporters/mixed.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -47,7 +47,7 @@ def predict_images(run: RunDir, paths: list[Path], model: str = "keras", top_k: 
         raise SkinscanError(f"--top-k must be between 1 and {len(labels)} (the number of classes), got {top_k}")
     (entry,) = model_entries(run, [model])
     if entry["name"] != "keras":
-        from .export.manifest import check_complete, read_manifest
+        from .exporters.manifest import check_complete, read_manifest
 
         check_complete(run, read_manifest(run))
     paths = expand_images(paths)

@@ -48,7 +48,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
     export was interrupted (unless ``config.formats`` names a subset that exists), an export
     whose SHA-256 no longer matches the manifest, or labels that don't match the model's outputs.
     """
-    from .export.manifest import completeness, read_manifest, verify_entry
+    from .exporters.manifest import completeness, read_manifest, verify_entry
 
     say = reporter_or_silent(reporter)
     labels = run.labels()

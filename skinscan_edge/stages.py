@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
 from .errors import SkinscanError
-from .export.converters import PRECISIONS
+from .exporters.converters import PRECISIONS
 from .fingerprint import data_change
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
@@ -82,8 +82,8 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
 
 
 def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
-    from .export.android_guide import bundle_is_whole
-    from .export.run import reusable_entries
+    from .exporters.android_guide import bundle_is_whole
+    from .exporters.run import reusable_entries
 
     if manifest.get("state", "complete") != "complete" or manifest.get("failures"):
         return None
@@ -173,7 +173,7 @@ _SUMMARIES = {
 
 
 def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .train import train
+    from .training import train
 
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
     started = run.config_path.exists()
@@ -193,12 +193,12 @@ def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bo
 
 
 def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .export.run import export_run
+    from .exporters.run import export_run
 
     manifest = export_run(RunDir.open(run.root), cfg.export, reporter=say)
     summary = f"{len(manifest['exports'])} exports"
     if cfg.android_dir:
-        from .export.android import build_android_bundle
+        from .exporters.android import build_android_bundle
 
         bundle = build_android_bundle(run, Path(cfg.android_dir))
         summary += f"; Android bundle {bundle['model_path']}"
@@ -209,7 +209,7 @@ def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, b
 
 
 def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     results = evaluate_run(RunDir.open(run.root), cfg.evaluate, reporter=say)
     gate = results["gate"]
@@ -221,7 +221,7 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
 
 
 def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .benchmark import run_benchmark
+    from .benchmarking import run_benchmark
 
     results = run_benchmark(run.root, cfg.benchmark, reporter=say)
     errors = [r for r in results["rows"] if "error" in r]
@@ -233,11 +233,11 @@ def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str
 
 
 def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .report import build_report
+    from .reporting import build_report
 
     page = build_report(RunDir.open(run.root))  # writes RUN/MODEL_CARD.md too
     if cfg.android_dir:  # the bundle carries the card, which exists only now
-        from .export.android import build_android_bundle
+        from .exporters.android import build_android_bundle
 
         build_android_bundle(run, Path(cfg.android_dir))
     return str(page), True
