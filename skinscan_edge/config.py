@@ -3,6 +3,9 @@
 The CLI's options read their defaults from these fields (``commands/options.py``), the Python
 API takes these objects, and the resolved config is saved into the run directory. Importing
 this module imports no TensorFlow.
+
+Over 350 lines on purpose: every config dataclass lives here, so that each default is declared
+once and the CLI, the API and the saved config read it from one place.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ Melanoma taken for Tahi Lalat.
 
 >>> # from skinscan_edge.demo_data import write_demo_dataset
 >>> # write_demo_dataset(Path("data/demo"), per_class=80, size=128, seed=0)["n_images"]  # 800
+
+Over 350 lines on purpose: the drawing code of the ten synthetic classes belongs together.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 1. scan + split the data (persisted), 2. build the model, 3. phase 1: head only,
 4. phase 2: unfreeze from a block at a lower learning rate, 5. save the model, history,
 plots, and the Keras model's test-split report into the run directory.
+
+Over 350 lines on purpose: the two phases, their callbacks, resume, the run lock and the
+multi-worker placement read top to bottom in one file; phase 1 on cached features lives in
+features.py, the decoded-image cache in imagecache.py.
 """
 
 from __future__ import annotations

@@ -57,9 +57,12 @@ def csv_names(text):
     return [t.strip() for t in str(text).split(",") if t.strip()] or None
 
 
-def _shown(value) -> Any:
-    """How a config default looks on the command line (tuples become '1,8,32')."""
-    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+def _shown(value, kind=None) -> Any:
+    """How a config default looks on the command line: a tuple, or a list given as text, becomes
+    '1,8,32' (an empty list: no default); a list option (repeatable) stays a list."""
+    if isinstance(value, tuple) or (isinstance(value, list) and kind in (str, Optional[str])):
+        return ",".join(map(str, value)) or None
+    return value
 
 
 TRAIN = (
@@ -163,7 +166,7 @@ def group(cls, opts: tuple[Opt, ...], into: str, prefix: str = "", only: tuple[s
         params = [p for p in sig.parameters.values() if p.name != into]
         names = {o.field: f"{into}__{o.field}" for o in chosen}
         for o in chosen:
-            option = typer.Option(_shown(default_of(cls, o.field)), *_flags(o, prefix), help=o.help,
+            option = typer.Option(_shown(default_of(cls, o.field), o.type), *_flags(o, prefix), help=o.help,
                                   metavar=o.metavar, hidden=o.hidden, show_default=o.field != "critical_classes")
             params.append(inspect.Parameter(names[o.field], inspect.Parameter.KEYWORD_ONLY, default=option,
                                             annotation=o.type))

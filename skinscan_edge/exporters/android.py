@@ -17,6 +17,9 @@ as an uncompressed zip, the layout MetadataPopulator produces and MediaPipe's ex
 
 >>> # from skinscan_edge.exporters.android import build_android_bundle
 >>> # build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))["model_path"]
+
+Over 350 lines on purpose: most of it is the metadata schema excerpt and its packer, which
+belong together; the guide and the golden image live in android_guide.py and golden.py.
 """
 
 from __future__ import annotations
