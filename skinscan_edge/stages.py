@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
 from .errors import SkinscanError
-from .exporters.converters import PRECISIONS
+from .exporters.converters import EVERY_PRECISION
 from .fingerprint import data_change
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
@@ -39,7 +39,7 @@ class PipelineConfig:
     """The settings of every stage; each stage's own config documents its fields."""
 
     train: TrainConfig
-    export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=[p for p in PRECISIONS if p != "mixed"]))
+    export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=list(EVERY_PRECISION)))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     android_dir: str | None = None

@@ -49,6 +49,9 @@ def describe_delegation(path: Path) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
+    from ._tf import quiet_stderr
+
+    with quiet_stderr():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+        interp.allocate_tensors()
     info = delegation(interp)
     return {k: info[k] for k in ("xnnpack_partitions", "xnnpack_ops", "ops_total", "builtin_ops")}

@@ -58,11 +58,11 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
 def _piped_config(run):
     """The PipelineConfig that `piped` ran with (conftest's TRAIN_ARGS, EXPORT_ARGS, PIPELINE_ARGS)."""
     from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
-    from skinscan_edge.exporters.converters import PRECISIONS
+    from skinscan_edge.exporters.converters import EVERY_PRECISION
     from skinscan_edge.stages import PipelineConfig
 
     train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
-    return PipelineConfig(train=train, export=ExportConfig(precisions=list(PRECISIONS), calib_samples=48),
+    return PipelineConfig(train=train, export=ExportConfig(precisions=list(EVERY_PRECISION), calib_samples=48),
                           evaluate=EvaluateConfig(max_accuracy_drop_pp=100.0, max_recall_drop_pp=100.0),
                           benchmark=BenchmarkConfig(threads=(1,), batches=(1, 2), min_time_s=0.05))
 

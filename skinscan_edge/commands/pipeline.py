@@ -35,13 +35,13 @@ def command(
     """
     from ..api import pipeline
     from ..config import EvaluateConfig, ExportConfig, TrainConfig
-    from ..exporters.converters import PRECISIONS
+    from ..exporters.converters import EVERY_PRECISION
     from ..stages import PipelineConfig
 
     out = out or Path("runs") / data.resolve().name
     cfg = PipelineConfig(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
-        export=ExportConfig(precisions=[p for p in PRECISIONS if (qat or p != "qat") and p != "mixed"], **export_opts),
+        export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"], **export_opts),
         evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None,  # what the phone sees
                                 android_dir=str(android_dir) if android else None),
         benchmark=BenchmarkConfig(**bench_opts),

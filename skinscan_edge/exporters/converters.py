@@ -170,6 +170,8 @@ def precisions() -> list[str]:
 
 #: The built-in ``--precision`` names (``precisions()`` adds those of plugins).
 PRECISIONS = list(dict.fromkeys(spec.flag for spec in EXPORTS.values()))
+#: What "every precision" means for the pipeline: all but ``mixed``, which needs --keep-float.
+EVERY_PRECISION = [p for p in PRECISIONS if p != "mixed"]
 
 
 def specs_for(flags: list[str]) -> list[ExportSpec]:
