@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke
 
 COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "pipeline", "predict", "report", "explain"]
 

@@ -139,7 +139,6 @@ def test_phase1_on_cached_features_trains_the_full_models_head(tmp_path):
     cached features: the head's weights are the model's, and the features are the base's output."""
     from skinscan_edge._tf import keras, tf
     from skinscan_edge.config import TrainConfig
-    from skinscan_edge.data import image_batches
     from skinscan_edge.features import extract_features, fit_head_on_features, head_model
     from skinscan_edge.model import build_model, freeze_base
 

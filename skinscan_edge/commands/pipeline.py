@@ -47,8 +47,9 @@ def command(
         benchmark=BenchmarkConfig(**bench_opts),
         android_dir=str(android_dir) if android else None, keep_model=keep_model,
     )
-    result = pipeline(cfg, reporter=PipelineReporter())
-    _summary_table(result.stages)
+    display = PipelineReporter()
+    result = pipeline(cfg, reporter=display)
+    _summary_table(result.stages, display.console)
     typer.echo(f"report: {result.report}")
     if not result.ok:
         raise typer.Exit(1)
@@ -69,11 +70,10 @@ class PipelineReporter(RichReporter):
             super().row(kind, row)
 
 
-def _summary_table(stages: dict) -> None:
+def _summary_table(stages: dict, console) -> None:
     from rich.table import Table
 
     from ..stages import STAGES
-    from . import reporter
 
     table = Table(title="pipeline")
     for col in ("stage", "state", "seconds", "result"):
@@ -82,7 +82,6 @@ def _summary_table(stages: dict) -> None:
         r = stages.get(name, {})
         table.add_row(name, r.get("state", "-"), f"{r['seconds']:.0f}" if r.get("state") == "ran" else "-",
                       str(r.get("summary", "")))
-    console = reporter().console
     console.print(table)
     for name in STAGES:
         if stages.get(name, {}).get("warning"):
