@@ -165,6 +165,8 @@ class ExportConfig:
       keep_float: Keras layer names kept float in the mixed int8 files (tflite-int8-mixed,
         onnx-int8-mixed), or ``["auto"]`` (exporters/mixed.py); empty: no mixed files.
       keep_float_budget_pct: ``auto`` keeps at most this share of the model's MACs in float.
+      gate: the limits ``auto`` must meet on the validation split (``export`` and ``pipeline``
+        take the evaluate gate's options, so one set of limits decides both).
     """
 
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
@@ -179,9 +181,14 @@ class ExportConfig:
     onnx_target: str = "auto"
     keep_float: list[str] = field(default_factory=list)
     keep_float_budget_pct: float = 25.0
+    gate: "GateConfig" = field(default_factory=lambda: GateConfig())
 
     #: Fields that say how the files are made, not what they are (a change makes nothing due).
     HOW = ("jobs", "force")
+
+    def __post_init__(self):
+        if isinstance(self.gate, dict):  # from a saved config (manifest, QAT worker)
+            self.gate = GateConfig(**self.gate)
 
     def validate(self) -> "ExportConfig":
         from .exporters.converters import specs_for
@@ -218,8 +225,10 @@ class ExportConfig:
         return [spec.name for spec in specs_for(self.precisions)]
 
     def recipe(self) -> dict:
-        """What decides the files' content: every field but the precisions and HOW."""
-        return {k: v for k, v in asdict(self).items() if k not in ("precisions", *self.HOW)}
+        """What decides the files' content: every field but the precisions and HOW (and the
+        gate, which decides only what ``--keep-float auto`` picks)."""
+        skip = ("precisions", *self.HOW, *(() if self.keep_float == ["auto"] else ("gate",)))
+        return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 @dataclass

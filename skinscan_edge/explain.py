@@ -111,7 +111,8 @@ def explain_run(run: RunDir, config: ExplainConfig | None = None, reporter: Repo
 METHOD = {"tflite": "LiteRT QuantizationDebugger (layer-wise NumericVerify: each op's float twin on the same "
                     "quantized input), float I/O; body quantized as the export",
           "onnx": "onnxruntime qdq_loss_debug: activations before/after their QDQ pair in the int8 file (qdq), "
-                  "and against the float model (xmodel, accumulated)"}
+                  "and against the float model (xmodel, accumulated); graph optimizations off, so each pair "
+                  "runs as fake-quant, not fused into int8 kernels"}
 
 
 def _measure(run: RunDir, entry: dict, model, calib, sets: dict, tmp: Path) -> list[dict]:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._tf import quiet_stderr
+
 #: A channel whose float norm is below this share of the tensor's largest channel is dead.
 DEAD_CHANNEL = 1e-6
 METRICS = ("channel_error", "sqnr_db", "rmse", "rmse_per_scale")
@@ -50,8 +52,11 @@ def layer_metrics(f: np.ndarray, q: np.ndarray, scale: float, axis: int = -1) ->
     """Every METRICS value of one layer on one image (``q`` already dequantized)."""
     from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio as sqnr
 
-    f, q = np.asarray(f, np.float32), np.asarray(q, np.float32)
-    rmse = float(np.sqrt(np.mean((q.astype(np.float64) - f) ** 2)))
+    # float64 throughout: an exact op (max pool) differs from its float twin by float32 rounding
+    # only, and squeezing the dequantized values back into float32 would make that noise (and
+    # the SQNR, ~150 dB instead of ~350 dB) depend on the cast, not on the layer.
+    f, q = np.asarray(f, np.float64), np.asarray(q, np.float64)
+    rmse = float(np.sqrt(np.mean((q - f) ** 2)))
     return {"channel_error": channel_error(f, q, axis), "sqnr_db": float(sqnr(f, q)), "rmse": rmse,
             "rmse_per_scale": rmse / scale if scale else float("nan")}
 
@@ -59,7 +64,7 @@ def layer_metrics(f: np.ndarray, q: np.ndarray, scale: float, axis: int = -1) ->
 def _direct(name: str):
     """A LiteRT ``layer_direct_compare_metrics`` function: (float, quantized, scale, zero point)."""
     def metric(f, q, scale, zero_point):
-        deq = (np.asarray(q, np.int32) - int(zero_point)) * np.float32(scale)
+        deq = (np.asarray(q, np.int64) - int(zero_point)) * np.float64(scale)
         return layer_metrics(f, deq, float(scale))[name]
     return metric
 
@@ -91,8 +96,11 @@ class TFLiteDebug:
         self._tf = tf()
         serving = save_serving_model(model, Path(tmp) / "serving_debug", rewrite_pools=True)
         self._images = calib
-        self.debugger = self._tf.lite.experimental.QuantizationDebugger(
-            converter=int8_converter(serving, calib), debug_dataset=self._dataset)
+        # quiet_stderr around every debugger call: the converter's "fully_quantize" lines, the
+        # interpreter's deprecation warning and LiteRT's delegate line (--verbose shows them)
+        with quiet_stderr():
+            self.debugger = self._tf.lite.experimental.QuantizationDebugger(
+                converter=int8_converter(serving, calib), debug_dataset=self._dataset)
         self._debug_model: bytes | None = None
 
     def _dataset(self):
@@ -102,15 +110,17 @@ class TFLiteDebug:
         """One row per quantized op, in graph order, the METRICS averaged over ``images``."""
         lite = self._tf.lite.experimental
         if self._debug_model is None:
-            self._debug_model = self.debugger.get_debug_quantized_model()
+            with quiet_stderr():
+                self._debug_model = self.debugger.get_debug_quantized_model()
         # A second debugger over the instrumented model: only this route keeps every tensor
         # (experimental_preserve_all_tensors), which layer_direct_compare_metrics reads; the
         # converter route reuses buffers and hands the metrics overwritten values.
         self._images = images
-        dbg = lite.QuantizationDebugger(
-            quant_debug_model_content=self._debug_model, debug_dataset=self._dataset,
-            debug_options=lite.QuantizationDebugOptions(layer_direct_compare_metrics={m: _direct(m) for m in METRICS}))
-        dbg.run()
+        with quiet_stderr():
+            dbg = lite.QuantizationDebugger(
+                quant_debug_model_content=self._debug_model, debug_dataset=self._dataset,
+                debug_options=lite.QuantizationDebugOptions(layer_direct_compare_metrics={m: _direct(m) for m in METRICS}))
+            dbg.run()
         buf = io.StringIO()
         dbg.layer_statistics_dump(buf)
         rows = []
@@ -122,13 +132,15 @@ class TFLiteDebug:
     def keep_float(self, nodes: list[str]) -> None:
         """From now on, ``nodes`` (op output names) stay float (LiteRT's ``denylisted_nodes``)."""
         lite = self._tf.lite.experimental
-        self.debugger.options = lite.QuantizationDebugOptions(denylisted_nodes=list(nodes) or None)
+        with quiet_stderr():  # setting the options re-quantizes and opens a new interpreter
+            self.debugger.options = lite.QuantizationDebugOptions(denylisted_nodes=list(nodes) or None)
         self._debug_model = None
 
     def quantized(self, nodes: list[str]) -> bytes:
         """The int8 model (float input and output) with ``nodes`` in float."""
         self.keep_float(nodes)
-        return self.debugger.get_nondebug_quantized_model()
+        with quiet_stderr():
+            return self.debugger.get_nondebug_quantized_model()
 
 
 class _Reader:
@@ -228,6 +240,20 @@ def onnx_nodes_of(graph, layers: list[str]) -> list[str]:
     outs = {o for n in own for o in n.output}
     acts = [n for n in graph.node if n.op_type in ACTIVATIONS and n.input and n.input[0] in outs]
     return list(dict.fromkeys(n.name for n in own + acts))
+
+
+def onnx_readers(graph, rows: list[dict], known: set[str]) -> dict[str, list[str]]:
+    """Keras layer of each row -> the Keras layers whose nodes read that row's activation
+    (through a folded activation such as Relu, whose output is the tensor that gets quantized)."""
+    readers: dict[str, list[str]] = {}
+    for r in rows:
+        if not r.get("keras_layer"):
+            continue
+        found = [keras_layer_of(n.name, known) for n in graph.node if r["layer"] in n.input]
+        readers.setdefault(r["keras_layer"], [])
+        readers[r["keras_layer"]] += [x for x in found if x and x != r["keras_layer"]
+                                      and x not in readers[r["keras_layer"]]]
+    return readers
 
 
 def worst_layers(rows: list[dict], n: int, key: str = RANK_BY) -> list[str]:

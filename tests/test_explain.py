@@ -21,6 +21,11 @@ from conftest import cli
 
 WRECKED, NEXT, FACTOR = "conv2d_1", "conv2d_2", 1e3
 LENIENT_CI = ["--bootstrap", 20]
+#: The gate of export (--keep-float auto) and evaluate here. The validation split has 36 images:
+#: one image is 2.8 pp of accuracy and 25-33 pp of a class's recall, and the int8 file of the
+#: model before the wreck already moves by two images (-5.6 pp; measured). These limits allow
+#: that noise, and nothing like the wreck (about -44 pp and a 75 pp recall drop, measured).
+GATE = ["--max-accuracy-drop", 10, "--max-recall-drop", 50]
 
 
 def wreck(model, images) -> None:
@@ -63,8 +68,8 @@ def wrecked(trained_run, tmp_path_factory):
     after = model.predict(x, verbose=0)
     model.save(str(run.model_path))
     out = {"run": run, "float_diff": float(np.abs(after - before).max())}
-    out["export"] = cli(["export", dst, "--keep-float", "auto", "--calib-samples", 48, "--jobs", 1])
-    out["evaluate"] = cli(["evaluate", dst, "--split", "val", *LENIENT_CI])
+    out["export"] = cli(["export", dst, "--keep-float", "auto", "--calib-samples", 48, "--jobs", 1, *GATE])
+    out["evaluate"] = cli(["evaluate", dst, "--split", "val", *LENIENT_CI, *GATE])
     out["explain"] = cli(["explain", dst, "--model", "tflite-int8,onnx-int8"])
     return out
 
@@ -73,9 +78,6 @@ def test_wreck_keeps_float_model(wrecked):
     assert wrecked["float_diff"] < 1e-3
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 12 left open): on the session model's 36-image val "
-                   "split one image is 2.8 pp and a recall is 1-in-3, so --keep-float auto under the default "
-                   "gate (1 pp, 2 pp) does not reach a passing file before its MACs budget")
 def test_gate_fails_plain_int8_and_passes_mixed(wrecked):
     assert wrecked["export"].exit_code == 0, wrecked["export"].output[-3000:]
     results = json.loads((wrecked["run"].reports / "evaluate.json").read_text())
@@ -90,6 +92,10 @@ def test_gate_fails_plain_int8_and_passes_mixed(wrecked):
     assert [s["step"] for s in info["steps"]] == list(range(len(info["steps"])))
     assert not info["steps"][0]["passed"]  # step 0 (nothing float) is the failing int8
     assert "tflite-int8-mixed" not in failed  # evaluate, on the same val split, agrees
+    # ONNX ranks activations: its auto keeps each ranked activation float with its readers
+    onnx_info = {e["name"]: e for e in manifest["exports"]}["onnx-int8-mixed"]["keep_float"]
+    assert "onnx-int8" in failed and onnx_info["passed"] and "onnx-int8-mixed" not in failed
+    assert WRECKED in onnx_info["layers"] and onnx_info["float_macs_pct"] <= onnx_info["budget_pct"]
 
 
 def test_explain_names_the_wrecked_layer(wrecked):
@@ -116,28 +122,13 @@ def _metrics(f, q, scale, axis):
     return {"channel_error": ch, "sqnr_db": sq, "rmse": rmse, "rmse_per_scale": rmse / scale if scale else np.nan}
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 12 left open): the recomputed SQNR of some layers "
-                   "(max_pooling2d) differs from quant_debug.json under the session model; not yet explained")
-def test_tflite_numbers_recomputed(wrecked):
-    """Every calibration number of tflite-int8 from LiteRT's instrumented model's raw tensors."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from skinscan_edge.explain import calibration_images
-    from skinscan_edge.quant_debug import TFLiteDebug
-
-    run = wrecked["run"]
-    results = json.loads((run.reports / "quant_debug.json").read_text())
-    entry = {m["name"]: m for m in results["models"]}["tflite-int8"]
-    _, calib = calibration_images(run, json.loads(run.manifest_path.read_text()))
-    debug = TFLiteDebug(run.load_model(), calib, run.root / "tmp_debug").debugger.get_debug_quantized_model()
-    interp = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
-    verify = [op for op in interp._get_ops_details() if op["op_name"] == "NumericVerify"]
-    assert len(verify) == len(entry["layers"])
+def _tflite_sums(verify, interp, images):
+    """The METRICS of every NumericVerify op, averaged over ``images``."""
     sums = [dict.fromkeys(("channel_error", "sqnr_db", "rmse", "rmse_per_scale"), 0.0) for _ in verify]
     inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *calib.shape[1:]])
+    interp.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
     interp.allocate_tensors()
-    for x in calib:
+    for x in images:
         interp.set_tensor(inp["index"], x[None].astype(np.float32))
         interp.invoke()
         for s, op in zip(sums, verify):
@@ -145,12 +136,112 @@ def test_tflite_numbers_recomputed(wrecked):
             detail = interp._get_tensor_details(qi, 0)
             scale = detail["quantization_parameters"]["scales"][0]
             zero = detail["quantization_parameters"]["zero_points"][0]
-            q = (interp.get_tensor(qi).astype(np.int32) - zero) * np.float32(scale)
+            q = (interp.get_tensor(qi).astype(np.int64) - zero) * np.float64(scale)
             for k, v in _metrics(interp.get_tensor(fi), q, scale, -1).items():
-                s[k] += v / len(calib)
-    for row, s in zip(entry["layers"], sums):
-        for k, v in s.items():
-            if k == "sqnr_db" and v > 150:  # an exact op (max pool): float noise only, the SQNR is its clamp
-                assert row["calibration_sqnr_db"] > 150, row["layer"]  # (LiteRT vs TF kernels: 1e-9 apart)
-                continue
-            assert row[f"calibration_{k}"] == pytest.approx(v, rel=1e-3, abs=1e-4), (row["layer"], k)
+                s[k] += v / len(images)
+    return sums
+
+
+def _sets(wrecked, entry):
+    """The image sets quant_debug.json names: the manifest's calibration files, the flipped files."""
+    from skinscan_edge.explain import calibration_images
+    from skinscan_edge.imageio import load_batch
+
+    run = wrecked["run"]
+    _, calib = calibration_images(run, json.loads(run.manifest_path.read_text()))
+    flips = entry["sets"]["flipped"]["files"]
+    assert flips, "evaluate --split val flipped no image of the wrecked int8 file"
+    return {"calibration": calib, "flipped": load_batch(flips, run.img_size())}
+
+
+def test_tflite_numbers_recomputed(wrecked):
+    """Every number of tflite-int8, on both image sets, from LiteRT's instrumented model's raw tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from skinscan_edge.quant_debug import TFLiteDebug
+
+    run = wrecked["run"]
+    results = json.loads((run.reports / "quant_debug.json").read_text())
+    entry = {m["name"]: m for m in results["models"]}["tflite-int8"]
+    sets = _sets(wrecked, entry)
+    debug = TFLiteDebug(run.load_model(), sets["calibration"], run.root / "tmp_debug").debugger.get_debug_quantized_model()
+    interp = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
+    verify = [op for op in interp._get_ops_details() if op["op_name"] == "NumericVerify"]
+    assert len(verify) == len(entry["layers"])
+    for name, images in sets.items():
+        for row, s in zip(entry["layers"], _tflite_sums(verify, interp, images)):
+            for k, v in s.items():
+                assert row[f"{name}_{k}"] == pytest.approx(v, rel=1e-3, abs=1e-4), (name, row["layer"], k)
+
+
+#: Above this SQNR an activation differs from its float twin by float32 rounding only (errors of
+#: 1e-6 relative and less); two onnxruntime sessions may round such a tensor differently.
+EXACT_DB = 120
+
+
+def test_onnx_numbers_recomputed(wrecked, tmp_path):
+    """Every number of onnx-int8, on both image sets, from onnxruntime sessions that output the
+    raw tensors: each activation of the float model, and in the int8 file the input and output
+    of the QuantizeLinear/DequantizeLinear pair that stands for it (found by graph structure)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    run = wrecked["run"]
+    results = json.loads((run.reports / "quant_debug.json").read_text())
+    entry = {m["name"]: m for m in results["models"]}["onnx-int8"]
+    prep = tmp_path / "prep.onnx"
+    quant_pre_process(str(run.exports / "model_fp32.onnx"), str(prep), skip_symbolic_shape=False)
+    fmodel, qmodel = onnx.load(str(prep)), onnx.load(str(run.exports / entry["file"].split("/")[-1]))
+    fprod = {o: n for n in fmodel.graph.node for o in n.output}
+    qprod = {o: n for n in qmodel.graph.node for o in n.output}
+    pairs = {}  # activation name -> (QuantizeLinear input, DequantizeLinear output) in the int8 file
+    for row in entry["layers"]:
+        name = row["layer"]
+        dq = next(qprod[o] for o in (name, name + "_DequantizeLinear_Output") if o in qprod
+                  and qprod[o].op_type == "DequantizeLinear")
+        q = qprod[dq.input[0]]
+        assert q.op_type == "QuantizeLinear", name
+        pairs[name] = (q.input[0], dq.output[0])
+
+    def session(model, names, path):
+        del model.graph.output[:]
+        model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+        onnx.save(model, str(path))
+        opts = ort.SessionOptions()  # as measured: every Q/DQ pair executed, no fusion into int8 kernels
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    names = [r["layer"] for r in entry["layers"]]
+    fsess = session(fmodel, names, tmp_path / "f.onnx")
+    qsess = session(qmodel, list(dict.fromkeys(t for n in names for t in pairs[n])), tmp_path / "q.onnx")
+    input_name = fsess.get_inputs()[0].name
+    for set_name, images in _sets(wrecked, entry).items():
+        sums = {n: {} for n in names}
+        for x in images:
+            feed = {input_name: x[None].astype(np.float32)}
+            fout = dict(zip(names, fsess.run(names, feed)))
+            qnames = [o.name for o in qsess.get_outputs()]
+            qout = dict(zip(qnames, qsess.run(qnames, feed)))
+            for n in names:
+                pre, post = qout[pairs[n][0]], qout[pairs[n][1]]
+                if n in fprod and fprod[n].op_type == "Relu":  # quantize_static folds the Relu into the QDQ range
+                    pre = np.maximum(pre, 0)
+                for prefix, (a, b) in (("", (pre, post)), ("xmodel_", (fout[n], post))):
+                    for k, v in _metrics(a, b, 0.0, 1 if np.ndim(a) >= 2 else 0).items():
+                        if k != "rmse_per_scale":
+                            sums[n][prefix + k] = sums[n].get(prefix + k, 0.0) + v / len(images)
+        for row in entry["layers"]:
+            for k, v in sums[row["layer"]].items():
+                if k.endswith("sqnr_db") and v > EXACT_DB:  # float32 rounding only: the exact value is noise
+                    assert row[f"{set_name}_{k}"] > EXACT_DB, (set_name, row["layer"], k)
+                    continue
+                assert row[f"{set_name}_{k}"] == pytest.approx(v, rel=1e-3, abs=1e-4), (set_name, row["layer"], k, row[f"{set_name}_{k}"], v)
+
+
+def test_explain_and_keep_float_keep_the_terminal_quiet(wrecked):
+    """The converter's and LiteRT's native lines stay out of what export and explain print."""
+    from test_quiet import native_lines
+
+    for what in ("export", "explain"):
+        assert native_lines(wrecked[what].stderr) == [], (what, native_lines(wrecked[what].stderr))

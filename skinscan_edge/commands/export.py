@@ -12,6 +12,7 @@ from . import options, reporter, user_errors
 
 @user_errors
 @options.export_group
+@options.gate_group
 def command(
     run: Path = typer.Argument(..., help="Run directory written by `skinscan-edge train`."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write TFLite fp16 (float16 weights)."),
@@ -24,21 +25,23 @@ def command(
     android_dir: Path = options.ANDROID_DIR,
     android_model: str = typer.Option(options.ANDROID_MODEL, "--model", "--android-export", help="Which export goes into the Android bundle."),
     export_opts: dict = None,
+    gate_opts: dict = None,
 ) -> None:
     """Export a trained run to TFLite and ONNX; write RUN/exports/manifest.json.
 
     Files already made from this model with the same settings are kept (SHA-256 verified), so
     running an interrupted export again finishes only what is missing. Exit codes: 0 done; 1 a
-    conversion failed; 2 a problem with the run; 130 interrupted.
+    conversion failed; 2 a problem with the run; 130 interrupted. The gate options matter only
+    to --keep-float auto: the limits its file must meet on the validation split.
     """
     from ..api import export
-    from ..config import ExportConfig
+    from ..config import ExportConfig, GateConfig
 
     wanted = list(precision or [])
     wanted += [p for p, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8), ("qat", qat)) if on]
     if android and android_model == "tflite-int8" and "int8" not in wanted:
         wanted.append("int8")
-    cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], seed=seed, **export_opts)
+    cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], seed=seed, gate=GateConfig(**gate_opts), **export_opts)
     result = export(run, cfg, android_dir=android_dir if android else None, android_model=android_model,
                     reporter=reporter())
     typer.echo(f"manifest: {result.run / 'exports' / 'manifest.json'} ({len(result.exports)} exports)")

@@ -34,14 +34,15 @@ def command(
     Each stage's settings and input hashes are kept in RUN/pipeline.json; running the same command again skips the stages that are finished and valid, resumes an interrupted training, and redoes what changed. Exit codes: 0 done and the gate passed; 1 done, but an export failed, the gate failed or a benchmark row failed; 2 a problem with the input; 130 interrupted.
     """
     from ..api import pipeline
-    from ..config import EvaluateConfig, ExportConfig, TrainConfig
+    from ..config import EvaluateConfig, ExportConfig, GateConfig, TrainConfig
     from ..exporters.converters import EVERY_PRECISION
     from ..stages import PipelineConfig
 
     out = out or Path("runs") / data.resolve().name
     cfg = PipelineConfig(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
-        export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"], **export_opts),
+        export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"],
+                            gate=GateConfig(**gate_opts), **export_opts),
         evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None,  # what the phone sees
                                 android_dir=str(android_dir) if android else None),
         benchmark=BenchmarkConfig(**bench_opts),

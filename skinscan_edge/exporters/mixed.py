@@ -6,9 +6,11 @@ skips ``nodes_to_exclude``. No graph is edited here.
 
 ``--keep-float LAYER,...`` keeps those Keras layers float. ``--keep-float auto`` ranks the
 layers by their own quantization error (``quant_debug``, on the calibration images), then keeps
-the worst ``AUTO_STEP`` more in float per step and scores each file on the VALIDATION split
-against Keras with the gate (evaluate.json's gate when there is one, else GateConfig's
-defaults). It stops at the first file that passes, or before the float layers would exceed
+the worst ``AUTO_STEP`` more in float per step (for ONNX, whose rows are activations, a row's
+layer comes with the layers that read that activation: quantize_static puts a QDQ pair on any
+tensor a quantized node reads, so only then does the activation itself stay float) and scores each file on the VALIDATION split
+against Keras with the gate given to export (``ExportConfig.gate``: the evaluate gate's
+options, so ``pipeline`` uses one set of limits for both). It stops at the first file that passes, or before the float layers would exceed
 ``ExportConfig.keep_float_budget_pct`` of the model's MACs; each step (size, latency, accuracy
 and recall deltas) is recorded in the manifest entry's ``keep_float``.
 """
@@ -76,7 +78,7 @@ class MixedOnnx(Converter):
             onnx_export.quantize_int8(fp32, out, list(ctx.calib), ctx.onnx_target, nodes_to_exclude=nodes)
             return nodes
 
-        info = search(ctx, "onnx", rows, build, path)
+        info = search(ctx, "onnx", rows, build, path, readers=qd.onnx_readers(graph, rows, ctx.cache["known"]))
         return {**onnx_export.describe(path), "keep_float": info}, _notes(info, "onnxruntime nodes_to_exclude; "
                                                                             + onnx_export.int8_notes(ctx.onnx_target))
 
@@ -100,22 +102,26 @@ def _notes(info: dict, how: str) -> str:
             f"{how}); {info['mode']}: {verdict} the gate on the {info['split']} split")
 
 
-def plan(requested: list[str], ranked: list[str], macs: dict[str, int], budget_pct: float) -> list[list[str]]:
+def plan(requested: list[str], ranked: list[str], macs: dict[str, int], budget_pct: float,
+         readers: dict[str, list[str]] | None = None) -> list[list[str]]:
     """The float-layer sets to try: the requested layers, or for ``auto`` the worst ``AUTO_STEP``
-    more per step (starting with none) while their MACs stay within ``budget_pct``."""
+    more per step (starting with none; each with its ``readers``, when given) while their MACs
+    stay within ``budget_pct``."""
     if requested != ["auto"]:
         return [list(requested)]
     total = max(sum(macs.values()), 1)
     steps = []
     for k in range(0, len(ranked) + 1, AUTO_STEP):
-        layers = ranked[:k]
+        layers = list(dict.fromkeys(x for name in ranked[:k] for x in [name, *(readers or {}).get(name, [])]))
         if 100.0 * sum(macs.get(name, 0) for name in layers) / total > budget_pct:
             break
-        steps.append(layers)
+        if not steps or layers != steps[-1]:
+            steps.append(layers)
     return steps
 
 
-def search(ctx: Context, fmt: str, rows: list[dict], build, path: Path) -> dict:
+def search(ctx: Context, fmt: str, rows: list[dict], build, path: Path,
+           readers: dict[str, list[str]] | None = None) -> dict:
     """Build and score each planned step; keep the first passing file (else the last built)."""
     from .. import quant_debug as qd
     from ..errors import SkinscanError
@@ -128,8 +134,8 @@ def search(ctx: Context, fmt: str, rows: list[dict], build, path: Path) -> dict:
 
         raise SkinscanError("--keep-float: " + did_you_mean(unknown[0], sorted(known), "quantized layer"))
     ranked = qd.worst_layers(rows, len(rows))
-    steps_todo = plan(cfg.keep_float, ranked, macs, cfg.keep_float_budget_pct)
-    val, gate = _validation(ctx), _gate(ctx)
+    steps_todo = plan(cfg.keep_float, ranked, macs, cfg.keep_float_budget_pct, readers)
+    val, gate = _validation(ctx), cfg.gate
     total = max(sum(macs.values()), 1)
     steps, chosen = [], None
     for i, layers in enumerate(steps_todo):
@@ -174,15 +180,6 @@ def _validation(ctx: Context) -> dict:
                             "labels": ctx.run.labels(), "keras": np.concatenate(
                                 [keras.predict(x[i:i + 32]) for i in range(0, len(x), 32)])}
     return ctx.cache["val"]
-
-
-def _gate(ctx: Context):
-    """evaluate.json's gate when the run has one (the user's limits), else GateConfig()."""
-    from ..config import GateConfig
-    from ..rundir import read_json_or_none
-
-    saved = (read_json_or_none(ctx.run.reports / "evaluate.json") or {}).get("gate", {})
-    return GateConfig(**{k: saved[k] for k in GateConfig().__dict__ if k in saved})
 
 
 def _score(path: Path, fmt: str, val: dict, gate) -> dict:

@@ -68,8 +68,8 @@ def reusable_entries(run: RunDir, manifest: dict | None, cfg: ExportConfig) -> d
 
     if not manifest or cfg.force or manifest.get("model_sha256") != sha256_file(run.model_path):
         return {}
-    made = {k: v for k, v in manifest.get("config", {}).items() if k not in ("precisions", *ExportConfig.HOW)}
-    if made != cfg.recipe():
+    made = manifest.get("config", {})
+    if ExportConfig(**{k: v for k, v in made.items() if k in ExportConfig.__dataclass_fields__}).recipe() != cfg.recipe():
         return {}
     good = {}
     for entry in manifest.get("exports", []):
