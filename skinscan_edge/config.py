@@ -153,7 +153,8 @@ class ExportConfig:
       calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
       calib_class_floor: every class puts at least this many of them in (all it has when
         fewer); 0: a plain random sample (exporters/calibration.py).
-      qat_epochs: epochs of quantization-aware fine-tuning on the train split.
+      qat_epochs: epochs of quantization-aware fine-tuning on the train split (0: the
+        activation ranges are calibrated on one batch, the weights are not trained).
       qat_lr: learning rate of that fine-tuning.
       opset: ONNX opset (17 or later).
       seed: seeds the calibration sample and QAT.
@@ -201,6 +202,8 @@ class ExportConfig:
             raise SkinscanError(f"--calib-class-floor must be >= 0, got {self.calib_class_floor}")
         if self.calib_samples < 1:
             raise SkinscanError(f"--calib-samples must be at least 1, got {self.calib_samples}")
+        if self.qat_epochs < 0 or not self.qat_lr > 0:
+            raise SkinscanError(f"--qat-epochs must be >= 0 and --qat-lr > 0, got {self.qat_epochs} and {self.qat_lr}")
         if self.jobs not in (1, 2):
             raise SkinscanError(f"--jobs is 1 or 2, got {self.jobs}")
         if self.opset < 17:
