@@ -156,6 +156,8 @@ class ExportConfig:
       qat_epochs: epochs of quantization-aware fine-tuning on the train split (0: the
         activation ranges are calibrated on one batch, the weights are not trained).
       qat_lr: learning rate of that fine-tuning.
+      qat_freeze_bn: keep BatchNormalization in inference mode during it (moving statistics not
+        updated); False lets the train batches' statistics move them (exporters/qat.py).
       opset: ONNX opset (17 or later).
       seed: seeds the calibration sample and QAT.
       jobs: 2 runs the QAT export (the longest) in a second process beside the other
@@ -173,6 +175,7 @@ class ExportConfig:
     calib_class_floor: int = 8
     qat_epochs: int = 1
     qat_lr: float = 1e-5
+    qat_freeze_bn: bool = True
     opset: int = 17
     seed: int = 0
     jobs: int = 2

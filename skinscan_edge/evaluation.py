@@ -138,7 +138,8 @@ def score_against_twin(y_true: np.ndarray, probs_keras: np.ndarray, twin_file: s
             "prob_mean_abs_diff", "prob_max_abs_diff", "worst_recall_drop_pp", "worst_recall_drop_class",
             "recall_delta_pp", "num_flips")
     return {"file": twin_file, "twin_accuracy": metrics.accuracy(y_true, probs_twin),
-            "twin_top1_agreement_with_keras": metrics.top1_agreement(probs_keras, probs_twin), "eval_seconds": seconds, **{k: s[k] for k in keys}}
+            "twin_top1_agreement_with_keras": metrics.top1_agreement(probs_keras, probs_twin),
+            "eval_seconds": seconds, **{k: s[k] for k in keys}}
 
 
 def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np.ndarray,

@@ -158,10 +158,10 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
 
 
 # --- the QAT float twin ---------------------------------------------------------------------
-def _tiny_qat(lr: float):
+def _tiny_qat(lr: float, freeze_bn: bool = False):
     """A Conv+BN+ReLU+Dense model, annotated and fine-tuned a few steps (weights move at lr)."""
     from skinscan_edge._tf import keras, tf
-    from skinscan_edge.exporters.qat import annotate, calibrate_ranges, fine_tune
+    from skinscan_edge.exporters.qat import annotate, calibrate_ranges, fine_tune, freeze_batch_norm
 
     k = keras()
     inp = k.Input((12, 12, 3), name="image")
@@ -174,6 +174,8 @@ def _tiny_qat(lr: float):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (32, 12, 12, 3)).astype(np.float32)
     qat_model, _ = annotate(model)
+    if freeze_bn:
+        assert freeze_batch_norm(qat_model) == 1
     calibrate_ranges(qat_model, images)
     fine_tune(qat_model, tf().data.Dataset.from_tensor_slices((images, rng.integers(0, 4, 32))).batch(8), 2, lr)
     return model, qat_model, images
@@ -195,6 +197,18 @@ def test_float_twin_is_the_qat_model_without_fake_quant_and_the_check_catches_a_
     twin.get_layer("bn").moving_mean.assign_add(np.full(6, 0.5, np.float32))  # one stale statistic
     with pytest.raises(SkinscanError, match="QAT float twin differs"):
         check_twin(twin, qat_model, images[:8])
+
+
+def test_frozen_batch_norm_keeps_its_statistics_while_the_weights_train():
+    from skinscan_edge.exporters.qat import float_twin
+
+    model, qat_model, _ = _tiny_qat(lr=0.05, freeze_bn=True)
+    twin = float_twin(model, qat_model)
+    stats = lambda m: [w.numpy() for w in m.get_layer("bn").weights if "moving" in w.name]  # noqa: E731
+    assert len(stats(twin)) == 2
+    for a, b in zip(stats(twin), stats(model)):
+        np.testing.assert_array_equal(a, b)  # moving mean and variance as trained; gamma, beta may train
+    assert not np.allclose(twin.get_layer("conv").get_weights()[0], model.get_layer("conv").get_weights()[0])
 
 
 def test_manifest_lists_the_qat_float_twin_and_it_loads(exported_run):

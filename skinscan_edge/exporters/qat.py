@@ -96,6 +96,30 @@ def _range_ema_decay(decay: float):
         quant_ops.MovingAvgQuantize = original
 
 
+def freeze_batch_norm(qat_model) -> int:
+    """Keep every BatchNormalization in inference mode: its moving statistics stay fixed.
+
+    Measured on the demo run (benchmarks/NOTES.md, "Issue 12: QAT defaults"): with the
+    statistics updating, one epoch moved the float twin's top-1 agreement with Keras to 0.89 at
+    lr 1e-5 and at 1e-6 alike, so the drift came from the batch statistics of the train
+    batches, not from the weights. Frozen, training and inference normalise alike, as in
+    PyTorch's ``freeze_bn_stats``; gamma and beta still train (QuantizeWrapperV2 keeps them in
+    its own trainable list). Returns how many layers were frozen.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    from .._tf import keras
+
+    bn = keras().layers.BatchNormalization
+    frozen = 0
+    for layer in qat_model.layers:
+        inner = layer.layer if isinstance(layer, QuantizeWrapper) else layer
+        if isinstance(inner, bn):
+            inner.trainable = False  # Keras 2: a non-trainable BatchNormalization runs in inference mode
+            frozen += 1
+    return frozen
+
+
 def calibrate_ranges(qat_model, images) -> None:
     """Start every activation range at one batch's min/max instead of tfmot's [-6, 6]."""
     import numpy as np
@@ -218,6 +242,8 @@ def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes,
     items = run.split_items("train")
     ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
                       batch_size=16, training=True, seed=cfg.seed, cache=run_cache(run, "train"))
+    if cfg.qat_freeze_bn:
+        freeze_batch_norm(qat_model)
     calibrate_ranges(qat_model, calib[:32])
     if cfg.qat_epochs > 0:
         fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
@@ -232,7 +258,8 @@ def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes,
                        "size_bytes": Path(twin_path).stat().st_size, "sha256": sha256_file(Path(twin_path)), **check}
     serving = tflite.save_serving_model(qat_model, Path(tmp) / "serving_qat")
     data = tflite.convert(serving, "int8", lambda: iter(calib))
-    tuned = f"{cfg.qat_epochs} epoch(s) fine-tuning at lr {cfg.qat_lr:g}" if cfg.qat_epochs > 0 else "no fine-tuning"
+    tuned = (f"{cfg.qat_epochs} epoch(s) fine-tuning at lr {cfg.qat_lr:g}" if cfg.qat_epochs > 0 else "no fine-tuning")
+    tuned += ", BatchNorm statistics frozen" if cfg.qat_freeze_bn else ", BatchNorm statistics updated"
     notes = f"tfmot quantize_model, {tuned}; not annotated: {', '.join(skipped) or 'none'}"
     return data, notes, twin_record
 
