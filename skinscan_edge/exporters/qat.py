@@ -100,11 +100,11 @@ def freeze_batch_norm(qat_model) -> int:
     """Keep every BatchNormalization in inference mode: its moving statistics stay fixed.
 
     Measured on the demo run (benchmarks/NOTES.md, "Issue 12: QAT defaults"): with the
-    statistics updating, one epoch moved the float twin's top-1 agreement with Keras to 0.89 at
-    lr 1e-5 and at 1e-6 alike, so the drift came from the batch statistics of the train
-    batches, not from the weights. Frozen, training and inference normalise alike, as in
-    PyTorch's ``freeze_bn_stats``; gamma and beta still train (QuantizeWrapperV2 keeps them in
-    its own trainable list). Returns how many layers were frozen.
+    statistics updating, one epoch moved the float twin to 0.89 top-1 agreement with Keras at
+    lr 1e-5 and 1e-6 alike (and one calibration batch alone to 0.94), so the train batches'
+    statistics moved the model whatever the learning rate. Frozen, training and inference
+    normalise alike, as in PyTorch's ``freeze_bn_stats``; gamma and beta still train (tfmot's
+    QuantizeWrapperV2 keeps them in its own trainable list). Returns how many were frozen.
     """
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
 
