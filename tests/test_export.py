@@ -12,10 +12,11 @@ from skinscan_edge.rundir import sha256_file
 
 ALL = ["tflite-fp32", "onnx-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8", "tflite-qat-int8"]
 #: Stated minimum top-1 agreement with Keras on the test split, per quantized export. QAT is
-#: further training, not a conversion: on the fixture's weakly trained model (flat softmax)
-#: it moves many predictions, so it is held to a lower agreement plus an accuracy floor below.
+#: further training, not a conversion; its defaults (lr 1e-7, BatchNorm frozen: issue 12) keep
+#: it as close to Keras as the int8 file (measured 1.000 on this fixture, against 0.917 for
+#: tflite-int8; at the former lr 1e-5 it was held to 0.50).
 MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.80, "onnx-int8": 0.80,
-                 "tflite-qat-int8": 0.50}
+                 "tflite-qat-int8": 0.80}
 
 
 @pytest.fixture(scope="module")
