@@ -130,7 +130,7 @@ def calibrate_ranges(qat_model, images) -> None:
         qat_model(tf().constant(np.asarray(images, dtype=np.float32)), training=True)
 
 
-def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float = 1e-5) -> dict:
+def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float) -> dict:
     """Briefly fine-tune the QAT model so weights and activation ranges adapt to fake-quant."""
     from .._tf import keras
 
@@ -146,6 +146,8 @@ TWIN_FILE = "model_qat_float_twin.keras"
 #: How far the twin may be from the QAT model with fake-quant switched off (max |Δp|): float
 #: rounding only, since the twin computes the same float graph with the same weights.
 TWIN_TOLERANCE = 1e-4
+#: Calibration images the twin check runs on (eagerly, twice through the QAT model).
+TWIN_CHECK_IMAGES = 8
 
 
 def float_twin(model, qat_model):
@@ -187,7 +189,10 @@ def float_twin(model, qat_model):
 
 @contextlib.contextmanager
 def _fake_quant_off():
-    """Make every tfmot fake-quant op the identity (weights and activations), for ``check_twin``."""
+    """Make every tfmot fake-quant op the identity (weights and activations), for ``check_twin``.
+
+    tfmot has no switch for this; like ``_range_ema_decay`` we replace the functions its
+    quantizers call (``quant_ops``), for the duration of an eager call only."""
     from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
     saved = quant_ops._FakeQuantWithMinMaxVars, quant_ops.FixedQuantize
@@ -263,6 +268,3 @@ def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes,
     notes = f"tfmot quantize_model, {tuned}; not annotated: {', '.join(skipped) or 'none'}"
     return data, notes, twin_record
 
-
-#: Calibration images the twin check runs on (eagerly, twice through the QAT model).
-TWIN_CHECK_IMAGES = 8
