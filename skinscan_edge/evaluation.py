@@ -48,7 +48,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
     export was interrupted (unless ``config.formats`` names a subset that exists), an export
     whose SHA-256 no longer matches the manifest, or labels that don't match the model's outputs.
     """
-    from .exporters.manifest import completeness, read_manifest, verify_entry
+    from .exporters.manifest import completeness, float_twin_entry, read_manifest, verify_entry, verify_float_twin
 
     say = reporter_or_silent(reporter)
     labels = run.labels()
@@ -58,6 +58,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
     chosen = model_entries(run, [n for n in config.formats if n != "keras"] if config.formats else None, keras=False)
     for entry in chosen:
         verify_entry(run, entry)  # refuse a tampered file before the slow part, not after it
+        verify_float_twin(run, entry)
     items = run.split_items(config.split)
     bad_labels = sorted({y for _, y in items if not 0 <= y < len(labels)})
     if bad_labels:
@@ -79,6 +80,14 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
                                     f"re-run evaluate on a stable copy of the data")
             probs[name] = p
             info[name] = {"name": name, **describe(run, entry), "eval_seconds": seconds}
+        twins = {}  # export name -> (twin file, its probabilities, seconds): the ungated second baseline
+        for entry in chosen:
+            if twin := float_twin_entry(entry):
+                _, p, _, skipped_now, digest_now, seconds = _score_model(run, twin, items, labels, config, say)
+                if skipped_now or digest_now != digest:
+                    raise SkinscanError(f"the {config.split} images changed while {twin['name']} was evaluated; "
+                                        f"re-run evaluate on a stable copy of the data")
+                twins[entry["name"]] = (f"exports/{twin['file']}", p, seconds)
 
     client_gap = None
     if config.client:  # the Android bundle through the real client, on the original files (client.py)
@@ -107,12 +116,30 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
         cm = metrics.confusion(y_true, p.argmax(axis=1), len(labels))
         row["confusion_matrix"] = cm.tolist()
         row["confusion_png"] = _plot_confusion(run, name, cm, labels, row["accuracy"])
+        if name in twins:
+            row["vs_float_twin"] = score_against_twin(y_true, probs["keras"], *twins[name], p, labels, paths, config)
         results["models"].append(row)
     gate = config.gate()
     failures = metrics.check_gate(results, gate)
     results["gate"] = {"passed": not failures, "failures": failures, **asdict(gate)}
-    write_reports(run, results, probs, paths, y_true)
+    write_reports(run, results, probs, paths, y_true, {k: v[1] for k, v in twins.items()})
     return results
+
+
+def score_against_twin(y_true: np.ndarray, probs_keras: np.ndarray, twin_file: str, probs_twin: np.ndarray,
+                       seconds: float, probs: np.ndarray, labels: list[str], paths: list[str],
+                       config: EvaluateConfig) -> dict:
+    """What quantization alone costs: the export against its own float twin (the QAT file against
+    its fine-tuned float weights), not against Keras; plus the twin's own agreement with Keras
+    (what the retraining alone moved). Not gated: ``metrics.check_gate`` reads only the Keras
+    comparison."""
+    s = score_against_baseline(y_true, probs_twin, probs, labels, paths, config)
+    keys = ("delta_accuracy_pp", "delta_accuracy_ci95_low_pp", "delta_accuracy_ci95_high_pp", "top1_agreement",
+            "prob_mean_abs_diff", "prob_max_abs_diff", "worst_recall_drop_pp", "worst_recall_drop_class",
+            "recall_delta_pp", "num_flips")
+    return {"file": twin_file, "twin_accuracy": metrics.accuracy(y_true, probs_twin),
+            "twin_top1_agreement_with_keras": metrics.top1_agreement(probs_keras, probs_twin),
+            "eval_seconds": seconds, **{k: s[k] for k in keys}}
 
 
 def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np.ndarray,
@@ -197,11 +224,14 @@ def _plot_confusion(run: RunDir, name: str, cm: np.ndarray, labels: list[str], a
     return rel
 
 
-def write_reports(run: RunDir, results: dict, probs: dict, paths: list[str], y_true: np.ndarray) -> None:
-    """evaluate.json, evaluate.md (rendered from the JSON) and the raw predictions, atomically."""
+def write_reports(run: RunDir, results: dict, probs: dict, paths: list[str], y_true: np.ndarray,
+                  twin_probs: dict | None = None) -> None:
+    """evaluate.json, evaluate.md (rendered from the JSON) and the raw predictions, atomically
+    (a float twin's as ``twin_probs_<export>``, outside ``models``)."""
     buf = io.BytesIO()
     np.savez_compressed(buf, paths=np.array(paths), y_true=y_true, labels=np.array(results["labels"]),
-                        models=np.array(list(probs)), **{f"probs_{k}": v for k, v in probs.items()})
+                        models=np.array(list(probs)), **{f"probs_{k}": v for k, v in probs.items()},
+                        **{f"twin_probs_{k}": v for k, v in (twin_probs or {}).items()})
     atomic_write_bytes(run.reports / PREDICTIONS_NAME, buf.getvalue())
     write_json(run.reports / JSON_NAME, results)
     from .render import render_evaluate_markdown

@@ -180,6 +180,12 @@ def _evaluation(evaluation: dict | None, run: RunDir) -> list[str]:
                   f"accuracy drops more than {gate['max_accuracy_drop_pp']} pp below Keras or its recall "
                   f"drops more than {gate['max_recall_drop_pp']} pp ({scope}){agree}."]
     lines += [f"- {f}" for f in failures]
+    for m in models:  # QAT retrains: its Keras row mixes that with quantization; its twin row does not
+        if t := m.get("vs_float_twin"):
+            lines += ["", f"**`{m['name']}` against its float twin (not gated).** Against its own fine-tuned float "
+                          f"weights (`{t['file']}`) it agrees on {_pct(t['top1_agreement'])} of top-1 classes, "
+                          f"Δaccuracy {_signed(t['delta_accuracy_pp'])} pp: what quantization alone costs. The twin "
+                          f"agrees with Keras on {_pct(t['twin_top1_agreement_with_keras'])}: what the QAT fine-tuning moved."]
     g = evaluation.get("client_gap")
     if g:
         lines += ["", f"**What the phone sees.** `android-bundle (mediapipe)` is the Android bundle's file in MediaPipe's "

@@ -30,6 +30,42 @@ def comparison_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+#: The second, ungated comparison of an export that has a float twin (QAT): columns of ``twin_rows``.
+TWIN_COLUMNS = ["model", "against", "twin accuracy", "twin agreement with Keras", "agreement with twin",
+                "Δaccuracy vs twin pp [95% CI]", "worst recall drop vs twin"]
+
+
+def twin_rows(results: dict) -> list[list[str]]:
+    """One row per export scored against its own float twin (``vs_float_twin``), as strings."""
+    rows = []
+    for m in results["models"]:
+        t = m.get("vs_float_twin")
+        if not t:
+            continue
+        drop = (f"{t['worst_recall_drop_pp']:.1f} pp ({t['worst_recall_drop_class']})"
+                if t["worst_recall_drop_class"] else "none")
+        rows.append([m["name"], t["file"], f"{t['twin_accuracy']:.4f}", f"{t['twin_top1_agreement_with_keras']:.4f}",
+                     f"{t['top1_agreement']:.4f}",
+                     f"{t['delta_accuracy_pp']:+.2f} [{t['delta_accuracy_ci95_low_pp']:+.2f}, "
+                     f"{t['delta_accuracy_ci95_high_pp']:+.2f}]", drop])
+    return rows
+
+
+TWIN_NOTE = ("QAT goes on training, so the QAT file is a different model from Keras and its row above mixes "
+             "quantization error with retraining. Here it is scored against its own float twin (its fine-tuned "
+             "float weights without fake-quant): what quantization alone costs. Not gated; the gate is against Keras.")
+
+
+def twin_lines(results: dict) -> list[str]:
+    """The float-twin section of evaluate.md (empty when no export has a twin)."""
+    rows = twin_rows(results)
+    if not rows:
+        return []
+    return (["", "## Against its float twin: what quantization alone costs (not gated)", "", TWIN_NOTE, "",
+             "| " + " | ".join(TWIN_COLUMNS) + " |", "|" + "---|" * len(TWIN_COLUMNS)]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
     """evaluate.md: the comparison table, the gate, per-model class reports and flips."""
     gate = results["gate"]
@@ -38,6 +74,7 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
              f"{results['num_skipped']} skipped; created {results['created']}.", "", leak_line(results), "",
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(results)]
+    lines += twin_lines(results)
     scope = ", ".join(gate["critical_classes"]) or "every class"
     agree = f", top-1 agreement >= {gate['min_agreement']}" if gate["min_agreement"] is not None else ""
     lines += ["", f"## Gate: {'PASSED' if gate['passed'] else 'FAILED'}", "",

@@ -158,6 +158,9 @@ def build_report(run: RunDir) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    from .render import TWIN_COLUMNS, TWIN_NOTE, twin_rows
+
+    twin = {"columns": TWIN_COLUMNS, "note": TWIN_NOTE, "rows": twin_rows(evaluation) if evaluation else []}
     env.filters["num"] = _num
     env.filters["signed"] = _signed
     page = env.get_template(TEMPLATE).render(
@@ -168,7 +171,7 @@ def build_report(run: RunDir) -> Path:
         rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
         data_warning=_data_warning(run),
         model_card=f"../{card.name}", phone=phone_rows(benchmark),
-        quant_debug=quant_debug,
+        quant_debug=quant_debug, twin=twin,
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)

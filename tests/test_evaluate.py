@@ -346,3 +346,48 @@ def test_labels_that_do_not_match_the_model_are_refused(tiny_run, tmp_path, labe
 def test_unknown_names_and_bad_values_are_one_line_errors(tiny_run, args, message):
     result, lines = _invoke(tiny_run.root, *args)
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(message)
+
+
+# --- the QAT float twin (issue 12): a second, ungated row ------------------------------------
+def test_qat_is_also_scored_against_its_float_twin_and_only_it(piped):
+    run, _ = piped
+    results = json.loads((run / "reports" / "evaluate.json").read_text())
+    twins = {m["name"]: m["vs_float_twin"] for m in results["models"] if "vs_float_twin" in m}
+    assert list(twins) == ["tflite-qat-int8"]
+    t = twins["tflite-qat-int8"]
+    assert t["file"] == "exports/model_qat_float_twin.keras"
+    # Every number recomputed from the saved probabilities (the twin's are saved beside the models').
+    npz = np.load(run / "reports" / "evaluate_predictions.npz")
+    y, qat, twin, keras = (npz["y_true"], npz["probs_tflite-qat-int8"], npz["twin_probs_tflite-qat-int8"],
+                           npz["probs_keras"])
+    assert "tflite-qat-int8 float twin" not in list(npz["models"])
+    assert t["top1_agreement"] == pytest.approx((qat.argmax(1) == twin.argmax(1)).mean())
+    assert t["twin_accuracy"] == pytest.approx((twin.argmax(1) == y).mean())
+    assert t["delta_accuracy_pp"] == pytest.approx(100 * ((qat.argmax(1) == y).mean() - (twin.argmax(1) == y).mean()))
+    assert t["twin_top1_agreement_with_keras"] == pytest.approx((twin.argmax(1) == keras.argmax(1)).mean())
+    assert t["delta_accuracy_ci95_low_pp"] <= t["delta_accuracy_pp"] <= t["delta_accuracy_ci95_high_pp"]
+    # Rendered, labelled, in every report that shows the Keras comparison.
+    title = "Against its float twin: what quantization alone costs (not gated)"
+    assert title in (run / "reports" / "evaluate.md").read_text()
+    assert title in (run / "reports" / "index.html").read_text()
+    assert "`tflite-qat-int8` against its float twin (not gated)" in (run / "MODEL_CARD.md").read_text()
+
+
+def test_the_gate_ignores_the_float_twin_row(piped):
+    from skinscan_edge.config import GateConfig
+    from skinscan_edge.metrics import check_gate
+
+    run, _ = piped
+    results = json.loads((run / "reports" / "evaluate.json").read_text())
+    gate = GateConfig(**{k: results["gate"][k] for k in ("max_accuracy_drop_pp", "max_recall_drop_pp",
+                                                         "critical_classes", "min_agreement")})
+    assert check_gate(results, gate) == results["gate"]["failures"]
+    qat = next(m for m in results["models"] if m["name"] == "tflite-qat-int8")
+    ruinous = {"delta_accuracy_pp": -90.0, "top1_agreement": 0.0,
+               "recall_delta_pp": {c: -90.0 for c in results["labels"]}}
+    strict = GateConfig(min_agreement=0.0)
+    before = check_gate(results, strict)
+    qat["vs_float_twin"].update(ruinous)
+    assert check_gate(results, strict) == before  # the twin row is never gated
+    as_a_row = check_gate({**results, "models": [{**qat, **ruinous}]}, strict)  # those numbers would fail...
+    assert "tflite-qat-int8: accuracy dropped 90.00 pp vs Keras" in as_a_row[0]  # ...where the gate reads

@@ -12,10 +12,11 @@ from skinscan_edge.rundir import sha256_file
 
 ALL = ["tflite-fp32", "onnx-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8", "tflite-qat-int8"]
 #: Stated minimum top-1 agreement with Keras on the test split, per quantized export. QAT is
-#: further training, not a conversion: on the fixture's weakly trained model (flat softmax)
-#: it moves many predictions, so it is held to a lower agreement plus an accuracy floor below.
+#: further training, not a conversion; its defaults (lr 1e-7, BatchNorm frozen: issue 12) keep
+#: it as close to Keras as the int8 file (measured 1.000 on this fixture, against 0.917 for
+#: tflite-int8; at the former lr 1e-5 it was held to 0.50).
 MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.80, "onnx-int8": 0.80,
-                 "tflite-qat-int8": 0.50}
+                 "tflite-qat-int8": 0.80}
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,73 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
     assert [e["name"] for e in manifest["exports"]] == ["tflite-fp32"]
     assert manifest["failures"][0]["name"] == "onnx-fp32"
 
+
+
+# --- the QAT float twin ---------------------------------------------------------------------
+def _tiny_qat(lr: float, freeze_bn: bool = False):
+    """A Conv+BN+ReLU+Dense model, annotated and fine-tuned a few steps (weights move at lr)."""
+    from skinscan_edge._tf import keras, tf
+    from skinscan_edge.exporters.qat import annotate, calibrate_ranges, fine_tune, freeze_batch_norm
+
+    k = keras()
+    inp = k.Input((12, 12, 3), name="image")
+    x = k.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inp)
+    x = k.layers.Conv2D(6, 3, use_bias=False, name="conv")(x)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.ReLU(name="relu")(x)
+    x = k.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = k.Model(inp, k.layers.Dense(4, activation="softmax", name="probs")(x))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (32, 12, 12, 3)).astype(np.float32)
+    qat_model, _ = annotate(model)
+    if freeze_bn:
+        assert freeze_batch_norm(qat_model) == 1
+    calibrate_ranges(qat_model, images)
+    fine_tune(qat_model, tf().data.Dataset.from_tensor_slices((images, rng.integers(0, 4, 32))).batch(8), 2, lr)
+    return model, qat_model, images
+
+
+def test_float_twin_is_the_qat_model_without_fake_quant_and_the_check_catches_a_wrong_one():
+    from skinscan_edge.errors import SkinscanError
+    from skinscan_edge.exporters.qat import TWIN_TOLERANCE, check_twin, float_twin
+
+    model, qat_model, images = _tiny_qat(lr=0.05)
+    twin = float_twin(model, qat_model)
+    assert not any(l.name.startswith("quant_") for l in twin.layers) and len(twin.layers) == len(model.layers)
+    check = check_twin(twin, qat_model, images[:8])
+    assert check["check_prob_max_abs_diff_vs_qat_without_fake_quant"] <= TWIN_TOLERANCE
+    assert check["check_prob_max_abs_diff_vs_qat_with_fake_quant"] > 0  # fake-quant was really switched off
+    # The fine-tuning moved the weights, so the original model is not the twin: the check says so.
+    with pytest.raises(SkinscanError, match="QAT float twin differs"):
+        check_twin(model, qat_model, images[:8])
+    twin.get_layer("bn").moving_mean.assign_add(np.full(6, 0.5, np.float32))  # one stale statistic
+    with pytest.raises(SkinscanError, match="QAT float twin differs"):
+        check_twin(twin, qat_model, images[:8])
+
+
+def test_frozen_batch_norm_keeps_its_statistics_while_the_weights_train():
+    from skinscan_edge.exporters.qat import float_twin
+
+    model, qat_model, _ = _tiny_qat(lr=0.05, freeze_bn=True)
+    twin = float_twin(model, qat_model)
+    stats = lambda m: [w.numpy() for w in m.get_layer("bn").weights if "moving" in w.name]  # noqa: E731
+    assert len(stats(twin)) == 2
+    for a, b in zip(stats(twin), stats(model)):
+        np.testing.assert_array_equal(a, b)  # moving mean and variance as trained; gamma, beta may train
+    assert not np.allclose(twin.get_layer("conv").get_weights()[0], model.get_layer("conv").get_weights()[0])
+
+
+def test_manifest_lists_the_qat_float_twin_and_it_loads(exported_run):
+    from skinscan_edge.exporters.manifest import entries, verify_float_twin
+    from skinscan_edge.models import open_model
+
+    by_name = {e["name"]: e for e in entries(exported_run)}
+    assert [n for n, e in by_name.items() if e.get("float_twin")] == ["tflite-qat-int8"]
+    twin = by_name["tflite-qat-int8"]["float_twin"]
+    path = verify_float_twin(exported_run, by_name["tflite-qat-int8"])
+    assert path == exported_run.exports / "model_qat_float_twin.keras"
+    assert sha256_file(path) == twin["sha256"] and path.stat().st_size == twin["size_bytes"]
+    assert twin["check_images"] > 0 and twin["check_prob_max_abs_diff_vs_qat_without_fake_quant"] <= 1e-4
+    x = np.full((2, IMG, IMG, 3), 128, np.float32)
+    probs = open_model(exported_run, {**twin, "name": "twin"}).predict(x)
+    assert probs.shape == (2, len(exported_run.labels())) and np.allclose(probs.sum(1), 1, atol=1e-4)

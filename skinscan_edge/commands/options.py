@@ -94,7 +94,9 @@ TRAIN = (
 EXPORT = (
     Opt("calib_samples", ("--calib-samples",), "Train-split images (seeded sample) used to calibrate the int8 files.", int),
     Opt("calib_class_floor", ("--calib-class-floor",), "Each class puts at least this many images into the calibration sample (stratified, seeded); 0: a plain random sample.", int),
-    Opt("qat_epochs", ("--qat-epochs",), "Epochs of quantization-aware fine-tuning.", int),
+    Opt("qat_epochs", ("--qat-epochs",), "Epochs of quantization-aware fine-tuning (0: calibrate the ranges only).", int),
+    Opt("qat_lr", ("--qat-lr",), "Learning rate of the quantization-aware fine-tuning.", float),
+    Opt("qat_freeze_bn", ("--qat-freeze-bn/--no-qat-freeze-bn",), "Keep BatchNormalization's moving statistics fixed during the QAT fine-tuning (updating them moves the model away from Keras).", bool),
     Opt("jobs", ("--jobs",), "2: run the QAT export in a second process beside the other conversions (faster on 2+ cores); 1: one file at a time.", int),
     Opt("onnx_target", ("--onnx-target",), "CPU the onnx-int8 file is for: x86-avx2 (U8S8, 7-bit weights: no VNNI), x86-vnni (U8S8, VNNI/AMX), arm (S8S8), or auto (this host's; the manifest records which).", str),
     Opt("keep_float", ("--keep-float",), "Also write tflite-int8-mixed and onnx-int8-mixed with these Keras layers in float (comma-separated, names from `skinscan-edge explain`), or auto: the worst layers, a few at a time, until the file passes the gate on the validation split.",

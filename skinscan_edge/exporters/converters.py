@@ -51,6 +51,8 @@ class Converter:
     calibrated: ClassVar[bool] = False
     #: Runs in a second process beside the others (``ExportConfig.jobs == 2``).
     background: ClassVar[bool] = False
+    #: Also writes a float twin, recorded as ``float_twin`` in its manifest entry (exporters/qat.py).
+    float_twin: ClassVar[bool] = False
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
         raise NotImplementedError
@@ -81,15 +83,18 @@ class QatTFLite(Converter):
     format = "tflite"
     calibrated = True
     background = True
+    float_twin = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
         from ..rundir import atomic_write_bytes
         from . import tflite
-        from .qat import export_qat
+        from .qat import TWIN_FILE, export_qat
 
-        data, notes = export_qat(ctx.run, ctx.model, ctx.cfg, ctx.calib, ctx.tmp, ctx.say)
+        data, notes, twin = export_qat(ctx.run, ctx.model, ctx.cfg, ctx.calib, ctx.tmp, ctx.say,
+                                       twin_path=path.with_name(TWIN_FILE))
         atomic_write_bytes(path, data)
-        return tflite.describe(path), notes
+        # The fine-tuned float weights without fake-quant: evaluate scores the file against them too.
+        return {**tflite.describe(path), "float_twin": twin}, notes
 
 
 class OnnxFp32(Converter):

@@ -8,6 +8,8 @@ Shape::
                    "precision": "int8", "size_bytes": ..., "sha256": "...",
                    "inputs": [{"name", "shape", "dtype", "quantization"}], "outputs": [...],
                    "convert_seconds": ..., "notes": "..."}, ... ],
+     (tflite-qat-int8 adds "float_twin": {"file", "format", "precision", "size_bytes", "sha256",
+      "check_...": ...}: its fine-tuned float weights without fake-quant, exporters/qat.py)
      "failures": [{"name": "...", "error": "..."}]}
 
 ``state`` is ``running`` while ``export`` writes, ``complete`` when every requested export was
@@ -71,13 +73,29 @@ def entries(run: RunDir, names: list[str] | None = None) -> list[dict]:
 
 def verify_entry(run: RunDir, entry: dict) -> Path:
     """Return the export's path after checking it exists and still matches its SHA-256."""
+    return _verify(run, entry["name"], entry)
+
+
+def float_twin_entry(entry: dict) -> dict | None:
+    """The export's float twin as a model entry (named ``<export> float twin``), or None."""
+    twin = entry.get("float_twin")
+    return {**twin, "name": f"{entry['name']} float twin"} if twin else None
+
+
+def verify_float_twin(run: RunDir, entry: dict) -> Path | None:
+    """The path of the export's float twin, checked like the export itself; None when it has none."""
+    twin = float_twin_entry(entry)
+    return _verify(run, twin["name"], twin) if twin else None
+
+
+def _verify(run: RunDir, name: str, entry: dict) -> Path:
     path = run.exports / entry["file"]
     if not path.exists():
-        raise SkinscanError(f"export {entry['name']} is listed in the manifest but {path} is missing")
+        raise SkinscanError(f"export {name} is listed in the manifest but {path} is missing")
     digest = sha256_file(path)
     if digest != entry["sha256"]:
         raise SkinscanError(
-            f"export {entry['name']} ({path.name}) does not match its manifest SHA-256 "
+            f"export {name} ({path.name}) does not match its manifest SHA-256 "
             f"(expected {entry['sha256'][:12]}…, found {digest[:12]}…); re-run `skinscan-edge export`"
         )
     return path

@@ -96,6 +96,30 @@ def _range_ema_decay(decay: float):
         quant_ops.MovingAvgQuantize = original
 
 
+def freeze_batch_norm(qat_model) -> int:
+    """Keep every BatchNormalization in inference mode: its moving statistics stay fixed.
+
+    Measured on the demo run (benchmarks/NOTES.md, "Issue 12: QAT defaults"): with the
+    statistics updating, one epoch moved the float twin to 0.89 top-1 agreement with Keras at
+    lr 1e-5 and 1e-6 alike (and one calibration batch alone to 0.94), so the train batches'
+    statistics moved the model whatever the learning rate. Frozen, training and inference
+    normalise alike, as in PyTorch's ``freeze_bn_stats``; gamma and beta still train (tfmot's
+    QuantizeWrapperV2 keeps them in its own trainable list). Returns how many were frozen.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    from .._tf import keras
+
+    bn = keras().layers.BatchNormalization
+    frozen = 0
+    for layer in qat_model.layers:
+        inner = layer.layer if isinstance(layer, QuantizeWrapper) else layer
+        if isinstance(inner, bn):
+            inner.trainable = False  # Keras 2: a non-trainable BatchNormalization runs in inference mode
+            frozen += 1
+    return frozen
+
+
 def calibrate_ranges(qat_model, images) -> None:
     """Start every activation range at one batch's min/max instead of tfmot's [-6, 6]."""
     import numpy as np
@@ -106,7 +130,7 @@ def calibrate_ranges(qat_model, images) -> None:
         qat_model(tf().constant(np.asarray(images, dtype=np.float32)), training=True)
 
 
-def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float = 1e-5) -> dict:
+def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float) -> dict:
     """Briefly fine-tune the QAT model so weights and activation ranges adapt to fake-quant."""
     from .._tf import keras
 
@@ -117,12 +141,104 @@ def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float = 1e-5) -> 
     return {k_: [float(v) for v in vals] for k_, vals in hist.history.items()}
 
 
-def export_qat(run, model, cfg, calib, tmp, say) -> tuple[bytes, str]:
-    """Annotate, calibrate the ranges, fine-tune on the train split, convert to full-integer TFLite."""
+#: The QAT model's float twin, written beside the QAT file and listed in its manifest entry.
+TWIN_FILE = "model_qat_float_twin.keras"
+#: How far the twin may be from the QAT model with fake-quant switched off (max |Δp|): float
+#: rounding only, since the twin computes the same float graph with the same weights.
+TWIN_TOLERANCE = 1e-4
+#: Calibration images the twin check runs on (eagerly, twice through the QAT model).
+TWIN_CHECK_IMAGES = 8
+
+
+def float_twin(model, qat_model):
+    """The fine-tuned float weights in a clone of ``model``'s architecture: no fake-quant.
+
+    Each tfmot QuantizeWrapper holds the float variables of the layer it wraps (named
+    ``<layer>/kernel`` etc.; the wrapped layer itself no longer lists a kernel it quantizes)
+    beside its own quantizer variables (``quant_<layer>/...``), which are left out. Unwrapped
+    layers (those ``annotate`` kept float) are taken as they are. Weights are matched by layer
+    name and weight name, so a missing or extra one is an error, not a silent shift.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    from .._tf import keras
+    from ..errors import SkinscanError
+
+    def leaf(var) -> str:
+        return var.name.split("/")[-1]
+
+    found: dict[str, dict] = {}  # layer name -> {weight name: variable}
+    for layer in qat_model.layers:
+        if isinstance(layer, QuantizeWrapper):
+            own = layer.name + "/"
+            found[layer.layer.name] = {leaf(w): w for w in layer.weights if not w.name.startswith(own)}
+        else:
+            found[layer.name] = {leaf(w): w for w in layer.weights}
+    twin = keras().models.clone_model(model)
+    for layer in twin.layers:
+        if not layer.weights:
+            continue
+        src = found.get(layer.name, {})
+        names = [leaf(w) for w in layer.weights]
+        if sorted(names) != sorted(src):
+            raise SkinscanError(f"QAT float twin: layer {layer.name} has weights {names} but the QAT model has "
+                                f"{sorted(src)}; this is a bug in exporters/qat.py")
+        layer.set_weights([src[n].numpy() for n in names])  # shapes are checked by Keras
+    return twin
+
+
+@contextlib.contextmanager
+def _fake_quant_off():
+    """Make every tfmot fake-quant op the identity (weights and activations), for ``check_twin``.
+
+    tfmot has no switch for this; like ``_range_ema_decay`` we replace the functions its
+    quantizers call (``quant_ops``), for the duration of an eager call only."""
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+    saved = quant_ops._FakeQuantWithMinMaxVars, quant_ops.FixedQuantize
+    quant_ops._FakeQuantWithMinMaxVars = lambda inputs, *args, **kwargs: inputs
+    quant_ops.FixedQuantize = lambda inputs, *args, **kwargs: inputs
+    try:
+        yield
+    finally:
+        quant_ops._FakeQuantWithMinMaxVars, quant_ops.FixedQuantize = saved
+
+
+def check_twin(twin, qat_model, images) -> dict:
+    """Check that ``twin`` is the QAT model minus fake-quant, on a few images; raise if not.
+
+    The QAT model is run eagerly (inference mode) with tfmot's fake-quant ops replaced by the
+    identity, which leaves exactly the float graph the twin computes. Returns what was measured.
+    """
+    import numpy as np
+
+    from .._tf import tf
+    from ..errors import SkinscanError
+
+    x = tf().constant(np.asarray(images, dtype=np.float32))
+    p_twin = np.asarray(twin(x, training=False))
+    with _fake_quant_off():
+        p_float = np.asarray(qat_model(x, training=False))
+    p_quant = np.asarray(qat_model(x, training=False))
+    diff = float(np.abs(p_twin - p_float).max()) if len(x) else 0.0
+    if not diff <= TWIN_TOLERANCE:  # NaN fails too
+        raise SkinscanError(f"QAT float twin differs from the QAT model without fake-quant by max |dp| {diff:.2g} "
+                            f"(limit {TWIN_TOLERANCE:g}); this is a bug in exporters/qat.py")
+    return {"check_images": int(len(x)), "check_prob_max_abs_diff_vs_qat_without_fake_quant": diff,
+            "check_prob_max_abs_diff_vs_qat_with_fake_quant": float(np.abs(p_twin - p_quant).max()) if len(x) else 0.0}
+
+
+def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes, str, dict | None]:
+    """Annotate, calibrate the ranges, fine-tune on the train split, convert to full-integer TFLite.
+
+    With ``twin_path``, also write the fine-tuned float twin there (``float_twin``, checked by
+    ``check_twin``) and return its manifest record; otherwise the third value is None.
+    """
     from pathlib import Path
 
     from ..data import make_dataset
     from ..imagecache import run_cache
+    from ..rundir import atomic_write_bytes, sha256_file
     from . import tflite
 
     qat_model, skipped = annotate(model)
@@ -131,9 +247,24 @@ def export_qat(run, model, cfg, calib, tmp, say) -> tuple[bytes, str]:
     items = run.split_items("train")
     ds = make_dataset([str(p) for p, _ in items], [y for _, y in items], run.img_size(),
                       batch_size=16, training=True, seed=cfg.seed, cache=run_cache(run, "train"))
+    if cfg.qat_freeze_bn:
+        freeze_batch_norm(qat_model)
     calibrate_ranges(qat_model, calib[:32])
-    fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
+    if cfg.qat_epochs > 0:
+        fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
+    twin_record = None
+    if twin_path is not None:
+        twin = float_twin(model, qat_model)
+        check = check_twin(twin, qat_model, calib[:TWIN_CHECK_IMAGES])
+        saved = Path(tmp) / TWIN_FILE
+        twin.save(str(saved))
+        atomic_write_bytes(Path(twin_path), saved.read_bytes())
+        twin_record = {"file": Path(twin_path).name, "format": "keras", "precision": "fp32",
+                       "size_bytes": Path(twin_path).stat().st_size, "sha256": sha256_file(Path(twin_path)), **check}
     serving = tflite.save_serving_model(qat_model, Path(tmp) / "serving_qat")
     data = tflite.convert(serving, "int8", lambda: iter(calib))
-    notes = f"tfmot quantize_model, {cfg.qat_epochs} epoch(s) fine-tuning; not annotated: {', '.join(skipped) or 'none'}"
-    return data, notes
+    tuned = (f"{cfg.qat_epochs} epoch(s) fine-tuning at lr {cfg.qat_lr:g}" if cfg.qat_epochs > 0 else "no fine-tuning")
+    tuned += ", BatchNorm statistics frozen" if cfg.qat_freeze_bn else ", BatchNorm statistics updated"
+    notes = f"tfmot quantize_model, {tuned}; not annotated: {', '.join(skipped) or 'none'}"
+    return data, notes, twin_record
+

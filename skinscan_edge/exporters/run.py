@@ -64,7 +64,7 @@ def pin_input_range(calib: np.ndarray) -> np.ndarray:
 def reusable_entries(run: RunDir, manifest: dict | None, cfg: ExportConfig) -> dict[str, dict]:
     """The exports of ``manifest`` that need no new conversion: made from the run's current model
     with the same recipe, and still matching their SHA-256."""
-    from .manifest import verify_entry
+    from .manifest import verify_entry, verify_float_twin
 
     if not manifest or cfg.force or manifest.get("model_sha256") != sha256_file(run.model_path):
         return {}
@@ -73,8 +73,12 @@ def reusable_entries(run: RunDir, manifest: dict | None, cfg: ExportConfig) -> d
         return {}
     good = {}
     for entry in manifest.get("exports", []):
+        spec = EXPORTS.get(entry["name"])
+        if spec and spec.converter.float_twin and not entry.get("float_twin"):
+            continue  # made before exports had a float twin: convert again to add it
         try:
             verify_entry(run, entry)
+            verify_float_twin(run, entry)
             good[entry["name"]] = entry
         except SkinscanError:
             pass
