@@ -108,33 +108,47 @@ def plot_latency(results: dict, path: Path) -> Path:
     return save(fig, path)
 
 
+#: A channel error below this is float rounding (an exact op), not quantization.
+EXACT_ERROR = 1e-5
+
+
 def plot_quant_debug(entry: dict, path: Path, named: int = 6) -> Path:
     """Per-layer channel error of one export in graph order (quant_debug.json), log scale, one
-    line per image set, the worst layers named; float layers of a mixed file shaded."""
+    line per image set; the worst layers numbered on the curve and named in a list beside it
+    (names written on the curve overlap where the worst layers are neighbours); float layers
+    of a mixed file shaded."""
     plt = _plt()
     rows = entry["layers"]
     x = [r["index"] for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 3.8), dpi=110)
     for key, style, label in (("calibration_channel_error", "-", "calibration images"),
                               ("flipped_channel_error", "-", "flipped test images")):
         ys = [r.get(key) for r in rows]
         if any(v is not None for v in ys):
-            # exact ops (max pool, concatenation) have no error: left out of the log scale
-            ax.plot(x, [np.nan if v is None or v <= 0 else v for v in ys], style, lw=1, marker=".", ms=3,
-                    label=label, alpha=0.8)
+            # exact ops (max pool, concatenation, kept-float layers) differ by float rounding
+            # only: left out (gaps in the line) rather than drawn as dips to 1e-9
+            ax.plot(x, [np.nan if v is None or v < EXACT_ERROR else v for v in ys], style, lw=1, marker=".",
+                    ms=3, label=label, alpha=0.8)
     floats = set(entry.get("float_layers") or [])
     for r in rows:
         if r.get("keras_layer") in floats:
             ax.axvspan(r["index"] - 0.5, r["index"] + 0.5, color="tab:green", alpha=0.15, lw=0)
-    for w in entry["worst"][:named]:
+    listed = []
+    for rank, w in enumerate(entry["worst"][:named], 1):
         y = next(r for r in rows if r["index"] == w["index"]).get(w["ranked_by"])
-        ax.annotate(w["keras_layer"] or w["layer"][:24], (w["index"], y), fontsize=7, xytext=(3, 4),
-                    textcoords="offset points", color="tab:red")
+        ax.annotate(str(rank), (w["index"], y), fontsize=7, xytext=(0, 5), textcoords="offset points",
+                    color="tab:red", ha="center", fontweight="bold")
+        listed.append(f"{rank}  {w['keras_layer'] or w['layer'][:24]}  {y:.3f}")
+    if listed:
+        ranked_by = entry["worst"][0]["ranked_by"].replace("_channel_error", "")
+        ax.text(1.01, 1.0, f"worst ({ranked_by}):\n" + "\n".join(listed), transform=ax.transAxes, va="top",
+                fontsize=7, color="tab:red", family="monospace")
     ax.set_yscale("log")
     ax.set_xlabel("layer (graph order)")
     ax.set_ylabel("channel error ||int8 - float|| / ||float||")
     ax.set_title(f"{entry['name']}: per-layer quantization error", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
+    fig.subplots_adjust(right=0.78)
     return save(fig, path)

@@ -242,14 +242,14 @@ def onnx_nodes_of(graph, layers: list[str]) -> list[str]:
     return list(dict.fromkeys(n.name for n in own + acts))
 
 
-def onnx_readers(graph, rows: list[dict], known: set[str]) -> dict[str, list[str]]:
+def onnx_readers(graph, rows: list[dict], known: set[str], preferred: set[str] = frozenset()) -> dict[str, list[str]]:
     """Keras layer of each row -> the Keras layers whose nodes read that row's activation
     (through a folded activation such as Relu, whose output is the tensor that gets quantized)."""
     readers: dict[str, list[str]] = {}
     for r in rows:
         if not r.get("keras_layer"):
             continue
-        found = [keras_layer_of(n.name, known) for n in graph.node if r["layer"] in n.input]
+        found = [keras_layer_of(n.name, known, preferred) for n in graph.node if r["layer"] in n.input]
         readers.setdefault(r["keras_layer"], [])
         readers[r["keras_layer"]] += [x for x in found if x and x != r["keras_layer"]
                                       and x not in readers[r["keras_layer"]]]

@@ -78,7 +78,7 @@ class MixedOnnx(Converter):
             onnx_export.quantize_int8(fp32, out, list(ctx.calib), ctx.onnx_target, nodes_to_exclude=nodes)
             return nodes
 
-        info = search(ctx, "onnx", rows, build, path, readers=qd.onnx_readers(graph, rows, ctx.cache["known"]))
+        info = search(ctx, "onnx", rows, build, path, readers=qd.onnx_readers(graph, rows, ctx.cache["known"], set(ctx.cache["macs"])))
         return {**onnx_export.describe(path), "keep_float": info}, _notes(info, "onnxruntime nodes_to_exclude; "
                                                                             + onnx_export.int8_notes(ctx.onnx_target))
 
