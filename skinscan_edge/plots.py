@@ -138,7 +138,7 @@ def plot_quant_debug(entry: dict, path: Path, named: int = 6) -> Path:
         y = next(r for r in rows if r["index"] == w["index"]).get(w["ranked_by"])
         ax.annotate(str(rank), (w["index"], y), fontsize=7, xytext=(0, 5), textcoords="offset points",
                     color="tab:red", ha="center", fontweight="bold")
-        listed.append(f"{rank}  {w['keras_layer'] or w['layer'][:24]}  {y:.3f}")
+        listed.append(f"{rank}  {w['keras_layer'] or w['op']}  {y:.3f}")  # no Keras layer: an op of its own
     if listed:
         ranked_by = entry["worst"][0]["ranked_by"].replace("_channel_error", "")
         ax.text(1.01, 1.0, f"worst ({ranked_by}):\n" + "\n".join(listed), transform=ax.transAxes, va="top",

@@ -37,7 +37,7 @@ PIPELINE_ARGS = ["--bench-threads", 1, "--bench-batch", "1,2", "--bench-min-time
                  "--max-accuracy-drop", 100, "--max-recall-drop", 100]
 #: Fixtures whose values come from the background jobs: tests using them run last.
 SLOW_FIXTURES = {"train_result", "trained_run", "export_result", "exported_run", "run_copy", "base_weights",
-                 "chain", "multi_worker", "piped", "interrupted_export", "toy_format"}
+                 "chain", "multi_worker", "piped", "interrupted_export", "toy_format", "wrecked"}
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
@@ -50,10 +50,11 @@ def invoke(args: list):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def cli(args: list, timeout: float = 900, env: dict | None = None) -> SimpleNamespace:
-    """The CLI as a separate ``skinscan-edge`` process: exit_code and output (stdout + stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "skinscan_edge", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env={**ENV, **(env or {})})
+def cli(args: list, timeout: float = 900, env: dict | None = None, python: bool = False) -> SimpleNamespace:
+    """The CLI as a separate ``skinscan-edge`` process (``python=True``: ``args`` is a whole
+    command line instead): exit_code and output (stdout + stderr)."""
+    argv = list(map(str, args)) if python else [sys.executable, "-m", "skinscan_edge", *map(str, args)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})})
     return SimpleNamespace(exit_code=proc.returncode, output=proc.stdout + proc.stderr, stdout=proc.stdout,
                            stderr=proc.stderr)
 
@@ -119,7 +120,11 @@ def _start_jobs(demo_data: Path, tmp_path_factory) -> dict:
     image = next((demo_data / "Melanoma").iterdir())
     interrupted = Job(lambda: interrupted_export(run, tmp_path_factory.mktemp("interrupted"), image), train)
     toy = Job(lambda: toy_format(run, tmp_path_factory.mktemp("toy"), image), export)
-    out = {"run": run, "train": train, "export": export, "piped": piped, "interrupted": interrupted, "toy": toy}
+    from test_explain import wrecked_run
+
+    wreck = Job(lambda: wrecked_run(run, tmp_path_factory.mktemp("wrecked") / "run"), train)
+    out = {"run": run, "train": train, "export": export, "piped": piped, "interrupted": interrupted, "toy": toy,
+           "wreck": wreck}
     out.update(start_reliability_jobs(demo_data, run, train, tmp_path_factory))
     return out
 

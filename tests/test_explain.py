@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,26 +53,40 @@ def wreck(model, images) -> None:
     nxt.set_weights([k2])
 
 
-@pytest.fixture(scope="module")
-def wrecked(trained_run, tmp_path_factory):
-    """A copy of the session run with the wrecked model, exported with --keep-float auto, evaluated
-    on the validation split, and explained."""
+def wrecked_run(trained_root: Path, dst: Path) -> dict:
+    """A copy of the session run with the wrecked model, exported with --keep-float auto,
+    evaluated on the validation split, and explained: every step a real process (conftest starts
+    this as a background job once the session model is trained)."""
+    shutil.copytree(trained_root, dst, ignore=shutil.ignore_patterns(
+        "tensorboard", "backup", "checkpoints", "exports", "reports"))
+    out = {"run": dst, "wreck": cli([sys.executable, Path(__file__).resolve(), dst], python=True)}
+    out["export"] = cli(["export", dst, "--keep-float", "auto", "--calib-samples", 48, "--jobs", 1, *GATE])
+    out["evaluate"] = cli(["evaluate", dst, "--split", "val", *LENIENT_CI, *GATE])
+    out["explain"] = cli(["explain", dst, "--model", "tflite-int8,onnx-int8"])
+    return out
+
+
+def _wreck_saved_model(run_dir: Path) -> None:
+    """Wreck RUN/model.keras in place; print the largest change of the float model's output."""
     from skinscan_edge.rundir import RunDir
 
-    dst = tmp_path_factory.mktemp("wrecked") / "run"
-    shutil.copytree(trained_run.root, dst, ignore=shutil.ignore_patterns(
-        "tensorboard", "backup", "checkpoints", "exports", "reports"))
-    run = RunDir(dst)
+    run = RunDir(run_dir)
     model = run.load_model()
     x = np.random.default_rng(0).uniform(0, 255, (4, run.img_size(), run.img_size(), 3)).astype("float32")
     before = model.predict(x, verbose=0)
     wreck(model, x)
-    after = model.predict(x, verbose=0)
+    print(f"float_diff={float(np.abs(model.predict(x, verbose=0) - before).max())!r}")
     model.save(str(run.model_path))
-    out = {"run": run, "float_diff": float(np.abs(after - before).max())}
-    out["export"] = cli(["export", dst, "--keep-float", "auto", "--calib-samples", 48, "--jobs", 1, *GATE])
-    out["evaluate"] = cli(["evaluate", dst, "--split", "val", *LENIENT_CI, *GATE])
-    out["explain"] = cli(["explain", dst, "--model", "tflite-int8,onnx-int8"])
+
+
+@pytest.fixture(scope="module")
+def wrecked(jobs):
+    from skinscan_edge.rundir import RunDir
+
+    out = dict(jobs["wreck"].result())
+    assert out["wreck"].exit_code == 0, out["wreck"].output[-3000:]
+    out["run"] = RunDir(out["run"])
+    out["float_diff"] = float(out["wreck"].stdout.rsplit("float_diff=", 1)[1])
     return out
 
 
@@ -245,3 +261,9 @@ def test_explain_and_keep_float_keep_the_terminal_quiet(wrecked):
 
     for what in ("export", "explain"):
         assert native_lines(wrecked[what].stderr) == [], (what, native_lines(wrecked[what].stderr))
+
+
+if __name__ == "__main__":  # the wreck step of wrecked_run, in its own process
+    import skinscan_edge  # noqa: F401  (tf-keras before TensorFlow)
+
+    _wreck_saved_model(Path(sys.argv[1]))
