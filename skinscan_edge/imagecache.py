@@ -10,9 +10,9 @@ The build writes to a hidden temporary name and renames it when complete (fsynce
 build leaves nothing that is later trusted. Rows are read with ``os.preadv`` (a copy out of the
 page cache) into aligned buffers that are reused once nothing refers to them (``_Buffers``), not
 through a memory map, so reading the whole cache does not grow the process' resident set. The
-copy costs CPU: on the 2-core dev host, 40 CPU us per 299 px image through tf.data against 22 for
-tf.data's in-memory ``cache()`` (benchmarks/NOTES.md, issue 15); a memory map whose pages are
-dropped after each batch was slower still (page faults).
+copy costs CPU: on the 2-core dev host, 35-43 CPU us per 299 px image through tf.data against
+19-21 for tf.data's in-memory ``cache()``; a memory map whose pages are dropped after each batch
+cost 66 (page faults). See benchmarks/cache_read.py and benchmarks/NOTES.md (issue 15).
 
 Remove every cache of a run with ``rm -r RUN/cache`` (it is rebuilt when needed), or never build
 one with ``train --image-cache off``.
@@ -91,7 +91,7 @@ class _Buffers:
     Aligned: TensorFlow adopts an aligned array returned by ``tf.numpy_function`` as the tensor's
     buffer (holding a reference to it) and copies an unaligned one, 8.6 MB per batch of 32 at
     299 px. Reused: a fresh 8.6 MB allocation per batch costs page faults and zeroing (measured:
-    44 instead of 52 CPU us per 299 px image through tf.data). A buffer is handed out again only
+    43 instead of 55 CPU us per 299 px image through tf.data). A buffer is handed out again only
     when nothing refers to it any more: no array returned from it, no view of one, no tensor
     (numpy views keep their base alive, so the buffer's reference count says whether any is left).
     Requests larger than ``max_bytes`` (say a whole evaluation split) are not kept.
