@@ -3,18 +3,21 @@
 Make the data first (benchmarks/scale_data.py), then measure, each step in this one process
 unless it says otherwise, and write one flat JSON (units in the keys):
 
-    python benchmarks/scale_data.py /tmp/scale27k --unique 2716
-    python benchmarks/scale.py /tmp/scale27k --out benchmarks/scale_results.json
+    python benchmarks/scale_data.py /tmp/scale27k-full --workers 2
+    python benchmarks/scale.py /tmp/scale27k-full --out benchmarks/scale_results.json
 
 Steps (``--steps``, comma-separated):
   scan      skinscan_edge.data.scan over every file (each is decoded once), and the split;
-  pipeline  no model: uint8 299 px batches per second from JPEGs (uncached), from the disk cache,
-            from tf.data's in-memory cache; the disk cache's build rate; augmentation's CPU rate;
+  pipeline  no model: uint8 299 px batches per second from JPEGs (uncached), then from the disk
+            cache and from tf.data's in-memory cache (epochs of each in turn, medians; also CPU
+            microseconds per image); the disk cache's build rate; augmentation's CPU rate;
   model     the model's forward and train-step rates (batch 32, 299 px), for comparison;
   phase1    phase 1 on ``--phase1-images`` train images: fitting the whole model every epoch (as
             before) against cached features (1 and 2 views), with one forward pass timed alone;
   rss       peak RSS of ``skinscan-edge train`` (a child process) over the whole set at 75 px with
-            the disk cache, and over the phase-1 subset at 299 px.
+            the disk cache, and over the phase-1 subset at 299 px;
+  rss_full_299  (not in the default steps: a forward pass over every image, about 30 minutes on
+            2 cores) the same over the whole set at 299 px.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 
 SIZE, BATCH = 299, 32
+PIPELINE_ROUNDS = 5  # epochs of each cached path, alternated; the medians are reported
 
 
 def _timed(fn):
@@ -75,14 +79,24 @@ def step_pipeline(split: dict, n: int, tmp: Path, res: dict) -> None:
     memory = image_batches(paths, labels, **kw).prefetch(-1)  # decodes, then tf.data cache()
     got, s = _timed(lambda: _drain(memory))
     res["pipeline_uncached_ips"] = got / s  # the first pass decodes every JPEG
-    got, s = _timed(lambda: _drain(memory))
-    res["pipeline_in_memory_ips"] = got / s
     cache, s = _timed(lambda: build_cache(tmp / "cache", "train", split["sha256"], SIZE, paths))
     res["disk_cache_build_ips"] = len(paths) / s
     disk = image_batches(paths, labels, cache=cache, **kw).prefetch(-1)
     _drain(disk)
-    got, s = _timed(lambda: _drain(disk))
-    res["pipeline_disk_cached_ips"] = got / s
+    # The two paths deliver the same thing (shuffled uint8 batches of 32); they are timed in
+    # turn, several epochs each, so that a burst of load on the shared host hits both alike.
+    rates: dict = {"disk_cached": [], "in_memory": []}
+    cpu: dict = {"disk_cached": [], "in_memory": []}
+    for _ in range(PIPELINE_ROUNDS):
+        for name, ds in (("disk_cached", disk), ("in_memory", memory)):
+            c0 = time.process_time()
+            got, s = _timed(lambda: _drain(ds))
+            rates[name].append(got / s)
+            cpu[name].append((time.process_time() - c0) / got * 1e6)
+    for name in rates:
+        res[f"pipeline_{name}_ips"] = float(np.median(rates[name]))
+        res[f"pipeline_{name}_cpu_us_per_image"] = float(np.median(cpu[name]))
+    res["pipeline_rounds"] = PIPELINE_ROUNDS
     res["disk_vs_memory_ratio"] = res["pipeline_disk_cached_ips"] / res["pipeline_in_memory_ips"]
     aug = augmentation(0)
     step = tf().function(lambda x: aug(tf().cast(x, tf().float32), training=True))
@@ -119,7 +133,7 @@ def step_model(res: dict) -> None:
 def step_phase1(split: dict, n: int, res: dict) -> None:
     from skinscan_edge._tf import keras
     from skinscan_edge.config import TrainConfig
-    from skinscan_edge.data import image_batches, training_model
+    from skinscan_edge.data import augmentation, image_batches, training_model
     from skinscan_edge._tf import tf
     from skinscan_edge.features import extract_features, feature_function, fit_head_on_features
     from skinscan_edge.model import build_model, freeze_base
@@ -146,9 +160,10 @@ def step_phase1(split: dict, n: int, res: dict) -> None:
         return model
 
     model = fresh()
-    fn = feature_function(model)
-    fn(next(iter(train_plain))[0], tf().constant(False))  # traced once, as in fit_head_on_features
+    fn = feature_function(model, augmentation(0))  # as fit_head_on_features makes it (augmentation on)
+    _, res["phase1_trace_s"] = _timed(lambda: fn(next(iter(train_plain))[0], tf().constant(False)).numpy())
     _, res["phase1_one_forward_train_s"] = _timed(lambda: extract_features(model, train_plain, fn=fn))
+    _, res["phase1_one_forward_val_s"] = _timed(lambda: extract_features(model, val_ds, fn=fn))
     trainer = training_model(model, 0, augment=True)
     trainer.compile(k.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     _, res["phase1_images_s"] = _timed(lambda: trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
@@ -162,6 +177,10 @@ def step_phase1(split: dict, n: int, res: dict) -> None:
     res["phase1_speedup_2view"] = res["phase1_images_s"] / res["phase1_features_2view_s"]
     res["phase1_features_1view_over_one_forward"] = (res["phase1_features_1view_s"]
                                                      / res["phase1_one_forward_train_s"])
+    # What the 1-view run spent beyond tracing and one plain forward pass over train and val:
+    # augmenting the train images once, building and fitting the head (5 epochs).
+    res["phase1_features_1view_rest_s"] = (res["phase1_features_1view_s"] - res["phase1_trace_s"]
+                                           - res["phase1_one_forward_train_s"] - res["phase1_one_forward_val_s"])
 
 
 def _train_rss(args: list[str]) -> tuple[float, float]:
@@ -182,8 +201,19 @@ def _train_rss(args: list[str]) -> tuple[float, float]:
     return int(peak[-1].split()[1]) / 1024, wall
 
 
+#: The ``train`` runs whose peak RSS is read: phase 1 (features of every train and val image),
+#: the test report; no fine-tuning (its memory does not grow with the image count).
+RSS_TRAIN = ["--epochs", "1", "--fine-tune-epochs", "0", "--weights", "none", "--batch-size", str(BATCH)]
+
+
+def step_rss_full_299(data: Path, tmp: Path, res: dict) -> None:
+    res["rss_full_299px_mib"], res["rss_full_299px_wall_s"] = _train_rss(
+        ["--data", str(data), "--out", str(tmp / "full299"), "--img-size", "299", "--image-cache", "disk",
+         *RSS_TRAIN])
+
+
 def step_rss(data: Path, subset: Path, tmp: Path, res: dict) -> None:
-    common = ["--epochs", "1", "--fine-tune-epochs", "0", "--weights", "none", "--batch-size", str(BATCH)]
+    common = RSS_TRAIN
     res["rss_full_75px_mib"], res["rss_full_75px_wall_s"] = _train_rss(
         ["--data", str(data), "--out", str(tmp / "full75"), "--img-size", "75", "--image-cache", "disk", *common])
     res["rss_subset_299px_mib"], res["rss_subset_299px_wall_s"] = _train_rss(
@@ -228,9 +258,12 @@ def main() -> None:
         for name, fn in (("pipeline", lambda: step_pipeline(split, a.pipeline_images, tmp, res)),
                          ("model", lambda: step_model(res)),
                          ("phase1", lambda: step_phase1(split, a.phase1_images, res)),
+                         ("rss_full_299", lambda: step_rss_full_299(a.data, tmp, res)),
                          ("rss", lambda: step_rss(a.data, make_subset(a.data, a.phase1_images / 18_000, tmp / "sub"),
                                                   tmp, res))):
             if name in steps:
+                res[f"step_{name}_started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                res[f"step_{name}_load_1min_start"] = os.getloadavg()[0]
                 _, res[f"step_{name}_s"] = _timed(fn)
                 a.out.write_text(json.dumps(res, indent=2) + "\n")
                 print(name, "done", flush=True)

@@ -5,11 +5,16 @@ counts (27,153 images in all); each image is drawn by ``skinscan_edge.demo_data`
 not medical) at 640 px and cropped to 640x480, the size of a typical clinical photo, then saved
 as a JPEG. Worker processes split the file list; the same seed gives the same bytes.
 
-Drawing costs about 50 ms per image per core, so ``--unique N`` draws only N images (spread over
-the folders in proportion) and fills each folder to its Kaggle count with hard links to them:
-every file is still a real 640x480 JPEG that is opened and decoded, but the content repeats.
+The set that benchmarks/NOTES.md ("Training at Kaggle scale") measures was drawn in full, every
+file its own image (no ``--unique``, no hard links):
 
-    python benchmarks/scale_data.py /tmp/scale27k --workers 2 --unique 2716
+    python benchmarks/scale_data.py /tmp/scale27k-full --workers 2
+
+Drawing costs about 50 ms per image per idle core (about 12 minutes on 2 idle cores; longer on a
+shared host, ``generate.json`` records it). To try scale.py out more cheaply, ``--unique N``
+draws only N images (spread over the folders in proportion) and fills each folder to its Kaggle
+count with hard links to them: every file is still a real 640x480 JPEG that is opened and
+decoded, but the content repeats, so the page cache holds far fewer distinct JPEG bytes.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ JPEGs again. The file name carries the key (the split's SHA-256 and the image si
 split or size never reads an old file: the new one is built and the stale one removed.
 
 The build writes to a hidden temporary name and renames it when complete (fsynced), so a killed
-build leaves nothing that is later trusted. Rows are read with ``os.preadv`` into a fresh array,
-not through a memory map, so reading the whole cache does not grow the process' resident set.
+build leaves nothing that is later trusted. Rows are read with ``os.preadv`` (a copy out of the
+page cache) into aligned buffers that are reused once nothing refers to them (``_Buffers``), not
+through a memory map, so reading the whole cache does not grow the process' resident set. The
+copy costs CPU: on the 2-core dev host, 35-43 CPU us per 299 px image through tf.data against
+19-21 for tf.data's in-memory ``cache()``; a memory map whose pages are dropped after each batch
+cost 66 (page faults). See benchmarks/cache_read.py and benchmarks/NOTES.md (issue 15).
 
 Remove every cache of a run with ``rm -r RUN/cache`` (it is rebuilt when needed), or never build
 one with ``train --image-cache off``.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,7 @@ MODES = ("auto", "disk", "off")
 CACHE_DIR = "cache"
 #: Disk space left free after a build, so the run can still write its model and reports.
 DISK_MARGIN_BYTES = 1 << 30
+_ALIGN = 64  # bytes: enough for TensorFlow to adopt a buffer (measured: a 16-byte-aligned one is copied)
 _CHUNK = 256  # images decoded per round of the thread pool: bounds the memory of a build
 
 
@@ -60,6 +67,7 @@ class ImageCache:
 
     def __post_init__(self):
         self._fd = os.open(self.path, os.O_RDONLY)
+        self._buffers = _Buffers()
 
     def __del__(self):
         fd = getattr(self, "_fd", None)
@@ -70,11 +78,44 @@ class ImageCache:
         s = self.img_size
         row = s * s * 3
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        out = np.empty((len(idx), s, s, 3), np.uint8)
+        out = self._buffers.take((len(idx), s, s, 3))
         for j, i in enumerate(idx):
             if os.preadv(self._fd, [out[j]], self.offset + int(i) * row) != row:
                 raise SkinscanError(f"{self.path} is shorter than its header says; remove it (`rm {self.path}`)")
         return out
+
+
+class _Buffers:
+    """Uninitialised uint8 arrays whose data start on a 64-byte boundary, on reused buffers.
+
+    Aligned: TensorFlow adopts an aligned array returned by ``tf.numpy_function`` as the tensor's
+    buffer (holding a reference to it) and copies an unaligned one, 8.6 MB per batch of 32 at
+    299 px. Reused: a fresh 8.6 MB allocation per batch costs page faults and zeroing (measured:
+    43 instead of 55 CPU us per 299 px image through tf.data). A buffer is handed out again only
+    when nothing refers to it any more: no array returned from it, no view of one, no tensor
+    (numpy views keep their base alive, so the buffer's reference count says whether any is left).
+    Requests larger than ``max_bytes`` (say a whole evaluation split) are not kept.
+    """
+
+    def __init__(self, keep: int = 16, max_bytes: int = 64 << 20):
+        self._free: list[np.ndarray] = []  # the kept buffers
+        self._keep, self._max_bytes = keep, max_bytes
+        self._idle_refs = 0  # a kept buffer's reference count in take() when nothing else refers to it
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple) -> np.ndarray:
+        n = int(np.prod(shape))
+        with self._lock:
+            for buf in self._free:
+                if buf.size >= n + _ALIGN and sys.getrefcount(buf) == self._idle_refs:
+                    break
+            else:
+                buf = np.empty(max(n, 1) + _ALIGN, np.uint8)
+                if buf.nbytes <= self._max_bytes and len(self._free) < self._keep:
+                    self._free.append(buf)
+                    self._idle_refs = sys.getrefcount(buf)  # the list, ``buf`` and the argument
+            start = -buf.ctypes.data % _ALIGN
+            return buf[start:start + n].reshape(shape)
 
 
 def open_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, count: int) -> ImageCache | None:

@@ -49,6 +49,27 @@ def test_cache_reads_back_the_decoded_pixels_and_is_rebuilt_for_another_split_or
     assert sorted(p.name for p in d.iterdir()) == [cache_path(d, "train", SHA, 32).name]
 
 
+def test_disk_cached_batches_hold_the_right_pixels_while_later_batches_are_read(tmp_path, jpegs):
+    """Reads reuse buffers (imagecache._Buffers): never one that a batch, tensor or view still uses."""
+    from skinscan_edge.data import image_batches
+    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.imagecache import build_cache
+
+    cache = build_cache(tmp_path / "cache", "train", SHA, 24, jpegs)
+    expected = load_batch(jpegs, 24)
+    first = cache.read([0, 1])[1]  # only a view of the result is kept
+    later = [cache.read([i, i + 1]) for i in range(2, 10, 2)]
+    assert np.array_equal(first, expected[1])
+    assert all(np.array_equal(r, expected[i:i + 2]) for r, i in zip(later, range(2, 10, 2)))
+    ds = image_batches(jpegs, list(range(len(jpegs))), 24, 4, training=True, seed=0, cache=cache)
+    for _ in range(2):
+        held = list(ds)  # every batch of the epoch alive at once, as tensors
+        labels = np.concatenate([y.numpy() for _, y in held])
+        assert sorted(labels) == list(range(len(jpegs)))
+        for x, y in held:
+            assert np.array_equal(x.numpy(), expected[y.numpy()])
+
+
 def test_a_truncated_cache_is_not_trusted(tmp_path, jpegs):
     from skinscan_edge.imagecache import build_cache, open_cache
 
@@ -162,3 +183,46 @@ def test_phase1_on_cached_features_trains_the_full_models_head(tmp_path):
     via_head = head.predict(features, verbose=0)
     via_model = model.predict(x.astype(np.float32), verbose=0)
     np.testing.assert_allclose(via_model, via_head, atol=1e-5)
+
+
+#: ``train`` that SIGKILLs itself when phase 1 (on cached features) begins epoch ``KILL_AT``
+#: (0-based): after epoch KILL_AT - 1 was saved and logged, as a crash or ``kill -9`` would.
+KILLED_IN_PHASE1 = """
+import os, runpy, signal, sys
+import skinscan_edge.training as training
+from skinscan_edge._tf import keras
+real = training._callbacks
+class Kill(keras().callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+training._callbacks = lambda run, cfg, phase, chief=True: real(run, cfg, phase, chief) + [Kill()]
+sys.argv = ["skinscan-edge", *sys.argv[1:]]
+runpy.run_module("skinscan_edge", run_name="__main__")
+"""
+
+
+def test_resume_after_a_kill_in_phase1_on_cached_features_continues_at_the_next_epoch(demo_data, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    args = ["train", "--data", demo_data, "--out", out, "--img-size", IMG, "--weights", "none", "--epochs", 4,
+            "--fine-tune-epochs", 0, "--batch-size", 16, "--seed", 3]
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_PHASE1, *map(str, args)], capture_output=True,
+                            text=True, timeout=300, env={**ENV, "KILL_AT": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "on cached base features" in killed.stderr, killed.stderr  # the path under test
+    with open(out / "history_head.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+    resumed = subprocess.run([sys.executable, "-m", "skinscan_edge", *map(str, args), "--resume"],
+                             capture_output=True, text=True, timeout=300, env=ENV)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "on cached base features" in resumed.stderr, resumed.stderr
+    epochs_run = [ln.split()[1] for ln in resumed.stdout.splitlines() if ln.startswith("Epoch ")]
+    assert epochs_run == ["3/4", "4/4"], resumed.stdout  # from the epoch after the last saved one
+    with open(out / "history_head.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "3"]
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(str(i), "head") for i in range(4)]
+    assert (out / "model.keras").exists()
