@@ -137,7 +137,7 @@ def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float) -> dict:
     k = keras()
     qat_model.compile(k.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     with _range_ema_decay(RANGE_EMA_DECAY):
-        hist = qat_model.fit(train_ds, epochs=epochs, verbose=2)
+        hist = qat_model.fit(train_ds, epochs=epochs, verbose=0)  # the caller says one line of ours
     return {k_: [float(v) for v in vals] for k_, vals in hist.history.items()}
 
 
@@ -251,7 +251,9 @@ def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes,
         freeze_batch_norm(qat_model)
     calibrate_ranges(qat_model, calib[:32])
     if cfg.qat_epochs > 0:
-        fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
+        hist = fine_tune(qat_model, ds, cfg.qat_epochs, cfg.qat_lr)
+        say(f"  QAT: {cfg.qat_epochs} epoch(s) at lr {cfg.qat_lr:g}: loss {hist['loss'][-1]:.4f}, "
+            f"train accuracy {hist['accuracy'][-1]:.4f} (fake-quant on)")
     twin_record = None
     if twin_path is not None:
         twin = float_twin(model, qat_model)
