@@ -98,22 +98,26 @@ class _Buffers:
     """
 
     def __init__(self, keep: int = 16, max_bytes: int = 64 << 20):
-        self._free: list[np.ndarray] = []  # the kept buffers
+        # The kept buffers, after a sentinel that is never handed out: its reference count, read
+        # in the same loop, is what an idle buffer's reads there, whatever the interpreter's
+        # reference-counting shortcuts (CPython 3.14 skips some increments).
+        self._free: list[np.ndarray] = [np.empty(0, np.uint8)]
         self._keep, self._max_bytes = keep, max_bytes
-        self._idle_refs = 0  # a kept buffer's reference count in take() when nothing else refers to it
         self._lock = threading.Lock()
 
     def take(self, shape: tuple) -> np.ndarray:
         n = int(np.prod(shape))
         with self._lock:
+            idle = None
             for buf in self._free:
-                if buf.size >= n + _ALIGN and sys.getrefcount(buf) == self._idle_refs:
+                if idle is None:
+                    idle = sys.getrefcount(buf)  # the sentinel
+                elif buf.size >= n + _ALIGN and sys.getrefcount(buf) == idle:
                     break
             else:
                 buf = np.empty(max(n, 1) + _ALIGN, np.uint8)
-                if buf.nbytes <= self._max_bytes and len(self._free) < self._keep:
+                if buf.nbytes <= self._max_bytes and len(self._free) <= self._keep:
                     self._free.append(buf)
-                    self._idle_refs = sys.getrefcount(buf)  # the list, ``buf`` and the argument
             start = -buf.ctypes.data % _ALIGN
             return buf[start:start + n].reshape(shape)
 

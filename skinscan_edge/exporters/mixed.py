@@ -6,13 +6,14 @@ skips ``nodes_to_exclude``. No graph is edited here.
 
 ``--keep-float LAYER,...`` keeps those Keras layers float. ``--keep-float auto`` ranks the
 layers by their own quantization error (``quant_debug``, on the calibration images), then keeps
-the worst ``AUTO_STEP`` more in float per step (for ONNX, whose rows are activations, a row's
-layer comes with the layers that read that activation: quantize_static puts a QDQ pair on any
-tensor a quantized node reads, so only then does the activation itself stay float) and scores each file on the VALIDATION split
+the worst ``AUTO_STEP`` more in float per step and scores each file on the VALIDATION split
 against Keras with the gate given to export (``ExportConfig.gate``: the evaluate gate's
-options, so ``pipeline`` uses one set of limits for both). It stops at the first file that passes, or before the float layers would exceed
-``ExportConfig.keep_float_budget_pct`` of the model's MACs; each step (size, latency, accuracy
-and recall deltas) is recorded in the manifest entry's ``keep_float``.
+options, so ``pipeline`` uses one set of limits for both). For ONNX, whose rows are
+activations, a ranked layer comes with the layers that read its activation: quantize_static
+puts a QDQ pair on any tensor a quantized node reads, so only then does the activation itself
+stay float. The search stops at the first file that passes, or before the float layers would
+exceed ``ExportConfig.keep_float_budget_pct`` of the model's MACs; each step (size, latency,
+accuracy and recall deltas) is recorded in the manifest entry's ``keep_float``.
 """
 
 from __future__ import annotations
