@@ -532,34 +532,42 @@ def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
 
 
 # --- a real bundle: the session's InceptionV3 int8 export (75 px, synthetic data) ---------------
-def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> None:
+#: Every kind of file a bundle can hold: float I/O (fp32, fp16 weights, dynamic range) and uint8 I/O.
+BUNDLE_KINDS = [("tflite-fp32", "float32"), ("tflite-fp16", "float32"), ("tflite-dynamic", "float32"),
+                ("tflite-int8", "uint8"), ("tflite-qat-int8", "uint8")]
+
+
+@pytest.mark.parametrize("export, io_dtype", BUNDLE_KINDS)
+def test_every_kind_of_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path,
+                                                                     export, io_dtype):
+    """The session's InceptionV3 export bundled (evaluated or not: --allow-failed), then MediaPipe's
+    ImageClassifier on the golden PNG must give the guide's scores within the guide's tolerance,
+    which follows the file's output type."""
     from skinscan_edge.config import TrainConfig
     from skinscan_edge.imageio import load_rgb
     from skinscan_edge.stages import PipelineConfig, stage_is_current
 
-    out = tmp_path / "bundle"
-    write_bundle(run, out, choose(run, model="tflite-int8", allow_failed=True))
+    run, out = exported_run, tmp_path / "bundle"
+    write_bundle(run, out, choose(run, model=export, allow_failed=True))
     sidecar = json.loads((out / "metadata.json").read_text())
+    assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == io_dtype
     got = _classify(reader_python, out / sidecar["model_file"], tmp_path, load_rgb(out / "golden_image.png"),
                     image=out / "golden_image.png")
     assert got["image_sha256"] == sidecar["golden"]["pixels_sha256"]  # MediaPipe decodes the same pixels
     rows, tolerance = _readme_golden(out / "README.md")
-    assert tolerance == 1 / 256
+    assert tolerance == (1 / 256 if io_dtype == "uint8" else golden.FLOAT_TOLERANCE) == sidecar["golden"]["tolerance"]
     scores = {c["name"]: c["score"] for c in got["image"]}
     for _, label, score in rows:
         assert abs(scores[label] - score) <= tolerance + 1e-6, (label, scores[label], score)
     assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
-
+    if export != "tflite-int8":
+        return
     # The pipeline finds the bundle stage finished only while the bundle is whole.
     cfg = PipelineConfig(train=TrainConfig.from_dict(run.config()["train"]),
                          bundle=BundleConfig(out=str(out), model="tflite-int8", allow_failed=True))
     assert stage_is_current("bundle", cfg, run)
     (out / "skinscan_android_bundle.zip").unlink()
     assert stage_is_current("bundle", cfg, run) is None
-
-
-def test_a_real_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path):
-    _check_a_real_bundle(exported_run, reader_python, tmp_path)
 
 
 # --- the client path: evaluate --client mediapipe (skinscan_edge.client) -----------------------
