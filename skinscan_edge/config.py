@@ -45,6 +45,10 @@ class TrainConfig:
       feature_cache: phase 1 computes the frozen base's pooled features once (per view) and
         trains the head on them (skinscan_edge.features); with one device (``default`` strategy).
       feature_views: seeded augmented views per train image for phase 1 on features (with augment).
+      stem_views: phase 2 runs the frozen layers below ``unfreeze_from`` once per view (seeded
+        augmented views of each train image; epoch e uses view e mod N) and trains the layers
+        above on their cached output (skinscan_edge.features, one device); 0 runs the whole
+        model every step instead.
       image_cache: ``auto`` (a decoded-image cache on disk in RUN/cache when the decoded data set
         exceeds the in-memory budget), ``disk`` (always) or ``off``; see skinscan_edge.imagecache.
       early_stopping_patience, reduce_lr_patience: callback patience in epochs.
@@ -78,6 +82,7 @@ class TrainConfig:
     augment: bool = True
     feature_cache: bool = True
     feature_views: int = 1
+    stem_views: int = 1
     image_cache: str = "auto"
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
@@ -121,6 +126,8 @@ class TrainConfig:
             raise SkinscanError("--image-cache: " + did_you_mean(self.image_cache, MODES))
         if self.feature_views < 1:
             raise SkinscanError(f"--feature-views must be at least 1, got {self.feature_views}")
+        if self.stem_views < 0:
+            raise SkinscanError(f"--stem-views must be 0 (off) or more, got {self.stem_views}")
         if self.unfreeze_from not in BLOCKS:
             raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS, "block"))
         data = Path(self.data)

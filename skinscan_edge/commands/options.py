@@ -81,6 +81,7 @@ TRAIN = (
     Opt("augment", ("--augment/--no-augment",), "Flip, rotation, zoom and contrast in the training pipeline (never in the exported model).", bool),
     Opt("feature_cache", ("--feature-cache/--no-feature-cache",), "Phase 1: compute the frozen base's features once (per --feature-views view) and train the head on them, instead of running the base every epoch. One device only.", bool),
     Opt("feature_views", ("--feature-views",), "With --augment and --feature-cache: seeded augmented views of each train image for phase 1 (epoch e uses view e mod N); each view costs one forward pass over the train split.", int),
+    Opt("stem_views", ("--stem-views",), "Phase 2: run the frozen layers below --unfreeze-from once per view (seeded augmented views; epoch e uses view e mod N), cache their output on disk in RUN/stem_cache (float16, 0.44 MB per image and view at 299 px; removed after phase 2) and train only the layers above. 0: the whole model every step. One device only.", int),
     Opt("image_cache", ("--image-cache",), "Decoded-image cache on disk in RUN/cache: auto (when the decoded data set exceeds 1.5 GB), disk (always) or off. Its size is stated before it is built; `rm -r RUN/cache` removes it.", str),
     Opt("mixed_precision", ("--mixed-precision/--no-mixed-precision",), "float16 compute with float32 weights and output. Default: on where every GPU has compute capability 7.0 or more, else off. Exports are float32 either way.",
         Optional[bool]),
