@@ -40,10 +40,10 @@ def feature_function(model, aug=None):
     """A tf.function: a batch of images (uint8 or float, 0..255) and a bool, whether to augment
     with ``aug`` first, -> the pooled base features (float32). Traced once for every batch size and
     both branches (InceptionV3 takes seconds to trace)."""
-    return _output_function(model, FEATURE_LAYER, aug, "float32")
+    return _output_function(model, FEATURE_LAYER, aug)
 
 
-def _output_function(model, layer: str, aug, dtype: str):
+def _output_function(model, layer: str, aug):
     from ._tf import keras, tf
 
     tf_, k = tf(), keras()
@@ -55,7 +55,7 @@ def _output_function(model, layer: str, aug, dtype: str):
         x = tf_.cast(x, tf_.float32)
         if aug is not None:  # under a mixed policy the augmentation computes in bfloat16/float16
             x = tf_.cond(augment, lambda: tf_.cast(aug(x, training=True), tf_.float32), lambda: x)
-        return tf_.cast(extractor(x, training=False), dtype)
+        return tf_.cast(extractor(x, training=False), tf_.float32)  # also under a mixed policy
 
     return outputs
 
@@ -83,22 +83,24 @@ def extract_features(model, batches, augment: bool = False, reporter=None, what:
 
 
 def feature_dataset(views: list[np.ndarray], labels: np.ndarray, batch_size: int, *, seed: int, training: bool):
-    """Batches of (features, label); ``views`` of any row shape and dtype (the stem's activations
+    """Batches of (float32 features, label); ``views`` of any row shape (the stem's activations
     are float16 memmaps). Training: each view shuffled in turn, repeated forever (one
     view per epoch with ``steps_per_epoch = ceil(N / batch)``). Rows are gathered in numpy, so the
     arrays are not copied into the graph."""
     from ._tf import tf
 
     tf_ = tf()
-    n, shape, dtype = len(labels), views[0].shape[1:], tf_.as_dtype(views[0].dtype)
+    n, shape = len(labels), views[0].shape[1:]
 
     def _dataset(v: int):
         def _rows(ix):
             ix = np.sort(ix)  # a memmap then reads forward; the order within a batch changes nothing
-            return views[v][ix], labels[ix]
+            # float16 rows widen here, in numpy: TensorFlow's oneDNN build logs an error line for
+            # float16 tensors on CPUs without AVX512_FP16 (and falls back to Eigen)
+            return np.asarray(views[v][ix], np.float32), labels[ix]
 
         def _gather(ix):
-            x, y = tf_.numpy_function(_rows, [ix], (dtype, tf_.int32))
+            x, y = tf_.numpy_function(_rows, [ix], (tf_.float32, tf_.int32))
             x.set_shape((None, *shape))
             y.set_shape((None,))
             return x, y
@@ -156,8 +158,8 @@ def top_model(model, block: str):
 
 
 def stem_function(model, block: str, aug=None):
-    """As :func:`feature_function`, for ``block``'s output (the frozen stem's activations), float16."""
-    return _output_function(model, block, aug, "float16")
+    """As :func:`feature_function`, for ``block``'s output (the frozen stem's activations)."""
+    return _output_function(model, block, aug)
 
 
 #: Phase 2's cached stem activations, in the run directory while phase 2 runs (then removed).
@@ -179,7 +181,7 @@ def _cache_activations(fn, batches, augment: bool, path, rows: int, reporter, wh
     total = int(batches.cardinality()) if int(batches.cardinality()) > 0 else None
     with say.bars():
         for done, (x, _) in enumerate(batches, 1):
-            a = fn(x, flag).numpy()
+            a = fn(x, flag).numpy().astype(np.float16)  # in numpy: see feature_dataset
             if out is None:
                 out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, *a.shape[1:]))
             out[at:at + len(a)] = a
