@@ -17,7 +17,13 @@ Steps (``--steps``, comma-separated):
   rss       peak RSS of ``skinscan-edge train`` (a child process) over the whole set at 75 px with
             the disk cache, and over the phase-1 subset at 299 px;
   rss_full_299  (not in the default steps: a forward pass over every image, about 30 minutes on
-            2 cores) the same over the whole set at 299 px.
+            2 cores) the same over the whole set at 299 px;
+  phase2    phase 2's variants on one batch of 32 train images (benchmarks/phase2_cpu.py: float32
+            against mixed_bfloat16, the whole model against the layers above the cached ``mixed7``
+            output), alternated in this process.
+Every run ends with ``kaggle_cpu_only_*``: the CPU-only time of the default schedule on the
+27,153-image Kaggle split (:func:`kaggle_cpu_only`), before and after issue 31, from the rates in
+the results file.
 """
 
 from __future__ import annotations
@@ -183,6 +189,62 @@ def step_phase1(split: dict, n: int, res: dict) -> None:
                                            - res["phase1_one_forward_train_s"] - res["phase1_one_forward_val_s"])
 
 
+def step_phase2(data: Path, split: dict | None, res: dict) -> None:
+    """Alone (``--steps phase2``) it splits ``data`` without recording the scan, so it can run on
+    other images (real photos) without touching the Kaggle-scale scan figures."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from phase2_cpu import measure
+
+    from skinscan_edge.data import scan, split_items
+    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.rundir import split_pairs
+
+    split = split or split_items(scan(data), 1337, 0.15, 0.15)
+    res["phase2_data"] = str(data)
+    pairs = split_pairs(split, "train")[:BATCH]
+    x, y = load_batch([str(p) for p, _ in pairs], SIZE), np.asarray([y for _, y in pairs], np.int32)
+    res.update({f"phase2_{k}": v for k, v in measure(x, y).items()})
+
+
+#: The Kaggle split (README, "Your own data") and the default schedule.
+#: Augmentation inside the traced feature function (benchmarks/NOTES.md, "Training at Kaggle scale").
+AUGMENT_S_PER_IMAGE = 1e-3
+KAGGLE = {"images": 27_153, "train": 19_007, "val": 4_073, "test": 4_073, "fine_tune_epochs": 5, "stem_views": 1}
+
+
+def kaggle_cpu_only(res: dict) -> dict:
+    """Seconds of a CPU-only ``train`` on the Kaggle split, by stage, before and after issue 31.
+
+    The absolute rates are the ones measured here on 2026-11-27 (``model_*``, scan, cache; load
+    3-6). Issue 31's variants were measured later under another load, so only their ratios, taken
+    within one run (``phase2_*``), scale those rates: phase 2 on the cached ``mixed7`` output in
+    mixed_bfloat16 (one stem pass per view and one over val, then the layers above the stem), and
+    phase 1's feature pass in mixed_bfloat16. The test report predicts with the float32 model.
+    """
+    k, out = KAGGLE, {}
+    fwd, step = res["model_forward_ips"], res["model_train_step_fine_tune_mixed7_ips"]
+    common = {"scan": k["images"] / res["scan_ips"], "cache": k["images"] / res["disk_cache_build_ips"],
+              "test_report": k["test"] / fwd}
+    augment = k["train"] * AUGMENT_S_PER_IMAGE
+    before = {**common, "phase1": (k["train"] + k["val"]) / fwd + augment,
+              "phase2": k["fine_tune_epochs"] * (k["train"] / step + k["val"] / fwd)}
+    out.update({f"kaggle_cpu_only_before_{n}_s": v for n, v in before.items()})
+    out["kaggle_cpu_only_before_h"] = sum(before.values()) / 3600
+    if "phase2_full_fp32_ips" in res:
+        r = lambda name: res[f"phase2_{name}_ips"]  # noqa: E731
+        fwd_bf16 = fwd * r("fwd_bf16") / r("fwd_fp32")
+        stem_bf16 = fwd * r("stem_bf16") / r("fwd_fp32")
+        top_bf16 = step * r("top_bf16") / r("full_fp32")
+        topval_bf16 = fwd * r("topval_bf16") / r("fwd_fp32")
+        now = {**common, "phase1": (k["train"] + k["val"]) / fwd_bf16 + augment,
+               "phase2": (k["train"] * k["stem_views"] + k["val"]) / stem_bf16
+               + k["fine_tune_epochs"] * (k["train"] / top_bf16 + k["val"] / topval_bf16)}
+        out.update({f"kaggle_cpu_only_now_{n}_s": v for n, v in now.items()})
+        out["kaggle_cpu_only_now_h"] = sum(now.values()) / 3600
+        out["kaggle_cpu_only_phase2_speedup"] = before["phase2"] / now["phase2"]
+    return out
+
+
 def _train_rss(args: list[str]) -> tuple[float, float]:
     """Peak RSS (MiB) and wall seconds of a train child process (its own VmHWM)."""
     # VmHWM, not ru_maxrss: ru_maxrss survives fork + exec, so a child would report at least
@@ -251,7 +313,11 @@ def main() -> None:
     SIZE = a.img_size
     steps = a.steps.split(",")
     res: dict = json.loads(a.out.read_text()) if a.out.exists() else {}
-    res.update({"host": host_line(host_info()), "img_size": SIZE, "load_avg_1min_start": os.getloadavg()[0], "synthetic": True})
+    if steps != ["phase2"]:  # these describe the Kaggle-scale run; phase 2 alone records its own
+        res.update({"host": host_line(host_info()), "img_size": SIZE, "load_avg_1min_start": os.getloadavg()[0],
+                    "synthetic": True})
+    else:
+        res["phase2_host"] = host_line(host_info())
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp = Path(tmp)
         split = step_scan(a.data, res) if "scan" in steps or len(steps) > 1 else None
@@ -259,6 +325,7 @@ def main() -> None:
                          ("model", lambda: step_model(res)),
                          ("phase1", lambda: step_phase1(split, a.phase1_images, res)),
                          ("rss_full_299", lambda: step_rss_full_299(a.data, tmp, res)),
+                         ("phase2", lambda: step_phase2(a.data, split, res)),
                          ("rss", lambda: step_rss(a.data, make_subset(a.data, a.phase1_images / 18_000, tmp / "sub"),
                                                   tmp, res))):
             if name in steps:
@@ -267,8 +334,12 @@ def main() -> None:
                 _, res[f"step_{name}_s"] = _timed(fn)
                 a.out.write_text(json.dumps(res, indent=2) + "\n")
                 print(name, "done", flush=True)
-    res["load_avg_1min_end"] = os.getloadavg()[0]
-    res["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if steps != ["phase2"]:
+        res["load_avg_1min_end"] = os.getloadavg()[0]
+        res["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    else:
+        res["phase2_load_1min_end"] = os.getloadavg()[0]
+    res.update(kaggle_cpu_only(res))
     a.out.write_text(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()},
                                 indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -45,6 +45,11 @@ class TrainConfig:
       feature_cache: phase 1 computes the frozen base's pooled features once (per view) and
         trains the head on them (skinscan_edge.features); with one device (``default`` strategy).
       feature_views: seeded augmented views per train image for phase 1 on features (with augment).
+      stem_views: phase 2 runs the frozen layers below ``unfreeze_from`` once per view (seeded
+        augmented views of each train image; epoch e uses view e mod N) and trains the layers
+        above on their cached output (skinscan_edge.features, one device); 0 runs the whole
+        model every step instead. ``None`` (auto): 1 on a machine without GPUs, where it was
+        measured to help (benchmarks/NOTES.md, "Issue 31"), else 0.
       image_cache: ``auto`` (a decoded-image cache on disk in RUN/cache when the decoded data set
         exceeds the in-memory budget), ``disk`` (always) or ``off``; see skinscan_edge.imagecache.
       early_stopping_patience, reduce_lr_patience: callback patience in epochs.
@@ -54,8 +59,9 @@ class TrainConfig:
       group_by: ``FILE.csv:column`` of known groups (e.g. HAM10000's ``lesion_id``), kept whole
         in one split like near-duplicates (skinscan_edge.grouping).
       on_conflict: a group whose images carry different labels: ``train-only``, ``drop`` or ``keep``.
-      mixed_precision: ``None`` (auto: on where every GPU has compute capability >= 7.0),
-        ``True`` or ``False``; see skinscan_edge.precision. Exports are float32 either way.
+      mixed_precision: ``None`` (auto: float16 where every GPU has compute capability >= 7.0,
+        bfloat16 on CPUs with AVX512_BF16 or AMX), ``True`` or ``False``; see
+        skinscan_edge.precision. Exports are float32 either way.
     """
 
     data: str = ""
@@ -78,6 +84,7 @@ class TrainConfig:
     augment: bool = True
     feature_cache: bool = True
     feature_views: int = 1
+    stem_views: int | None = None
     image_cache: str = "auto"
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
@@ -121,6 +128,8 @@ class TrainConfig:
             raise SkinscanError("--image-cache: " + did_you_mean(self.image_cache, MODES))
         if self.feature_views < 1:
             raise SkinscanError(f"--feature-views must be at least 1, got {self.feature_views}")
+        if self.stem_views is not None and self.stem_views < 0:
+            raise SkinscanError(f"--stem-views must be 0 (off) or more, got {self.stem_views}")
         if self.unfreeze_from not in BLOCKS:
             raise SkinscanError("--unfreeze-from: " + did_you_mean(self.unfreeze_from, BLOCKS, "block"))
         data = Path(self.data)

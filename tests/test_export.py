@@ -89,6 +89,16 @@ def test_int8_tflite_is_full_integer(exported_run, name):
     assert dtypes <= {"uint8", "int8", "int32"}, dtypes
 
 
+@pytest.mark.parametrize("name", ["tflite-int8", "tflite-qat-int8"])
+def test_int8_tflite_is_one_xnnpack_partition_in_the_manifest(exported_run, name):
+    """InceptionV3's pools rewritten in both full-integer files (the QAT one through exporters/qat.py)."""
+    from skinscan_edge.exporters.manifest import entries
+
+    entry = entries(exported_run, [name])[0]
+    assert entry["xnnpack_partitions"] == 1, entry.get("builtin_ops")
+    assert "AVERAGE_POOL_2D" not in entry["builtin_ops"]
+
+
 def test_dynamic_range_file_is_not_called_int8(exported_run):
     from skinscan_edge.exporters.manifest import entries
 

@@ -157,3 +157,75 @@ def test_unknown_target_lists_the_valid_ones():
     with pytest.raises(SkinscanError, match="x86-vnni"):
         ExportConfig(onnx_target="x86-vnn").validate()
     ExportConfig(onnx_target="arm").validate()
+
+
+# --- the QAT file: the same rewrite, annotated as the pool ----------------------------------
+def _qat_model_with_bn(k):
+    """``_small_model`` with Conv + BatchNorm + ReLU blocks, as InceptionV3's (tfmot folds them)."""
+    inp = k.Input((12, 12, 3), name="image")
+    x = k.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inp)
+    for i, pool in enumerate(((3, 3), (2, 2))):
+        x = k.layers.Conv2D(8, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = k.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = k.layers.ReLU(name=f"relu{i}")(x)
+        x = k.layers.AveragePooling2D(pool, strides=1, padding="same", name=f"pool{i}")(x)
+    x = k.layers.GlobalAveragePooling2D(name="gap")(x)
+    return k.Model(inp, k.layers.Dense(5, activation="softmax", name="probs")(x))
+
+
+def _qat(model, images, rewrite_pools):
+    from skinscan_edge.exporters.qat import annotate, calibrate_ranges
+
+    qat_model, _ = annotate(model, rewrite_pools=rewrite_pools)
+    calibrate_ranges(qat_model, images)
+    return qat_model
+
+
+def test_qat_pool_rewrite_leaves_the_fake_quant_model_and_its_float_twin_unchanged():
+    """Annotated as the export graph's depthwise conv + multiply with the pool's own QuantizeConfig,
+    the QAT model computes what it computed with Keras' pools, fake-quant on and off (1e-5)."""
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    from skinscan_edge._tf import keras
+    from skinscan_edge.exporters.qat import _fake_quant_off, check_twin, float_twin
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = _qat_model_with_bn(k)
+    model.layers[-1].set_weights([w * 20 for w in model.layers[-1].get_weights()])  # not near-uniform
+    images = _images(16)
+    rewritten, pools = _qat(model, images, True), _qat(model, images, False)
+    inner = [type(l.layer).__name__ for l in rewritten.layers if isinstance(l, QuantizeWrapper)]
+    assert inner.count("PoolAsDepthwiseConv") == 2 and "AveragePooling2D" not in inner
+    ranges = lambda m: sorted((v.name, float(v.numpy())) for v in m.variables if "output_m" in v.name)  # noqa: E731
+    np.testing.assert_allclose([r for _, r in ranges(rewritten)], [r for _, r in ranges(pools)], atol=1e-5)
+    x = _images(8)
+    with_fq = rewritten(x, training=False).numpy()
+    assert np.abs(with_fq - pools(x, training=False).numpy()).max() <= 1e-5
+    with _fake_quant_off():
+        without_fq = rewritten(x, training=False).numpy()
+        assert np.abs(without_fq - pools(x, training=False).numpy()).max() <= 1e-5
+    assert np.abs(with_fq - without_fq).max() > 1e-3  # fake-quant really was on and off
+    twin = float_twin(model, rewritten)
+    assert [type(l).__name__ for l in twin.layers] == [type(l).__name__ for l in model.layers]  # Keras' pools
+    np.testing.assert_allclose(twin(x).numpy(), float_twin(model, pools)(x).numpy(), atol=1e-5)
+    check_twin(twin, rewritten, x)
+
+
+def test_qat_tflite_is_one_xnnpack_partition(tmp_path):
+    """What the manifest records for the QAT file: one partition with the rewrite; Keras'
+    pools (tfmot's, before the rewrite) cut it at the builtin AVERAGE_POOL_2D kernels."""
+    from skinscan_edge._tf import keras
+    from skinscan_edge.exporters import tflite
+
+    model = _qat_model_with_bn(keras())
+    images = _images(16)
+    found = {}
+    for rewrite in (True, False):
+        serving = tflite.save_serving_model(_qat(model, images, rewrite), tmp_path / f"qat_{rewrite}")
+        path = tmp_path / f"qat_{rewrite}.tflite"
+        path.write_bytes(tflite.convert(serving, "int8", lambda: iter(images)))
+        found[rewrite] = tflite.describe(path)
+    assert found[True]["xnnpack_partitions"] == 1, found[True]
+    assert set(found[True]["builtin_ops"]) <= {"QUANTIZE", "SOFTMAX"}, found[True]
+    assert found[False]["xnnpack_partitions"] > 1 and "AVERAGE_POOL_2D" in found[False]["builtin_ops"]

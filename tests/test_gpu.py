@@ -34,19 +34,33 @@ def test_decision_table(requested, gpus, mixed, reason):
     assert (d.mixed, d.reason) == (mixed, reason)
 
 
+@pytest.mark.parametrize("requested, gpus, cpu, policy, reason", [
+    (None, [], ("avx512_bf16",), "mixed_bfloat16", "mixed_bfloat16 on the CPU (avx512_bf16)"),
+    (True, [], ("amx_bf16", "avx512_bf16"), "mixed_bfloat16", "mixed_bfloat16 on the CPU (amx_bf16, avx512_bf16)"),
+    (False, [], ("avx512_bf16",), "float32", "float32 (--no-mixed-precision)"),
+    (None, [T4], ("avx512_bf16",), "mixed_float16", "mixed_float16 on Tesla T4 (compute capability 7.5)"),
+    (None, [P100], ("avx512_bf16",), "float32", "float32 (a GPU below compute capability 7.0: Tesla P100 6.0)"),
+])
+def test_bfloat16_on_a_cpu_that_has_it(requested, gpus, cpu, policy, reason):
+    d = decide(requested, gpus, cpu)
+    assert (d.describe()["policy"], d.reason) == (policy, reason)
+
+
 @pytest.mark.parametrize("gpus", [[], [P100]])
 def test_asking_for_it_without_a_capable_gpu_fails_with_the_fix(gpus):
     with pytest.raises(SkinscanError, match="Drop the flag"):
         decide(True, gpus)
 
 
-def test_cli_mixed_precision_on_cpu_fails_before_writing(demo_data, tmp_path):
+def test_cli_mixed_precision_on_cpu_fails_before_writing(demo_data, tmp_path, monkeypatch):
     from conftest import invoke
 
+    from skinscan_edge import precision
     from skinscan_edge.precision import visible_gpus
 
     if visible_gpus():
         pytest.skip("this host has a GPU")
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())  # a CPU without bfloat16, wherever this runs
     out = tmp_path / "run"
     result = invoke(["train", "--data", demo_data, "--out", out, "--img-size", 75, "--weights", "none",
                      "--mixed-precision"])
@@ -54,20 +68,22 @@ def test_cli_mixed_precision_on_cpu_fails_before_writing(demo_data, tmp_path):
     assert not out.exists()
 
 
-def test_mixed_model_has_float32_output_and_saves_as_the_float32_model(tmp_path):
+@pytest.mark.parametrize("policy, compute", [("", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_mixed_model_has_float32_output_and_saves_as_the_float32_model(tmp_path, policy, compute):
     """Under mixed_float16 the layers compute in float16 but the softmax is float32; the saved
     copy (what every export reads) is float32 throughout, with the same weights, and predicts
     exactly what a model built in float32 with those weights predicts."""
     from skinscan_edge._tf import keras
     from skinscan_edge.exporters import tflite
     from skinscan_edge.model import build_model
-    from skinscan_edge.precision import PrecisionDecision, float32_clone, policy
+    from skinscan_edge.precision import PrecisionDecision, float32_clone
+    from skinscan_edge.precision import policy as precision_policy
 
     k = keras()
-    with policy(PrecisionDecision(True, "test")):
+    with precision_policy(PrecisionDecision(True, "test", policy)):
         mixed = build_model(3, 75, weights="none", dense_units=8)
     assert k.mixed_precision.global_policy().name == "float32"  # restored after the block
-    assert mixed.get_layer("head_dense").compute_dtype == "float16"
+    assert mixed.get_layer("head_dense").compute_dtype == compute
     assert mixed.get_layer("probs").compute_dtype == "float32" and mixed.output.dtype == "float32"
 
     saved = tmp_path / "model.keras"

@@ -226,3 +226,51 @@ def test_resume_after_a_kill_in_phase1_on_cached_features_continues_at_the_next_
         rows = list(csv.DictReader(f))
     assert [(r["epoch"], r["phase"]) for r in rows] == [(str(i), "head") for i in range(4)]
     assert (out / "model.keras").exists()
+
+
+def test_phase2_on_the_cached_stem_trains_the_full_models_layers_above_it(tmp_path):
+    """After phase 2 on the stem's cached output, the full model predicts what the layers above
+    ``mixed7`` predict from the stem's output: they are the model's own layers; the stem stayed frozen."""
+    from skinscan_edge._tf import keras, tf
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.features import fit_top_on_stem, stem_function, top_model
+    from skinscan_edge.model import build_model, unfreeze_from
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, IMG, IMG, 3), dtype=np.uint8)
+    y = (np.arange(20) % 3).astype(np.int32)
+    model = build_model(3, IMG, weights="none", dense_units=16)
+    unfreeze_from(model, "mixed7", keep_bn_frozen=False)
+    stem_layers = [l for l in model.layers if l not in top_model(model, "mixed7").layers]
+    stem_before = [w.numpy().copy() for l in stem_layers for w in l.weights]
+    top_before = [w.copy() for w in top_model(model, "mixed7").get_weights()]
+    batches = tf().data.Dataset.from_tensor_slices((x, y)).batch(8)
+    cfg = TrainConfig(fine_tune_epochs=2, batch_size=8, fine_tune_lr=0.01, augment=True, stem_views=2, seed=1)
+    history = fit_top_on_stem(model, cfg, tmp_path / "stem", batches, y, batches, y, None,
+                              [k.callbacks.CSVLogger(str(tmp_path / "h.csv"))])
+    assert len(history.history["val_loss"]) == 2 and (tmp_path / "h.csv").read_text().count("\n") == 3
+    assert sorted(p.name for p in (tmp_path / "stem").iterdir()) == ["train_view0.npy", "train_view1.npy", "val.npy"]
+    view0, view1 = (np.load(tmp_path / "stem" / f"train_view{v}.npy") for v in (0, 1))
+    assert view0.dtype == np.float16 and view0.shape == (20, 3, 3, 768) and not np.array_equal(view0, view1)
+    top = top_model(model, "mixed7")
+    assert any(not np.array_equal(a, b) for a, b in zip(top_before, top.get_weights())), "nothing above mixed7 trained"
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(stem_before, (w for l in stem_layers for w in l.weights)))
+    stem = stem_function(model, "mixed7")(tf().constant(x), tf().constant(False))
+    np.testing.assert_allclose(model.predict(x.astype(np.float32), verbose=0),
+                               top.predict(tf().cast(stem, tf().float32), verbose=0), atol=2e-3)  # float16 cache
+
+
+def test_train_fine_tunes_on_the_cached_stem_and_removes_it(demo_data, tmp_path):
+    """The path a user takes by default (``--unfreeze-from mixed7``): the log names it, the run
+    completes, and no stem cache is left in the run directory."""
+    from conftest import invoke
+
+    out = tmp_path / "run"
+    result = invoke(["train", "--data", demo_data, "--out", out, "--img-size", IMG, "--weights", "none",
+                     "--epochs", 1, "--fine-tune-epochs", 2, "--batch-size", 16, "--seed", 3])
+    assert result.exit_code == 0, result.output
+    assert "on the cached output of mixed7" in result.output and "1 view(s)" in result.output
+    assert not (out / "stem_cache").exists()
+    assert len((out / "history_fine_tune.csv").read_text().splitlines()) == 3

@@ -19,6 +19,8 @@ The rewrite is for export only: training and the saved model keep the Keras pool
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -46,7 +48,9 @@ def is_rewritable_pool(layer) -> bool:
             and layer.padding == "same" and layer.data_format == "channels_last")
 
 
-def _pool_as_conv_class():
+@functools.lru_cache(maxsize=None)  # one class per process: tfmot's scope and clones look it up by name
+def pool_as_conv_class():
+    """The Keras layer class of the rewritten pool (made on first use: TensorFlow is imported lazily)."""
     from .._tf import keras, tf
 
     k, tf_ = keras(), tf()
@@ -87,7 +91,7 @@ def export_model(model):
 
     if not any(is_rewritable_pool(layer) for layer in model.layers):
         return model
-    cls = _pool_as_conv_class()
+    cls = pool_as_conv_class()
 
     def clone(layer):
         if is_rewritable_pool(layer):

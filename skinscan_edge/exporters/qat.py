@@ -3,6 +3,12 @@
 Every layer tfmot's default 8-bit registry supports is annotated; the rest (the Rescaling
 layer that normalises 0..255 input, and the concatenations tfmot would permute) are reported
 and left in float, and the TFLite converter quantizes them with the representative dataset.
+
+The stride-1 "same" average pools are annotated as the export graph's depthwise conv +
+multiply (``exporters/graph.py``), which is the same float function, carrying the very
+QuantizeConfig tfmot gives the Keras pool (no weights, the output fake-quantized): the QAT
+math is the pool's, and the converted file runs in one XNNPACK partition as ``tflite-int8``
+does, instead of ten cut at the builtin AVERAGE_POOL_2D kernels.
 """
 
 from __future__ import annotations
@@ -10,18 +16,23 @@ from __future__ import annotations
 import contextlib
 
 
-def annotate(model) -> tuple[object, list[str]]:
-    """Return (QAT model, names of layers that could not be annotated)."""
+def annotate(model, rewrite_pools: bool = True) -> tuple[object, list[str]]:
+    """Return (QAT model, names of layers that could not be annotated).
+
+    ``rewrite_pools=False`` keeps Keras' average pools (for the test that the rewrite changes
+    nothing but the file's op list)."""
     import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry as registry_mod,
     )
 
     from .._tf import keras
+    from .graph import is_rewritable_pool, pool_as_conv_class
 
     k = keras()
     registry = registry_mod.Default8BitQuantizeRegistry()
     skipped: list[str] = []
+    pool_cls = pool_as_conv_class()
 
     clones: dict[str, object] = {}  # original name -> its (unwrapped) clone
 
@@ -32,6 +43,12 @@ def annotate(model) -> tuple[object, list[str]]:
     def clone(layer):
         if isinstance(layer, k.layers.InputLayer):
             return fresh(layer)
+        if rewrite_pools and is_rewritable_pool(layer):
+            # The pool's own QuantizeConfig (output fake-quant, no weights): what tfmot would
+            # do to the Keras pool, so the QAT model computes the same thing.
+            clones[layer.name] = pool_cls(layer.pool_size, name=layer.name)
+            return tfmot.quantization.keras.quantize_annotate_layer(
+                clones[layer.name], quantize_config=registry.get_quantize_config(layer))
         if isinstance(layer, k.layers.Concatenate) and not _concat_transform_is_safe(layer, k):
             # tfmot's Concatenate transforms rebuild some concatenations with their inputs in
             # another order, permuting the channels every later layer reads. Measured on
@@ -55,7 +72,7 @@ def annotate(model) -> tuple[object, list[str]]:
     for layer in model.layers:
         if layer.weights:
             clones[layer.name].set_weights(layer.get_weights())
-    with tfmot.quantization.keras.quantize_scope():
+    with tfmot.quantization.keras.quantize_scope({pool_cls.__name__: pool_cls}):
         qat_model = tfmot.quantization.keras.quantize_apply(annotated)
     return qat_model, skipped
 
