@@ -31,6 +31,7 @@ bfloat16. The precision is baked into the serialized module, so it is chosen her
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -63,17 +64,69 @@ def load_model(model_path: Path, size: int | None = None):
     return rebuilt
 
 
-def lower(model):
-    """(jax function (params, x) -> probabilities, float32 params by variable name) via tf2jax."""
+def lower(model, bf16: bool = False):
+    """(jax function (params, x) -> probabilities, float32 params by variable name) via tf2jax.
+
+    ``bf16``: the graph's float32 constants (the normalization's scale and offset) become
+    bfloat16 too, so that bfloat16 weights and activations are not promoted back to float32."""
     import tf2jax
+    from absl import logging as absl_logging
 
     from skinscan_edge._tf import tf
 
     t = tf()
+    # tf2jax logs every constant it converts to bfloat16, values included: keep the terminal quiet.
+    absl_logging.set_verbosity(absl_logging.ERROR)
     spec = t.TensorSpec([None, *model.input_shape[1:]], t.float32)
-    # The same call as KerasRuntime's tf.function (inference mode), with a fixed input spec.
-    fn, params = tf2jax.convert(t.function(lambda x: model(x, training=False)), spec)
+    # The same call as KerasRuntime's tf.function (inference mode).
+    with tf2jax.override_config("force_const_float32_to_bfloat16", bf16), _static_avg_pool_counts():
+        fn, params = tf2jax.convert(t.function(lambda x: model(x, training=False)), spec)
     return (lambda p, x: fn(p, x)[0]), {k: np.asarray(v, np.float32) for k, v in params.items()}
+
+
+@contextlib.contextmanager
+def _static_avg_pool_counts():
+    """tf2jax's AvgPool with SAME padding divides by a reduce_window over ``ones_like(x)``, a
+    constant of the activation's full shape that XLA then folds at compile time: minutes for
+    InceptionV3 at batch 32 (seen on the CPU here, "Constant folding an instruction is taking >
+    1m"). The window counts depend on the spatial shape alone, so they are computed here, exactly,
+    as a (1, H, W, 1) constant; the arithmetic (sum, then divide by the count) is unchanged.
+    tf2jax has no public hook for one op, hence the swap in its parser table."""
+    from tf2jax._src import ops
+
+    original = ops._jax_ops["AvgPool"]
+
+    def parse(proto):
+        fn = original(proto)  # validates the attributes
+        ksize, strides = tuple(proto.attr["ksize"].list.i), tuple(proto.attr["strides"].list.i)
+        if proto.attr["padding"].s != b"SAME" or proto.attr["data_format"].s != b"NHWC":
+            return fn
+
+        def _func(x):
+            import jax
+
+            pooled = jax.lax.reduce_window(x, 0.0, jax.lax.add, ksize, strides, "SAME")
+            counts = np.ones((1, *pooled.shape[1:3], 1), np.float32)
+            for axis in (1, 2):
+                counts = counts * _same_counts(x.shape[axis], ksize[axis], strides[axis]).reshape(
+                    [-1 if a == axis else 1 for a in range(4)])
+            return pooled / counts.astype(x.dtype)
+
+        return _func
+
+    ops._jax_ops["AvgPool"] = parse
+    try:
+        yield
+    finally:
+        ops._jax_ops["AvgPool"] = original
+
+
+def _same_counts(size: int, k: int, stride: int) -> np.ndarray:
+    """How many inputs each output of a SAME-padded window of ``k`` covers along one axis."""
+    out = -(-size // stride)
+    before = max((out - 1) * stride + k - size, 0) // 2
+    start = np.arange(out) * stride - before
+    return (np.minimum(start + k, size) - np.maximum(start, 0)).astype(np.float32)
 
 
 def export_variant(fn, params: dict, size: int, batch: int, variant: str) -> bytes:
@@ -91,18 +144,12 @@ def export_variant(fn, params: dict, size: int, batch: int, variant: str) -> byt
 
     avals = ({k: jax.ShapeDtypeStruct(v.shape, jdtype) for k, v in params.items()},
              jax.ShapeDtypeStruct((batch, size, size, 3), np.float32))
-    with jax.default_matmul_precision(precision) if precision else _nullcontext():
+    with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
         exp = export.export(jax.jit(call), platforms=("cpu", "cuda"))(*avals)
     # The precision is baked into each convolution; make sure the variant is what its name says.
     if ("precision HIGHEST" in exp.mlir_module()) != (precision == "highest"):
         raise RuntimeError(f"{variant}: the exported convolutions do not carry the expected precision")
     return bytes(exp.serialize())
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def check_parity(model_path: Path, images: np.ndarray, batch: int = 8) -> float:
@@ -165,9 +212,10 @@ def export_bundle(run_dir: Path, bundle: Path, sizes: list[str], images: int = 3
         np.save(bundle / f"reference_{size}.npy", np.asarray(exp.call(back, sample.astype(np.float32))))
         entry = {"parity_max_abs_vs_keras": parity, "artifacts": {}}
         for variant in variants:
+            vfn = lower(model, bf16=True)[0] if VARIANTS[variant][1] == "bfloat16" else fn
             for b in batches:
                 name = f"xla_{size}px_{variant}_b{b}.bin"
-                (bundle / name).write_bytes(export_variant(fn, params, size, b, variant))
+                (bundle / name).write_bytes(export_variant(vfn, params, size, b, variant))
                 entry["artifacts"][f"{variant}/{b}"] = name
         manifest["sizes"][str(size)] = entry
     manifest["variants"] = {v: {"export_precision": VARIANTS[v][0] or "default", "weights_on_load": VARIANTS[v][1]}
@@ -217,6 +265,10 @@ class XlaRuntime:
         return lambda: call(self.params, x).block_until_ready()
 
 
+class _Skip(Exception):
+    pass
+
+
 def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: float = 300.0) -> dict:
     """Time every (size, variant) of the bundle; write and return OUT/gpu_xla_results.json."""
     import jax
@@ -227,23 +279,23 @@ def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: floa
     manifest = json.loads((bundle / "manifest.json").read_text())
     cfg = BenchmarkConfig(device="gpu", batches=tuple(manifest["batches"]), min_time_s=min_time_s)
     dev = jax.devices()[0]
+    device = "gpu" if dev.platform in ("gpu", "cuda") else dev.platform
     result = {"jax": jax.__version__, "device_kind": dev.device_kind, "platform": dev.platform,
               "config": {"batches": list(cfg.batches), "warmup": cfg.warmup, "min_time_s": cfg.min_time_s,
                          "min_runs": cfg.min_runs, "min_batch_runs": cfg.min_batch_runs},
               "manifest": manifest, "rows": []}
+    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     sizes = sorted(manifest["sizes"], key=int, reverse=True)  # the 299 px figure first
     for size in sizes:
         images = np.load(bundle / f"sample_{size}.npy")
         reference = np.load(bundle / f"reference_{size}.npy")
         for variant in manifest["variants"]:
-            row = {"model": f"xla-{variant}-{size}px", "format": "xla", "precision": variant, "device": "gpu",
+            row = {"model": f"xla-{variant}-{size}px", "format": "xla", "precision": variant, "device": device,
                    "threads": None, "img_size": int(size), "file": f"xla_{size}px_{variant}_b*.bin"}
-            if time.perf_counter() - t_start > budget_s:
-                row["skipped"] = f"not timed: the device call's time budget ({budget_s:.0f} s) was spent"
-                result["rows"].append(row)
-                continue
             try:
+                if time.perf_counter() - t_start > budget_s:
+                    raise _Skip(f"not timed: the device call's time budget ({budget_s:.0f} s) was spent")
                 t0 = time.perf_counter()
                 rt = XlaRuntime(bundle, manifest, int(size), variant)
                 row["load_ms"] = (time.perf_counter() - t0) * 1e3  # deserialize + compile every batch
@@ -257,13 +309,16 @@ def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: floa
                 row["top1_agreement_vs_cpu_fp32"] = float((got[:len(images)].argmax(1) == reference.argmax(1)).mean())
                 row.update({"accelerator": rt.accelerator, "accelerated": True,
                             "accelerator_detail": rt.accelerator + f", {VARIANTS[variant][0] or 'DEFAULT'} precision"})
+            except _Skip as e:
+                row["skipped"] = str(e)
             except Exception as e:  # recorded like the benchmark's workers do, and the sweep goes on
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
             result["rows"].append(row)
-            print(json.dumps({k: row.get(k) for k in ("model", "latency_p50_ms", "throughput_b32_ips",
-                                                     "device_resident_throughput_b32_ips", "error")}), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_xla_results.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+            # After every row: a call stopped at its time limit still brings back what it measured.
+            (out / "gpu_xla_results.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+            print(json.dumps({k: row.get(k) for k in ("model", "load_ms", "latency_p50_ms", "throughput_b32_ips",
+                                                     "device_resident_throughput_b32_ips", "max_abs_diff_vs_cpu_fp32",
+                                                     "error")}), flush=True)
     return result
 
 

@@ -78,3 +78,27 @@ def test_the_xla_bundle_computes_what_keras_computes(tiny_run, tmp_path):
     assert {p.name for p in bundle.iterdir()} == {
         "manifest.json", gpu_xla.WEIGHTS_FILE, f"sample_{IMG}.npy", f"reference_{IMG}.npy",
         f"xla_{IMG}px_fp32_b1.bin", f"xla_{IMG}px_fp32_b8.bin"}
+
+
+def test_recorded_gpu_rows_join_the_runs_benchmark(tiny_run, tmp_path):
+    """`record` appends the GPU rows to RUN/reports/benchmark.json (a real one: the demo run's
+    committed copy), replaces them on a second record, and re-renders benchmark.md from them."""
+    import shutil
+
+    tiny_run.reports.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "demo-run" / "benchmark.json",
+                tiny_run.reports / "benchmark.json")
+    before = json.loads((tiny_run.reports / "benchmark.json").read_text())["rows"]
+    row = {"model": "xla-fp32-299px", "format": "xla", "precision": "fp32", "device": "gpu", "threads": None,
+           "img_size": 299, "latency_p50_ms": 2.5, "throughput_b1_ips": 400.0, "throughput_b8_ips": 1500.0}
+    results = tmp_path / "gpu_xla_results.json"
+    results.write_text(json.dumps({"jax": "0.11.2", "device_kind": "NVIDIA H200", "rows": [row]}))
+    for _ in range(2):
+        gpu_xla.record(tiny_run.root, results)
+    after = json.loads((tiny_run.reports / "benchmark.json").read_text())
+    assert after["rows"][:len(before)] == before
+    assert [r["model"] for r in after["rows"][len(before):]] == ["xla-fp32-299px"]
+    assert after["rows"][-1]["runtime"] == "XLA via JAX on NVIDIA H200"
+    assert sum(n.startswith("xla rows:") for n in after["notes"]) == 1
+    md = (tiny_run.reports / "benchmark.md").read_text()
+    assert "| xla-fp32-299px | fp32 | gpu | – |" in md and "| 2.50 |" in md
