@@ -24,7 +24,7 @@ convolutions); ``tf32`` keeps XLA's DEFAULT precision, which XLA runs as TF32 on
 bfloat16. The precision is baked into the serialized module, so it is chosen here, not there.
 
     python benchmarks/gpu_xla.py export runs/demo .gpu/bundle --sizes run,299
-    python3 benchmarks/gpu_xla.py time .gpu/bundle OUT        # where JAX sees a GPU
+    PYTHONPATH=. python3 benchmarks/gpu_xla.py time .gpu/bundle OUT   # where JAX sees a GPU
     python benchmarks/gpu_xla.py record runs/demo OUT/gpu_xla_results.json
 """
 
