@@ -325,13 +325,16 @@ def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: floa
 # --- here again: the rows into the run's benchmark.json -----------------------------------------
 def record(run_dir: Path, results_path: Path) -> Path:
     """Append the GPU rows to RUN/reports/benchmark.json (replacing earlier XLA rows) and re-render."""
+    from skinscan_edge import runfiles
     from skinscan_edge.benchmarking import write_results
-    from skinscan_edge.rundir import RunDir, read_json
+    from skinscan_edge.rundir import RunDir
 
     run = RunDir.open(run_dir)
+    bench_path = run.root / runfiles.BenchmarkReport.FILE
+    # A missing or older benchmark.json stops here with one line that says how to write it again.
+    bench = runfiles.load(runfiles.BenchmarkReport, bench_path).model_dump(mode="json", by_alias=True,
+                                                                           exclude_unset=True)
     res = json.loads(Path(results_path).read_text())
-    bench_path = run.reports / "benchmark.json"
-    bench = read_json(bench_path)
     runtime = f"XLA via JAX on {res['device_kind']}"
     rows = [r for r in bench["rows"] if r.get("format") != "xla"]
     for r in res["rows"]:
@@ -362,6 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("run", type=Path)
     r.add_argument("results", type=Path)
     a = ap.parse_args(argv)
+    try:
+        return _run(a)
+    except Exception as e:  # bad input: one line, exit 2 (SkinscanError, a missing file, bad JSON)
+        if not isinstance(e, (OSError, ValueError)) and type(e).__name__ != "SkinscanError":
+            raise
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
     if a.cmd == "export":
         m = export_bundle(a.run, a.bundle, a.sizes.split(","), images=a.images)
         print(json.dumps({s: e["parity_max_abs_vs_keras"] for s, e in m["sizes"].items()}))

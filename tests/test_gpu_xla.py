@@ -83,15 +83,18 @@ def test_the_xla_bundle_computes_what_keras_computes(tiny_run, tmp_path):
 def test_recorded_gpu_rows_join_the_runs_benchmark(tiny_run, tmp_path):
     """`record` appends the GPU rows to RUN/reports/benchmark.json (a real one: the demo run's
     committed copy), replaces them on a second record, and re-renders benchmark.md from them."""
-    import shutil
+    from skinscan_edge.benchmarking import write_results
+    from skinscan_edge.errors import SkinscanError
 
-    tiny_run.reports.mkdir(exist_ok=True)
-    shutil.copy(Path(__file__).resolve().parents[1] / "docs" / "demo-run" / "benchmark.json",
-                tiny_run.reports / "benchmark.json")
+    results = tmp_path / "gpu_xla_results.json"
+    with pytest.raises(SkinscanError, match="benchmark.json is missing; write it again"):
+        gpu_xla.record(tiny_run.root, results)
+    demo = json.loads((Path(__file__).resolve().parents[1] / "docs" / "demo-run" / "benchmark.json").read_text())
+    demo.pop("schema", None)  # the committed copy may predate schema_version; the writer stamps it
+    write_results(demo, tiny_run.reports)
     before = json.loads((tiny_run.reports / "benchmark.json").read_text())["rows"]
     row = {"model": "xla-fp32-299px", "format": "xla", "precision": "fp32", "device": "gpu", "threads": None,
            "img_size": 299, "latency_p50_ms": 2.5, "throughput_b1_ips": 400.0, "throughput_b8_ips": 1500.0}
-    results = tmp_path / "gpu_xla_results.json"
     results.write_text(json.dumps({"jax": "0.11.2", "device_kind": "NVIDIA H200", "rows": [row]}))
     for _ in range(2):
         gpu_xla.record(tiny_run.root, results)
