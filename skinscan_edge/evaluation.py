@@ -24,6 +24,7 @@ from dataclasses import asdict
 import numpy as np
 
 from . import metrics, runfiles
+from .metrics import score_against_baseline
 from .config import EvaluateConfig, GateConfig
 from .errors import BadImage, SkinscanError
 from .grouping import leak_summary
@@ -32,7 +33,7 @@ from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, timestamp
 from .runlock import holds_run_lock
 
-__all__ = ["EvaluateConfig", "GateConfig", "evaluate_run", "score_against_baseline", "write_reports"]
+__all__ = ["EvaluateConfig", "GateConfig", "evaluate_run", "write_reports"]
 
 #: Names of the report files inside ``RUN/reports/`` (evaluate.json: ``runfiles.EvaluateReport``).
 MARKDOWN_NAME = "evaluate.md"
@@ -147,33 +148,6 @@ def score_against_twin(y_true: np.ndarray, probs_keras: np.ndarray, twin_file: s
     return {"file": twin_file, "twin_accuracy": metrics.accuracy(y_true, probs_twin),
             "twin_top1_agreement_with_keras": metrics.top1_agreement(probs_keras, probs_twin),
             "eval_seconds": seconds, **{k: s[k] for k in keys}}
-
-
-def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np.ndarray,
-                           labels: list[str], paths: list[str], config: EvaluateConfig) -> dict:
-    """Every per-model number of evaluate.json, from the labels and two probability arrays."""
-    pred_base, pred = probs_base.argmax(axis=1), probs.argmax(axis=1)
-    delta = metrics.recall_delta_pp(y_true, pred_base, pred, len(labels))
-    drop, drop_class = metrics.worst_recall_drop(delta, labels)
-    lo, hi = metrics.paired_bootstrap_ci(y_true, pred_base, pred, n_boot=config.n_bootstrap, seed=config.seed)
-    mean_diff, max_diff = metrics.prob_abs_diff(probs_base, probs)
-    flips = metrics.flips(paths, y_true, probs_base, probs, labels)
-    return {
-        "accuracy": metrics.accuracy(y_true, probs),
-        "delta_accuracy_pp": 100.0 * (metrics.accuracy(y_true, probs) - metrics.accuracy(y_true, probs_base)),
-        "delta_accuracy_ci95_low_pp": lo,
-        "delta_accuracy_ci95_high_pp": hi,
-        "top1_agreement": metrics.top1_agreement(probs_base, probs),
-        "prob_mean_abs_diff": mean_diff,
-        "prob_max_abs_diff": max_diff,
-        "ece": metrics.expected_calibration_error(y_true, probs, config.ece_bins),
-        "worst_recall_drop_pp": drop,
-        "worst_recall_drop_class": drop_class,
-        "recall_delta_pp": {c: (None if np.isnan(d) else float(d)) for c, d in zip(labels, delta)},
-        "classification_report": metrics.classification_report_dict(y_true, pred, labels),
-        "num_flips": len(flips),
-        "flips": flips,
-    }
 
 
 def _score_model(run, entry, items, labels, config, say: Reporter):

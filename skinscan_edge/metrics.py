@@ -186,3 +186,32 @@ def failure_text(failure: dict) -> str:
     from .runfiles import GateFailure
 
     return GateFailure.model_validate(failure).text()
+
+
+def score_against_baseline(y_true: np.ndarray, probs_base: np.ndarray, probs: np.ndarray,
+                           labels: list[str], paths: list[str], config) -> dict:
+    """Every per-model number of evaluate.json, from the labels and two probability arrays (``config``:
+    an ``EvaluateConfig``, for the bootstrap and the calibration bins). Below both export (the mixed
+    files' search) and evaluate, which both score a file against a baseline."""
+    pred_base, pred = probs_base.argmax(axis=1), probs.argmax(axis=1)
+    delta = recall_delta_pp(y_true, pred_base, pred, len(labels))
+    drop, drop_class = worst_recall_drop(delta, labels)
+    lo, hi = paired_bootstrap_ci(y_true, pred_base, pred, n_boot=config.n_bootstrap, seed=config.seed)
+    mean_diff, max_diff = prob_abs_diff(probs_base, probs)
+    flipped = flips(paths, y_true, probs_base, probs, labels)
+    return {
+        "accuracy": accuracy(y_true, probs),
+        "delta_accuracy_pp": 100.0 * (accuracy(y_true, probs) - accuracy(y_true, probs_base)),
+        "delta_accuracy_ci95_low_pp": lo,
+        "delta_accuracy_ci95_high_pp": hi,
+        "top1_agreement": top1_agreement(probs_base, probs),
+        "prob_mean_abs_diff": mean_diff,
+        "prob_max_abs_diff": max_diff,
+        "ece": expected_calibration_error(y_true, probs, config.ece_bins),
+        "worst_recall_drop_pp": drop,
+        "worst_recall_drop_class": drop_class,
+        "recall_delta_pp": {c: (None if np.isnan(d) else float(d)) for c, d in zip(labels, delta)},
+        "classification_report": classification_report_dict(y_true, pred, labels),
+        "num_flips": len(flipped),
+        "flips": flipped,
+    }

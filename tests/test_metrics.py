@@ -134,7 +134,9 @@ REC_B = "tflite-int8: recall of B dropped 3.00 pp vs Keras (limit 2.00 pp, over 
     (_results(delta_acc=0.0, recall={"A": None, "B": 0.0, "Melanoma": 0.0}), {"min_agreement": 0.9}, []),
 ])
 def test_check_gate_lines(results, kwargs, expected):
-    assert metrics.check_gate(results, GateConfig(**kwargs)) == expected
+    failures = metrics.check_gate(results, GateConfig(**kwargs))  # records, worded in one place
+    assert [metrics.failure_text(f) for f in failures] == expected
+    assert all(set(f) >= {"model", "metric", "limit", "value"} for f in failures)
 
 
 def test_unknown_critical_class_is_one_line_with_valid_labels():

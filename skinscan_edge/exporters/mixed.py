@@ -184,7 +184,7 @@ def _validation(ctx: Context) -> dict:
 def _score(path: Path, fmt: str, val: dict, gate) -> dict:
     """One trial file on the validation split: deltas against Keras, the gate, quick latency."""
     from ..config import EvaluateConfig
-    from ..evaluation import score_against_baseline
+    from ..metrics import score_against_baseline
     from ..metrics import check_gate
     from ..runtimes import open_runtime
 
