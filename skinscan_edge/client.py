@@ -1,7 +1,8 @@
 """Accuracy through the real client: the Android bundle's ``.tflite`` in MediaPipe's ImageClassifier.
 
-MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv,
-``.venv-reader`` (built on demand by :func:`reader_python`, with a progress bar), through the
+MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv, in the
+user's cache folder or ``$SKINSCAN_READER_VENV`` (built on demand by :func:`reader_python`, with a
+progress bar; about 630 MB), through the
 script ``_mediapipe_reader.py``. MediaPipe gets the ORIGINAL image files of the split and decodes,
 resizes and normalizes them itself, from the model's metadata alone: what an app gets.
 
@@ -10,7 +11,7 @@ any export: row ``android-bundle (mediapipe)``, gated) and the preprocessing gap
 bundle file in LiteRT on the project's Pillow pixels against MediaPipe on the file, and, through
 an identity "probe" model, which preprocessing MediaPipe's input tensor actually matches.
 
->>> # python = reader_python()            # builds .venv-reader once (pip install mediapipe==1.2.3)
+>>> # python = reader_python()            # builds the reader venv once, in the cache folder (pip install mediapipe==1.2.3)
 >>> # probs, gap = score_client(run, config, items, labels)
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,8 +32,10 @@ from .progress import Reporter, reporter_or_silent
 
 CLIENTS = ("mediapipe",)
 CLIENT_ROW = "android-bundle (mediapipe)"
-#: Where the reader venv lives: $SKINSCAN_READER_VENV, else .venv-reader in the working directory.
+#: Moves the reader venv (default: the user's cache folder, see :func:`reader_venv`).
 READER_VENV_ENV = "SKINSCAN_READER_VENV"
+#: The reader venv's size on disk, measured (issue 29: 626 MB with mediapipe 0.10.x on Linux x86-64).
+READER_MB = 630
 MEDIAPIPE = f"mediapipe=={MEDIAPIPE_PYTHON}"
 #: The export's default bundle folder (commands/options.py ANDROID_DIR); evaluate reads the bundle there.
 DEFAULT_BUNDLE = "android_assets/bundle"
@@ -43,43 +45,82 @@ PROBE_FILES = 12
 
 
 def reader_venv() -> Path:
-    return Path(os.environ.get(READER_VENV_ENV) or ".venv-reader").absolute()
+    """$SKINSCAN_READER_VENV, else ``reader-venv`` in the user's cache folder (platformdirs:
+    ``$XDG_CACHE_HOME/skinscan-edge`` or ``~/.cache/skinscan-edge`` on Linux)."""
+    chosen = os.environ.get(READER_VENV_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("skinscan-edge", appauthor=False)) / "reader-venv"
+
+
+def _run(args: list, what: str, venv: Path, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """A step of the build; a failure to start or a hang is one line naming the folder and the fix."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise SkinscanError(f"{what} for the MediaPipe reader venv {venv} did not finish in {timeout:.0f} s; "
+                            f"check the network (or PIP_INDEX_URL) and retry") from None
+    except OSError as e:
+        raise SkinscanError(f"{what} for the MediaPipe reader venv {venv} could not start ({e.strerror}); "
+                            f"set {READER_VENV_ENV} to a writable folder and retry") from None
+
+
+def _build_failed(venv: Path, what: str, done: subprocess.CompletedProcess) -> SkinscanError:
+    last = ((done.stderr or done.stdout or "").strip().splitlines() or ["no output"])[-1]
+    return SkinscanError(f"{what} failed for the MediaPipe reader venv {venv} ({last[-200:]}); "
+                         f"set {READER_VENV_ENV} to a writable folder with {READER_MB} MB free and retry")
 
 
 def reader_python(venv: Path | None = None, reporter: Reporter | None = None) -> Path:
     """The reader venv's python with mediapipe installed; built once (a stamp file marks it done).
 
-    Raises SkinscanError when pip cannot install mediapipe, saying whether the registry answered.
+    The venv folder is the project's own (``owned.make_owned``): a folder that already holds
+    something else is refused, never removed (issue 28, D6). Raises SkinscanError when the venv
+    cannot be made or pip cannot install mediapipe, saying whether the registry answered.
     """
+    from .owned import is_owned, make_owned, remove_owned
+
     say = reporter_or_silent(reporter)
     venv = Path(venv or reader_venv())
     python, stamp = venv / "bin" / "python", venv / f".installed-{MEDIAPIPE}"
     if stamp.exists() and python.exists():
         return python
-    say.message(f"building the MediaPipe reader venv {venv} ({MEDIAPIPE}; once)")
+    say.message(f"building the MediaPipe reader venv in {venv} ({MEDIAPIPE}, about {READER_MB} MB; once; "
+                f"set {READER_VENV_ENV} to put it elsewhere)")
     with say.bars():
         say.advance("reader venv", 0, 3)
-        shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        if is_owned(venv):
+            remove_owned(venv, "the MediaPipe reader venv")  # a half-built venv from an interrupted run
+        try:
+            make_owned(venv, f"the MediaPipe reader venv (${READER_VENV_ENV})")
+        except OSError as e:
+            raise SkinscanError(f"cannot create the MediaPipe reader venv {venv} ({e.strerror}); "
+                                f"set {READER_VENV_ENV} to a writable folder and retry") from None
+        made = _run([sys.executable, "-m", "venv", str(venv)], "python -m venv", venv, 600)
+        if made.returncode != 0:
+            raise _build_failed(venv, "python -m venv", made)
         say.advance("reader venv", 1, 3)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
-        done = subprocess.run([*pip, "install", "--quiet", MEDIAPIPE], capture_output=True, text=True)
+        done = _run([*pip, "install", "--quiet", MEDIAPIPE], f"pip install {MEDIAPIPE}", venv, 3600)
         if done.returncode != 0:
-            probe = subprocess.run([*pip, "index", "versions", "mediapipe"], capture_output=True, text=True)
-            shutil.rmtree(venv, ignore_errors=True)
+            probe = _run([*pip, "index", "versions", "mediapipe"], "pip index", venv, 120)
+            remove_owned(venv, "the MediaPipe reader venv")
             if probe.returncode != 0:
                 last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SkinscanError(f"pip cannot reach the package registry to install {MEDIAPIPE} into {venv} "
                                     f"({last}); connect to PyPI (or set PIP_INDEX_URL) and retry")
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SkinscanError(f"pip install {MEDIAPIPE} into {venv} failed ({last}); see pip's log, then retry")
+            raise _build_failed(venv, f"pip install {MEDIAPIPE}", done)
         say.advance("reader venv", 2, 3)
-        check = subprocess.run([str(python), "-c", "import mediapipe"], capture_output=True, text=True)
+        check = _run([str(python), "-c", "import mediapipe"], "import mediapipe", venv, 300)
         if check.returncode != 0:
             raise SkinscanError(f"{MEDIAPIPE} installed into {venv} but does not import "
                                 f"({(check.stderr.strip().splitlines() or ['?'])[-1]}); remove {venv} and retry")
         stamp.touch()
         say.advance("reader venv", 3, 3)
+    size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+    say.message(f"MediaPipe reader venv ready: {venv}, {size / 1e6:.0f} MB")
     return python
 
 

@@ -82,7 +82,7 @@ def _check_cache_space(split: dict, cfg: TrainConfig, run: RunDir, placement) ->
 def _disk_caches(split: dict, cfg: TrainConfig, run: RunDir, placement, say: Reporter) -> dict:
     """The decoded-image caches on disk (see skinscan_edge.imagecache), built when the data set
     does not fit the in-memory budget; one process only (multi-worker decodes as before)."""
-    from .imagecache import CACHE_DIR, build_cache, open_cache, wants_disk_cache
+    from .imagecache import CACHE_DIR, open_verified, wants_disk_cache
 
     total = sum(len(v) for v in split["splits"].values())
     if placement.workers > 1 or not wants_disk_cache(cfg.image_cache, total, cfg.img_size):
@@ -90,8 +90,8 @@ def _disk_caches(split: dict, cfg: TrainConfig, run: RunDir, placement, say: Rep
     caches = {}
     for name in ("train", "val", "test"):
         paths = [str(p) for p, _ in split_pairs(split, name)]
-        args = (run.root / CACHE_DIR, name, split["sha256"], cfg.img_size)
-        caches[name] = open_cache(*args, len(paths)) or build_cache(*args, paths, reporter=say)
+        # Checked against its digests before the first epoch: a damaged file is rebuilt, never trained on.
+        caches[name] = open_verified(run.root / CACHE_DIR, name, split["sha256"], cfg.img_size, paths, reporter=say)
     return caches
 
 

@@ -121,7 +121,7 @@ EVALUATE = (
     Opt("num_threads", ("--threads",), "CPU threads for TFLite and onnxruntime (default: runtime's choice).", Optional[int]),
     Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
     Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
-    Opt("client", ("--client",), "Also score the Android bundle through a real client: 'mediapipe' runs its .tflite in MediaPipe's ImageClassifier on the original image files (built once into .venv-reader), as row 'android-bundle (mediapipe)', gated like any export.", Optional[str]),
+    Opt("client", ("--client",), "Also score the Android bundle through a real client: 'mediapipe' runs its .tflite in MediaPipe's ImageClassifier on the original image files (built once into the user cache folder, or $SKINSCAN_READER_VENV), as row 'android-bundle (mediapipe)', gated like any export.", Optional[str]),
     Opt("android_dir", ("--android-dir",), "The Android bundle folder --client reads (default: the export's, android_assets/bundle).", Optional[Path],
         parse=lambda v: str(v) if v else None),
 )

@@ -1,0 +1,161 @@
+"""Faults and hostile input (issue 28, D1-D13): each defect found on main, as a user meets it.
+
+Every test here failed on main before its fix (checked one by one). They build only what
+they need (a few tiny images, a fake run directory, a fake ``adb``), so none waits for the
+session's trained model.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinscan_edge.errors import SkinscanError
+
+HERE = Path(__file__).resolve().parent
+SIZE = 75
+
+
+def _images(root: Path, n: int = 6, size=(90, 80)) -> list[Path]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        path = root / ("a" if i % 2 else "b") / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path)
+        out.append(path)
+    return out
+
+
+def _fake_run(tmp_path: Path, n: int = 6):
+    """A run directory with what the cache readers need: config (image size) and a keyed split."""
+    from skinscan_edge.rundir import RunDir, write_json
+
+    data = tmp_path / "data"
+    paths = _images(data, n)
+    run = RunDir(tmp_path / "run")
+    write_json(run.config_path, {"train": {"img_size": SIZE}})
+    rels = [[p.relative_to(data).as_posix(), i % 2] for i, p in enumerate(paths)]
+    write_json(run.split_path, {"root": str(data), "sha256": "ab" * 32, "splits": {"test": rels}})
+    (run.root / "cache").mkdir()
+    return run, paths
+
+
+# --- D1: a corrupted image cache is never used ------------------------------------------------
+def test_d1_a_cache_overwritten_in_place_is_rebuilt_with_one_warning_never_used(tmp_path, capfd):
+    from skinscan_edge import imagecache
+    from skinscan_edge.imageio import load_batch
+
+    run, paths = _fake_run(tmp_path)
+    imagecache.build_cache(run.root / "cache", "test", "ab" * 32, SIZE, [str(p) for p in paths])
+    (cache_file,) = (run.root / "cache").glob("test-*.npy")
+    getattr(imagecache, "_VERIFIED", set()).clear()  # a new process: nothing checked yet
+    with open(cache_file, "r+b") as f:  # random bytes of the same size after the header
+        f.seek(128)
+        f.write(np.random.default_rng(1).integers(0, 255, cache_file.stat().st_size - 128, dtype=np.uint8).tobytes())
+    capfd.readouterr()
+    got = imagecache.load_split_images(run, "test", range(len(paths)))
+    np.testing.assert_array_equal(got, load_batch([str(p) for p in paths], SIZE))
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not match their digests" in err[0] and "rebuilt" in err[0], err
+    # Rebuilt: the next process reads it without a word.
+    imagecache._VERIFIED.clear()
+    imagecache.load_split_images(run, "test", [0])
+    assert capfd.readouterr().err == ""
+
+
+def test_d1_a_cache_without_digests_is_rebuilt_not_trusted(tmp_path):
+    from skinscan_edge import imagecache
+
+    run, paths = _fake_run(tmp_path)
+    imagecache.build_cache(run.root / "cache", "test", "ab" * 32, SIZE, [str(p) for p in paths])
+    (digests,) = (run.root / "cache").glob("test-*.xxh3")
+    digests.unlink()
+    assert imagecache.open_cache(run.root / "cache", "test", "ab" * 32, SIZE, len(paths)) is None
+
+
+# --- D3: a --group-by CSV that is not UTF-8 --------------------------------------------------------
+def test_d3_a_group_by_csv_in_cp1252_is_one_line_naming_the_encoding(tmp_path):
+    from skinscan_edge.grouping import parse_group_by
+
+    csv = tmp_path / "meta.csv"
+    csv.write_bytes("image_id,lesion_id\ncafé,L1\n".encode("cp1252"))
+    csv_bom = tmp_path / "bom.csv"
+    csv_bom.write_bytes("image_id,lesion_id\ncafé,L1\n".encode("utf-8-sig"))
+    assert parse_group_by(f"{csv_bom}:lesion_id")[1] == "lesion_id"
+    with pytest.raises(SkinscanError) as e:
+        parse_group_by(f"{csv}:lesion_id")
+    assert "UTF-8" in str(e.value) and str(csv) in str(e.value) and "\n" not in str(e.value)
+
+
+# --- D6: never delete what the project did not create -------------------------------------------
+def test_d6_reader_venv_pointed_at_a_users_folder_leaves_it_intact(tmp_path, monkeypatch):
+    from skinscan_edge import client
+
+    canary = tmp_path / "notes"
+    canary.mkdir()
+    (canary / "my-notes.txt").write_text("do not lose me")
+    monkeypatch.setenv(client.READER_VENV_ENV, str(canary))
+    with pytest.raises(SkinscanError) as e:
+        client.reader_python()
+    assert (canary / "my-notes.txt").read_text() == "do not lose me"
+    assert str(canary) in str(e.value) and client.READER_VENV_ENV in str(e.value)
+
+
+# --- D10: config objects check types and ranges when built, naming the field ------------------
+@pytest.mark.parametrize("kwargs, field", [
+    ({"img_size": "abc"}, "img_size"), ({"data": 123}, "data"), ({"img_size": 75.5}, "img_size"),
+    ({"dropout": 2.0}, "dropout"), ({"epochs": -1}, "epochs"), ({"augment": "yes"}, "augment"),
+    ({"learning_rate": "fast"}, "learning_rate"), ({"val_fraction": 0.7}, "val_fraction"),
+])
+def test_d10_train_config_refuses_wrong_types_and_ranges_naming_the_field(kwargs, field):
+    from skinscan_edge.config import TrainConfig
+
+    with pytest.raises(SkinscanError) as e:
+        TrainConfig(**kwargs)
+    assert field in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("cls, kwargs, field", [
+    ("ExportConfig", {"calib_samples": "many"}, "calib_samples"),
+    ("ExportConfig", {"keep_float": "conv2d"}, "keep_float"),
+    ("EvaluateConfig", {"batch_size": 0}, "batch_size"),
+    ("EvaluateConfig", {"max_accuracy_drop_pp": "1"}, "max_accuracy_drop_pp"),
+    ("BenchmarkConfig", {"images": "32"}, "images"),
+    ("ExplainConfig", {"worst": 2.5}, "worst"),
+])
+def test_d10_every_config_checks_types_naming_the_field(cls, kwargs, field):
+    from skinscan_edge import config
+
+    with pytest.raises(SkinscanError) as e:
+        getattr(config, cls)(**kwargs)
+    assert field in str(e.value)
+
+
+def test_d10_the_api_with_wrong_types_raises_skinscan_error_naming_the_field(tmp_path):
+    import skinscan_edge
+
+    for kwargs, field in (({"img_size": "abc"}, "img_size"), ({"data": 123}, "data"), ({"dropout": 2.0}, "dropout")):
+        with pytest.raises(SkinscanError, match=field):
+            skinscan_edge.train(skinscan_edge.TrainConfig(**{"data": str(tmp_path), "out": str(tmp_path / "run"),
+                                                           **kwargs}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_d10_defaults_and_saved_configs_still_build():
+    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
+
+    TrainConfig(), ExportConfig(), EvaluateConfig(), BenchmarkConfig(), ExplainConfig()
+    TrainConfig.from_dict(TrainConfig(img_size=96, labels=None, mixed_precision=True).to_dict())
+    BenchmarkConfig(threads=[1, 2], batches=[1], models=["keras"])
+    ExportConfig(gate={"max_accuracy_drop_pp": 2, "max_recall_drop_pp": 3.5, "critical_classes": [],
+                       "min_agreement": None})
