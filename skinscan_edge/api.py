@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
+from .errors import user_facing
 from .progress import Reporter
 
 _DEFAULT = object()
@@ -155,6 +156,7 @@ class PipelineResult:
         return self.run / "reports" / "index.html"
 
 
+@user_facing
 def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainResult:
     """Fine-tune InceptionV3 and write the run directory (``skinscan-edge train``)."""
     from .training import train as train_run
@@ -167,6 +169,7 @@ def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainRes
                        duplicates=r.get("duplicates") or "")
 
 
+@user_facing
 def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Path | None = None,
            android_model: str = "tflite-int8", reporter: Reporter | None = _DEFAULT) -> ExportResult:
     """Export at the configured precisions (``skinscan-edge export``); with ``android_dir``, also
@@ -183,6 +186,7 @@ def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Pa
     return ExportResult(run=run.root, manifest=manifest, android=bundle)
 
 
+@user_facing
 def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter | None = _DEFAULT) -> EvaluateResult:
     """Score Keras and every export on the same images and gate them (``skinscan-edge evaluate``)."""
     from .evaluation import evaluate_run
@@ -191,6 +195,7 @@ def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter |
     return EvaluateResult(run=run.root, results=evaluate_run(run, config or EvaluateConfig(), reporter=_reporter(reporter)))
 
 
+@user_facing
 def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExplainResult:
     """Per-layer quantization error of int8 exports (``skinscan-edge explain``)."""
     from .explain import explain_run
@@ -202,6 +207,7 @@ def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | N
     return ExplainResult(run=run.root, results={**results, "models": models} if names else results)
 
 
+@user_facing
 def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter | None = _DEFAULT) -> BenchmarkResult:
     """Latency, throughput, memory and the floor for every model (``skinscan-edge benchmark``)."""
     from .benchmarking import run_benchmark
@@ -211,6 +217,7 @@ def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter
                                                                  reporter=_reporter(reporter)))
 
 
+@user_facing
 def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: int | None = None) -> list[Prediction]:
     """Top-k labels for image files or folders (``skinscan-edge predict``), through any model."""
     from .prediction import predict_images
@@ -223,6 +230,7 @@ def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: 
     return out
 
 
+@user_facing
 def report(run_dir) -> Path:
     """Render ``RUN/reports/index.html`` (``skinscan-edge report``) and return its path."""
     from .reporting import build_report
@@ -230,6 +238,7 @@ def report(run_dir) -> Path:
     return build_report(_open(run_dir))
 
 
+@user_facing
 def pipeline(config, reporter: Reporter | None = _DEFAULT) -> PipelineResult:
     """Train, export, evaluate, benchmark and report, skipping what is done (``skinscan-edge pipeline``).
 

@@ -267,8 +267,10 @@ def build_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, pa
 
         atomic_write_bytes(digest_path(final), digests.tobytes())  # first: a cache file never lacks its digests
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a write's error names no file; the user needs it
+            e.filename = str(final)
         raise
     cache = open_cache(cache_dir, name, split_sha256, img_size, len(paths))
     if cache is None:

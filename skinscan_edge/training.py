@@ -298,6 +298,8 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
     t0 = time.time()
 
     phase1_done = run.root / "checkpoints" / "phase1_end.weights.h5"
+    if phase1_done.exists():
+        _load_phase1(model, phase1_done, say)  # an unreadable file is removed: phase 1 runs again
     if cfg.epochs > 0 and not phase1_done.exists():
         state["phase"] = "head"
         if chief:
@@ -321,8 +323,6 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
             trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
                         callbacks=_callbacks(run, cfg, "head", chief), verbose=2)
         _save_weights(model, phase1_done, chief)
-    elif phase1_done.exists():
-        model.load_weights(str(phase1_done))
 
     if cfg.fine_tune_epochs > 0:
         state["phase"] = "fine_tune"
@@ -379,14 +379,38 @@ def build_model_for(cfg: TrainConfig, num_classes: int):
 
 
 def _save_weights(model, path: Path, chief: bool) -> None:
-    """Every worker saves (a collective read); the non-chief ones into a temporary folder."""
+    """Every worker saves (a collective read); the non-chief ones into a temporary folder.
+
+    The chief writes a temporary name (ending in .weights.h5, which selects Keras' format),
+    fsyncs and renames it: a kill during the write leaves no file that resume would trust."""
+    import os
     import tempfile
 
     if chief:
-        model.save_weights(str(path))
+        tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
+        try:
+            model.save_weights(str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         model.save_weights(str(Path(tmp) / path.name))
+
+
+def _load_phase1(model, path: Path, say: Reporter) -> bool:
+    """Load phase 1's final weights; False (after one warning line, the file removed) when the
+    file is missing or cannot be read back, e.g. torn by a kill in a version that wrote it in place."""
+    try:
+        model.load_weights(str(path))
+        return True
+    except (OSError, ValueError) as e:  # h5py: "Unable to synchronously open file (bad object header ...)"
+        say.message(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is removed and phase 1 "
+                    f"is trained again", "warn")
+        path.unlink(missing_ok=True)
+        return False
 
 
 def _save_model(model, weights: list, run: RunDir):
@@ -402,8 +426,11 @@ def _save_model(model, weights: list, run: RunDir):
 
     clean = float32_clone(model, weights)  # outside any strategy scope: plain float32 layers
     tmp = run.root / ".model.tmp.keras"
-    clean.save(str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, run.model_path)
+    try:
+        clean.save(str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, run.model_path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no 87 MB left behind
     return clean

@@ -159,3 +159,137 @@ def test_d10_defaults_and_saved_configs_still_build():
     BenchmarkConfig(threads=[1, 2], batches=[1], models=["keras"])
     ExportConfig(gate={"max_accuracy_drop_pp": 2, "max_recall_drop_pp": 3.5, "critical_classes": [],
                        "min_agreement": None})
+
+
+# --- D2: a write error while building the cache ---------------------------------------------------
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def _limited(limit_bytes: int):
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_d2_efbig_while_building_the_image_cache_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    data = tmp_path / "data"
+    _images(data, 24)
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "skinscan_edge", "train", "--data", str(data), "--out", str(out),
+                           "--img-size", str(SIZE), "--weights", "none", "--epochs", "1", "--fine-tune-epochs", "0",
+                           "--image-cache", "disk", "--batch-size", "4"],
+                          capture_output=True, text=True, timeout=900, env=env, preexec_fn=_limited(100_000))
+    assert done.returncode == 2, done.stderr
+    assert TRACEBACK not in done.stderr, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "EFBIG" in line and "cache" in line and "ulimit -f" in line
+    assert not [p for p in (out / "cache").iterdir() if p.name.endswith(".tmp")]
+
+
+# --- D4: a hanging or failing adb ---------------------------------------------------------------------
+def _fake_adb(folder: Path, body: str) -> None:
+    folder.mkdir()
+    adb = folder / "adb"
+    adb.write_text(f"#!/bin/sh\n{body}\n")
+    adb.chmod(0o755)
+
+
+def test_d4_a_hanging_adb_is_one_line(tmp_path, monkeypatch):
+    from skinscan_edge import adb_bench
+
+    _fake_adb(tmp_path / "bin", "sleep 30")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(adb_bench, "ADB_STEP_TIMEOUT_S", 1, raising=False)
+    t0 = __import__("time").time()
+    with pytest.raises(SkinscanError) as e:
+        adb_bench.pick_device("SERIAL1")
+    assert "did not answer" in str(e.value) and "adb kill-server" in str(e.value)
+    assert __import__("time").time() - t0 < 20
+
+
+def test_d4_when_adb_fails_its_own_message_is_in_the_line(tmp_path, monkeypatch):
+    from skinscan_edge import adb_bench
+
+    _fake_adb(tmp_path / "bin", "echo 'error: device SERIAL1 is not attached (daemon not running)' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(SkinscanError) as e:
+        adb_bench.pick_device("SERIAL1")
+    assert "daemon not running" in str(e.value) and "exited 1" in str(e.value)
+
+
+# --- D5: the reader venv cannot be created ------------------------------------------------------------
+def test_d5_a_reader_venv_that_cannot_be_created_is_one_line_naming_the_variable(tmp_path, monkeypatch):
+    from skinscan_edge import client
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(client.READER_VENV_ENV, str(blocker / "venv"))  # a folder inside a file: never creatable
+    with pytest.raises(SkinscanError) as e:
+        client.reader_python()
+    assert client.READER_VENV_ENV in str(e.value) and str(blocker / "venv") in str(e.value)
+
+
+def test_item6_the_reader_venv_defaults_to_the_user_cache_folder(tmp_path, monkeypatch):
+    from skinscan_edge import client
+
+    monkeypatch.delenv(client.READER_VENV_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert client.reader_venv() == tmp_path / "cache" / "skinscan-edge" / "reader-venv"
+
+
+# --- the error boundary ---------------------------------------------------------------------------
+@pytest.mark.parametrize("exc, words", [
+    (OSError(errno.ENOSPC, "No space left on device", "/run/x.onnx"), ["ENOSPC", "/run/x.onnx", "free some space"]),
+    (OSError(errno.EROFS, "Read-only file system", "/ro/y"), ["EROFS", "/ro/y", "writable disk"]),
+    (OSError(errno.EIO, "Input/output error", "/d/z"), ["EIO", "/d/z", "check the disk"]),
+    (OSError(errno.EACCES, "Permission denied", "/p"), ["EACCES", "/p", "permission"]),
+    (subprocess.TimeoutExpired(["adb", "devices"], 60), ["adb devices", "60 s"]),
+    (subprocess.CalledProcessError(1, ["python", "-m", "venv", "v"], stderr="Error: [Errno 30] read-only"),
+     ["python -m venv v", "exited 1", "read-only"]),
+])
+def test_the_cli_boundary_turns_actionable_errors_into_one_line_and_exit_2(exc, words, capsys):
+    import typer
+
+    from skinscan_edge.commands import user_errors
+
+    @user_errors
+    def command():
+        raise exc
+
+    with pytest.raises(typer.Exit) as e:
+        command()
+    assert e.value.exit_code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and all(w in err for w in words), err
+
+
+def test_the_cli_boundary_keeps_a_bugs_traceback():
+    from skinscan_edge.commands import user_errors
+
+    @user_errors
+    def command():
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        command()
+
+
+def test_verbose_adds_the_traceback(capsys, monkeypatch):
+    import typer
+
+    from skinscan_edge._tf import VERBOSE_ENV
+    from skinscan_edge.commands import user_errors
+
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+
+    @user_errors
+    def command():
+        raise OSError(errno.ENOSPC, "No space left on device", "/x")
+
+    with pytest.raises(typer.Exit):
+        command()
+    assert TRACEBACK in capsys.readouterr().err
