@@ -150,13 +150,18 @@ def _reader(python: Path, job: dict, timeout: float = 3600) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def classify_files(python: Path, model: Path, files: list[str], n_outputs: int) -> np.ndarray:
-    """MediaPipe's scores for each file, (N, n_outputs); a file MediaPipe cannot read is an error."""
+def classify_files(python: Path, model: Path, files: list[str], n_outputs: int,
+                   converted: list | None = None) -> np.ndarray:
+    """MediaPipe's scores for each file, (N, n_outputs). A file MediaPipe cannot classify as it is
+    (a single-channel JPEG) is classified converted to RGB, as the bundle's guide tells apps to
+    prepare it, and its path is appended to ``converted``; one that fails even so is an error."""
     out = _reader(python, {"mode": "classify", "model": str(model), "files": files, "outputs": n_outputs})
     bad = [r for r in out if "error" in r]
     if bad:
-        raise SkinscanError(f"MediaPipe cannot read {bad[0]['path']} ({bad[0]['error']}); the project's decoder can. "
-                            f"Remove or re-save the file")
+        raise SkinscanError(f"MediaPipe cannot read {bad[0]['path']} ({bad[0]['error']}), even converted to RGB; "
+                            f"the project's decoder can. Remove or re-save the file")
+    if converted is not None:
+        converted += [r["path"] for r in out if "converted_to_rgb" in r]
     return np.array([r["scores"] for r in out], dtype=np.float32)
 
 
@@ -224,8 +229,13 @@ def score_client(run, config, items: list, labels: list[str],
     python = reader_python(reporter=say)
     files = [str(p) for p, _ in items]
     say.advance(CLIENT_ROW, 0, len(files))
-    client = classify_files(python, model, files, len(labels))
+    converted: list[str] = []
+    client = classify_files(python, model, files, len(labels), converted)
     say.advance(CLIENT_ROW, len(files), len(files))
+    if converted:
+        say.message(f"MediaPipe rejected {len(converted)} of {len(files)} files as they are (single-channel, "
+                    f"e.g. {Path(converted[0]).name}); they were scored converted to RGB, as the bundle's guide "
+                    f"tells apps (listed in evaluate.json)", "warn")
     rt, size = TFLiteRuntime(model), run.img_size()
     litert = np.concatenate([rt.predict(load_batch(files[i:i + 32], size)) for i in range(0, len(files), 32)])
     y = np.array([label for _, label in items])
@@ -241,5 +251,6 @@ def score_client(run, config, items: list, labels: list[str],
                       if e["name"] == source), source)
     info = {"name": CLIENT_ROW, "format": "tflite", "precision": precision, "file": str(model),
             "size_mb": model.stat().st_size / 1e6, "client": f"MediaPipe {MEDIAPIPE_PYTHON} ImageClassifier",
+            "converted_to_rgb": {"count": len(converted), "files": converted},
             "eval_seconds": time.perf_counter() - start}
     return client, info, gap

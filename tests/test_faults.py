@@ -293,3 +293,41 @@ def test_verbose_adds_the_traceback(capsys, monkeypatch):
     with pytest.raises(typer.Exit):
         command()
     assert TRACEBACK in capsys.readouterr().err
+
+
+# --- D13: one grayscale photo must not kill the MediaPipe-client row ----------------------------------
+@pytest.fixture(scope="module")
+def reader_python():
+    """The reader venv (once, in <repo>/.venv-reader, as tests/test_android.py builds it)."""
+    from skinscan_edge.client import reader_python as build
+
+    try:
+        return build(HERE.parent / ".venv-reader")
+    except SkinscanError as e:
+        if "cannot reach the package registry" in str(e):
+            pytest.skip(f"{e}; the MediaPipe check did not run")
+        raise
+
+
+def test_d13_grayscale_and_other_modes_are_scored_as_rgb_and_named(reader_python, tmp_path):
+    from skinscan_edge.client import classify_files, probe_model
+
+    size = 8
+    model = probe_model(size, tmp_path)  # identity: the scores are the pixels MediaPipe fed
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    files = {}
+    for name, img, fmt in [("rgb.jpg", rgb, "JPEG"), ("gray.jpg", rgb.convert("L"), "JPEG"),
+                           ("gray16.png", rgb.convert("L").convert("I;16"), "PNG"),
+                           ("palette.png", rgb.convert("P"), "PNG"), ("rgba.png", rgb.convert("RGBA"), "PNG"),
+                           ("cmyk.jpg", rgb.convert("CMYK"), "JPEG"), ("gray2.jpg", rgb.convert("L"), "JPEG")]:
+        files[name] = tmp_path / name
+        img.save(files[name], fmt)
+    converted: list = []
+    scores = classify_files(reader_python, model, [str(p) for p in files.values()], size * size * 3, converted)
+    assert scores.shape == (len(files), size * size * 3)
+    assert str(files["gray.jpg"]) in converted and str(files["gray2.jpg"]) in converted
+    assert str(files["rgb.jpg"]) not in converted
+    # Scored as RGB: the gray image's three channels are equal, and a file after it is still classified.
+    gray = scores[list(files).index("gray.jpg")].reshape(size, size, 3)
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() < 1e-3 and gray.std() > 1
