@@ -109,6 +109,9 @@ class TrainConfig:
       resume: continue an interrupted run from its last completed epoch.
       strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
       cpu_replicas: with ``mirrored`` and no GPU, the number of logical CPU devices.
+      worker_timeout_s: with ``multi-worker``, how long a worker may go without a heartbeat (and
+        how long workers wait for each other to join and to finish) before TensorFlow's coordination
+        service declares it dead. TensorFlow's 10 s heartbeat failed a two-worker run on a busy host.
       group_by: ``FILE.csv:column`` of known groups (e.g. HAM10000's ``lesion_id``), kept whole
         in one split like near-duplicates (skinscan_edge.grouping).
       on_conflict: a group whose images carry different labels: ``train-only``, ``drop`` or ``keep``.
@@ -142,6 +145,7 @@ class TrainConfig:
     resume: bool = False
     strategy: str = "default"
     cpu_replicas: int = 1
+    worker_timeout_s: float = 300.0
     group_by: str | None = None
     on_conflict: str = "train-only"
     mixed_precision: bool | None = None
@@ -155,6 +159,7 @@ class TrainConfig:
         "dropout": (0.0, 0.999999, "in [0, 1)"), "dense_units": (1, 1 << 20, ">= 1"),
         "feature_views": (1, 1000, ">= 1"), "early_stopping_patience": (0, 10**6, ">= 0"),
         "reduce_lr_patience": (0, 10**6, ">= 0"), "cpu_replicas": (1, 4096, ">= 1"),
+        "worker_timeout_s": (1.0, 86400.0, "between 1 and 86400 seconds"),
     }
 
     def __post_init__(self) -> None:

@@ -213,11 +213,12 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
         saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
+        saved.worker_timeout_s = cfg.worker_timeout_s
         saved.mixed_precision = cfg.mixed_precision
         cfg = saved
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
-    placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    placement = make_placement(cfg.strategy, cfg.cpu_replicas, cfg.worker_timeout_s)  # before TensorFlow runs any op
     precision = decide(cfg.mixed_precision, visible_gpus())  # before anything is written
     _refuse_a_finished_out(cfg, run, placement.is_chief, replace)
     # One writer per run: the chief holds RUN/.lock (skinscan_edge.runlock); the other workers write nothing.

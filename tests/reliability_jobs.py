@@ -133,7 +133,7 @@ def multi_worker_runs(data: Path, root: Path, weights: Path) -> dict:
     """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (TF_CONFIG), same --out."""
     run = root / "multi"
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs = {f"worker{i}": start(train_args(data, run, weights, "--strategy", "multi-worker"),
+    procs = {f"worker{i}": start(train_args(data, run, weights, "--strategy", "multi-worker", "--worker-timeout", 600),
                                  TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
              for i in range(2)}
     out = {"run": run}

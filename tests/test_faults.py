@@ -8,11 +8,9 @@ session's trained model.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -4,16 +4,14 @@ a full disk during export and report. Each failed on main before its fix (checke
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import IMG, cli
+from conftest import cli
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -54,7 +52,6 @@ def test_d12_resume_after_a_torn_phase1_checkpoint_trains_phase1_again_and_compl
 
 def test_d12_phase1_weights_are_written_atomically(tmp_path, monkeypatch):
     """A write that fails half-way (a full disk, a kill) leaves the previous file or none, never a torn one."""
-    import skinscan_edge  # noqa: F401
     import tf_keras as k
 
     from skinscan_edge import training

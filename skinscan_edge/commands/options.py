@@ -89,6 +89,7 @@ TRAIN = (
         Optional[str], metavar="FILE.csv:COLUMN"),
     Opt("on_conflict", ("--on-conflict",), "A group (near-duplicates or --group-by) whose images carry different labels: train-only (kept in train, never val/test), drop (left out), or keep (split whole under its most common label). Listed in RUN/duplicates.json.", str),
     Opt("cpu_replicas", ("--cpu-replicas",), "With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).", int),
+    Opt("worker_timeout_s", ("--worker-timeout",), "With --strategy multi-worker: seconds a worker may go without a heartbeat, or wait for the others to join or finish, before the run is stopped (busy machines need more than TensorFlow's 10 s).", float),
 )
 
 EXPORT = (

@@ -322,6 +322,18 @@ def read_metadata(model: bytes | str | Path) -> dict:
     }
 
 
+def _move_in(staging: Path, final_dir: Path, names: list[str], stale: list[str], zip_name: str) -> None:
+    """Renames only (no space needed): the old sidecar and zip go first and come back last, so a
+    crash half-way leaves a folder that reads as no bundle (no metadata.json), never as a whole one."""
+    import os
+
+    final_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metadata.json", zip_name, *stale):
+        (final_dir / name).unlink(missing_ok=True)
+    for name in [n for n in names if n != "metadata.json"] + ["metadata.json", zip_name]:
+        os.replace(staging / name, final_dir / name)
+
+
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
 
@@ -339,12 +351,6 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
     >>> # summary = build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))
     >>> # summary["model_path"], summary["golden_top3"][0], summary["zip_path"]
     """
-    import hashlib
-
-    from ..reporting import is_synthetic
-    from ..runtimes import TFLiteRuntime
-    from . import android_guide as guide
-
     from .manifest import check_complete, read_manifest
 
     check_complete(run, read_manifest(run))  # never bundle from an export that did not finish
@@ -362,16 +368,37 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
         description=f"Screens a photo of a skin lesion into {len(labels)} classes. A screening aid for "
         "triage, not a diagnosis.",
     )
-    out_dir = Path(out_dir)
+    from ..owned import is_owned, make_owned, remove_owned
+
+    final_dir = Path(out_dir)
+    # Written whole in a staging folder beside it, then moved in (issue 28, D9): a full disk
+    # leaves the previous bundle as it was, never 7 new files and no zip.
+    out_dir = final_dir.parent / f".{final_dir.name}.partial"
+    if is_owned(out_dir):
+        remove_owned(out_dir, "the Android bundle's staging folder")  # left by an interrupted export
+    make_owned(out_dir, "the Android bundle's staging folder")
+    try:
+        summary = _write_bundle(run, final_dir, out_dir, entry, precision, data, labels, img_size, export_name)
+    finally:
+        remove_owned(out_dir, "the Android bundle's staging folder")
+    return summary
+
+
+def _write_bundle(run: RunDir, final_dir: Path, out_dir: Path, entry: dict, precision: str, data: bytes,
+                  labels: list[str], img_size: int, export_name: str) -> dict:
+    import hashlib
+
+    from ..reporting import is_synthetic
+    from ..runtimes import TFLiteRuntime
+    from . import android_guide as guide
+
     model_path = out_dir / f"skinscan_{precision}.tflite"
     card = run.root / guide.MODEL_CARD
     # One model per bundle (a second .tflite would leave metadata.json ambiguous); no JPEG golden
     # image from an older bundle; no model card the run no longer has.
-    stale = sorted(p.name for p in out_dir.glob("skinscan_*.tflite") if p != model_path)
+    stale = sorted(p.name for p in final_dir.glob("skinscan_*.tflite") if p.name != model_path.name)
     stale += [n for n in (LEGACY_GOLDEN_IMAGE, *([] if card.is_file() else [guide.MODEL_CARD]))
-              if (out_dir / n).is_file()]
-    for name in stale:
-        (out_dir / name).unlink()
+              if (final_dir / n).is_file()]
     atomic_write_bytes(model_path, data)
     atomic_write_text(out_dir / LABELS_FILE, "\n".join(labels) + "\n")
 
@@ -406,7 +433,9 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
     atomic_write_text(out_dir / guide.README, guide.render_guide(sidecar, synthetic=synthetic,
                                                                  model_card=card.is_file()))
     atomic_write_text(out_dir / guide.KOTLIN, guide.render_kotlin(sidecar, synthetic=synthetic))
-    zip_path = guide.write_bundle_zip(out_dir, names)
+    guide.write_bundle_zip(out_dir, names)
+    _move_in(out_dir, final_dir, names, stale, guide.BUNDLE_ZIP)
+    out_dir, model_path, zip_path = final_dir, final_dir / model_path.name, final_dir / guide.BUNDLE_ZIP
     return {
         "model_path": str(model_path), "model_sha256": sha, "model_size_mb": round(len(data) / 1e6, 3),
         "source_export": export_name, "input_dtype": sidecar["input"]["dtype"], "input_size": img_size,
