@@ -329,3 +329,22 @@ def test_d13_grayscale_and_other_modes_are_scored_as_rgb_and_named(reader_python
     # Scored as RGB: the gray image's three channels are equal, and a file after it is still classified.
     gray = scores[list(files).index("gray.jpg")].reshape(size, size, 3)
     assert np.abs(gray[..., 0] - gray[..., 1]).max() < 1e-3 and gray.std() > 1
+
+
+# --- benchmark checks the labels as evaluate does ------------------------------------------------
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_benchmark_refuses_a_run_whose_labels_are_gone_or_truncated(tmp_path, damage):
+    from skinscan_edge.benchmarking import run_benchmark
+    from skinscan_edge.config import BenchmarkConfig
+    from skinscan_edge.rundir import RunDir, write_json
+
+    run = RunDir(tmp_path / "run")
+    labels = ["a", "b", "c"]
+    write_json(run.config_path, {"train": {"img_size": SIZE}, "labels": labels})
+    write_json(run.status_path, {"state": "complete"})
+    run.model_path.write_bytes(b"not read: the labels are checked first")
+    run.labels_path.write_text("a\nb\n" if damage == "truncated" else "")
+    if damage == "deleted":
+        run.labels_path.unlink()
+    with pytest.raises(SkinscanError, match="labels.txt"):
+        run_benchmark(run.root, BenchmarkConfig(floor=False, device="cpu"))
