@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack lock clean
+.PHONY: install demo test test-notebook-stack test-faults lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test: install
 # tiny synthetic run. 21 minutes measured on 2 shared, busy cores.
 test-notebook-stack:
 	scripts/notebook_stack.sh $(PYTHON) $(NB_VENV) $(NB_LOCK) runs/notebook-stack
+
+# Fault injection (issue 28, docs/reliability.md): train, export, evaluate, report and predict run
+# out of disk at a seeded sample of points (a tmpfs: needs root, as CI runs). FAULT_POINTS per command.
+test-faults: install
+	SKINSCAN_FAULTS=1 $(BIN)/python -m pytest tests/test_fault_injection.py -q -s
 
 # After a change of dependencies: re-resolve $(LOCK) in a fresh venv (the newest versions the
 # ranges allow), then run `make test` on it before committing the new lock.
