@@ -209,7 +209,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
     run = RunDir(Path(cfg.out))
     if cfg.resume:
         if not run.config_path.exists():
-            raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing)")
+            raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing: it was stopped "
+                                f"before training began); run the same command without --resume")
         saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
@@ -227,9 +228,14 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
         return _train_locked(cfg, run, placement, say, replace, precision)
 
 
+#: What train writes before config.json: a folder holding only these was never trained (a kill
+#: during the scan or split), so a new train may start over in it.
+_BEFORE_CONFIG = {LOCK_NAME, "duplicates.json", "skipped.json", "split.json", "labels.txt", "data_files.json", "status.json"}
+
+
 def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
     if chief and not cfg.resume and not replace and run.root.is_dir() \
-            and any(p.name != LOCK_NAME for p in run.root.iterdir()):
+            and any(p.name not in _BEFORE_CONFIG for p in run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
 
 

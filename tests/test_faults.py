@@ -348,3 +348,19 @@ def test_benchmark_refuses_a_run_whose_labels_are_gone_or_truncated(tmp_path, da
         run.labels_path.unlink()
     with pytest.raises(SkinscanError, match="labels.txt"):
         run_benchmark(run.root, BenchmarkConfig(floor=False, device="cpu"))
+
+
+# --- a kill before training began (found by the kill sweep's design): start over, not stuck --------------
+def test_a_run_killed_before_config_json_can_be_started_again(tmp_path):
+    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.training import _refuse_a_finished_out
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    for name in ("split.json", "labels.txt", "duplicates.json", "skipped.json", "data_files.json", ".lock"):
+        (run.root / name).write_text("{}")
+    _refuse_a_finished_out(TrainConfig(out=str(run.root)), run, chief=True, replace=False)  # no refusal
+    run.config_path.write_text("{}")
+    with pytest.raises(SkinscanError, match="already holds a run"):
+        _refuse_a_finished_out(TrainConfig(out=str(run.root)), run, chief=True, replace=False)

@@ -43,7 +43,7 @@ def test_d12_resume_after_a_torn_phase1_checkpoint_trains_phase1_again_and_compl
     data_bytes = ckpt.read_bytes()
     ckpt.write_bytes(data_bytes[: len(data_bytes) // 3])  # what a kill -9 during an in-place write left
     (out / "status.json").write_text('{"state": "incomplete", "phase": "fine_tune"}\n')
-    resumed = cli(["train", "--resume", "--out", out], timeout=scaled_timeout(900))
+    resumed = cli([*args, "--resume"], timeout=scaled_timeout(900))
     assert resumed.exit_code == 0, resumed.output
     assert TRACEBACK not in resumed.output
     assert "phase1_end.weights.h5 cannot be read" in resumed.output
