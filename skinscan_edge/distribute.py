@@ -106,7 +106,10 @@ def _configure_coordination(timeout_s: float) -> None:
     TensorFlow has no public setting for them: MultiWorkerMirroredStrategy configures the service
     itself unless one is configured already, so this makes the same call first, with timeouts.
     """
-    from tensorflow.core.protobuf import coordination_config_pb2
+    try:  # where TensorFlow 2.21's own strategy imports it from (checked); older releases kept it in tsl
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    except ImportError:
+        from tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
     from tensorflow.python.eager import context

@@ -8,6 +8,7 @@ session's trained model.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -364,3 +365,23 @@ def test_a_run_killed_before_config_json_can_be_started_again(tmp_path):
     run.config_path.write_text("{}")
     with pytest.raises(SkinscanError, match="already holds a run"):
         _refuse_a_finished_out(TrainConfig(out=str(run.root)), run, chief=True, replace=False)
+
+
+# --- --worker-timeout reaches TensorFlow's coordination service --------------------------------------
+def test_worker_timeout_sets_the_coordination_heartbeat_and_barriers():
+    """One worker on localhost (the two-worker run is tests/test_reliability.py's): the service
+    TensorFlow starts carries our timeouts, not its 10 s heartbeat."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import skinscan_edge; from skinscan_edge.distribute import make_placement; "
+            "from tensorflow.python.eager import context; make_placement('multi-worker', 1, 7.5); "
+            "c = context.context().coordination_service; "
+            "print(c.heartbeat_timeout_in_ms, c.cluster_register_timeout_in_ms, c.shutdown_barrier_timeout_in_ms)")
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["7500", "7500", "7500"], done.stdout
