@@ -56,8 +56,13 @@ def as_user_error(exc: BaseException) -> SkinscanError | None:
     if isinstance(exc, OSError) and exc.errno is not None:
         name = errno.errorcode.get(exc.errno, "")
         if name in _OS_FIXES:
-            where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
-            return SkinscanError(f"{exc.strerror or name} ({name}) on {where}: {_OS_FIXES[name]}")
+            import re
+
+            said = " ".join(str(exc.strerror or name).split())  # h5py's are several lines long
+            named = re.search(r"filename = '([^']+)'", said)  # h5py names the file only in its text
+            where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f) or (named and named[1]) or "a file"
+            short = said.split(" (", 1)[0][:120]
+            return SkinscanError(f"{short} ({name}) on {where}: {_OS_FIXES[name]}")
     if isinstance(exc, subprocess.TimeoutExpired):
         return SkinscanError(f"`{_command(exc.cmd)}` did not finish within {exc.timeout:.0f} s; "
                              f"check that it is not waiting on a device or the network, then retry")

@@ -269,6 +269,13 @@ def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, repla
             return _train(cfg, run, placement, split, labels, say, state)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
+    except OSError as e:  # a full disk, an I/O error: say how to go on once it is fixed
+        from .errors import as_user_error
+
+        user = as_user_error(e)
+        if user is None or not chief or not run.config_path.exists():
+            raise
+        raise SkinscanError(f"{user}; then continue with `skinscan-edge train --resume --out {run.root}`") from e
 
 
 def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[str], say: Reporter, state: dict) -> dict:
@@ -400,6 +407,9 @@ def _save_weights(model, path: Path, chief: bool) -> None:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as e:
+            e.filename = e.filename or str(path)
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         return
@@ -438,6 +448,9 @@ def _save_model(model, weights: list, run: RunDir):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, run.model_path)
+    except OSError as e:
+        e.filename = e.filename or str(run.model_path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no 87 MB left behind
     return clean

@@ -98,6 +98,12 @@ class Tmpfs:
         subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
 
 
+def _one_error_line(stderr: str) -> bool:
+    """The last line is the error, and nothing after the command's own lines continues it."""
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    return bool(lines) and lines[-1].startswith("error:") and sum(x.startswith("error:") for x in lines) == 1
+
+
 def damaged_json(root: Path) -> list[str]:
     bad = []
     for path in Path(root).rglob("*.json"):
@@ -221,10 +227,12 @@ def sweep(out: Path, points: dict[str, int], seed: int, only: list[str] | None =
                     problems.append(f"exit {got['code']}")
                 if TRACEBACK in got["stderr"]:
                     problems.append("traceback: " + got["stderr"][got["stderr"].index(TRACEBACK):][-800:])
-                elif got["code"] == 2 and len([x for x in got["stderr"].splitlines() if x.startswith("error:")]) != 1:
+                elif got["code"] == 2 and not _one_error_line(got["stderr"]):
                     problems.append(f"not one error line: {got['stderr'][-400:]}")
                 damaged = damaged_json(work / "run") if (work / "run").exists() else []
-                again = run_cli(args(work), disk.path / "tmp")
+                # The re-run a user makes: the same command, or the one the line names (train --resume).
+                told = "--resume" in got["stderr"] and "--resume" not in args(work)
+                again = run_cli(args(work) + (["--resume"] if told else []), disk.path / "tmp")
                 if damaged and TRACEBACK in again["stderr"]:
                     problems.append(f"damaged {damaged}, and the next run did not refuse them in one line")
                 if result_of(name, work / "run", again) != expected:
