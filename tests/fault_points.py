@@ -257,7 +257,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--points", type=int, default=40, help="disk sizes tried per command")
-    ap.add_argument("--train-points", type=int, default=None, help="train's (slowest) points; default --points")
+    ap.add_argument("--train-points", type=int, default=None, help="train's (slow) points; default --points")
+    ap.add_argument("--export-points", type=int, default=None, help="export's (slowest) points; default --points")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FAULT_SEED", "0")))
     ap.add_argument("--only", default="", help="comma-separated commands")
     a = ap.parse_args()
@@ -271,6 +272,7 @@ def main() -> None:
 
     points = {n: a.points for n in ("export", "evaluate", "report", "predict")}
     points["train"] = a.points if a.train_points is None else a.train_points
+    points["export"] = a.points if a.export_points is None else a.export_points
     print(f"fault injection: seed {a.seed} (FAULT_SEED={a.seed} repeats this sample)", file=sys.stderr, flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     report = sweep(a.out, points, a.seed, [x for x in a.only.split(",") if x] or None)

@@ -28,9 +28,12 @@ def test_every_injection_point_exits_cleanly_keeps_run_files_readable_and_reruns
     seed = os.environ.get("FAULT_SEED", "0")
     points = os.environ.get("FAULT_POINTS", "30")
     train_points = os.environ.get("FAULT_TRAIN_POINTS", "8")
-    print(f"fault injection seed {seed}, {points} points per command ({train_points} for train)")
+    export_points = os.environ.get("FAULT_EXPORT_POINTS", "6")
+    print(f"fault injection seed {seed}, {points} points per command ({train_points} for train, "
+          f"{export_points} for export)")
     done = subprocess.run([sys.executable, str(HERE / "fault_points.py"), str(tmp_path), "--points", points,
-                           "--train-points", train_points, "--seed", seed], capture_output=True, text=True)
+                           "--train-points", train_points, "--export-points", export_points, "--seed", seed],
+                          capture_output=True, text=True)
     sys.stderr.write(done.stderr[-5000:])
     assert done.returncode == 0, done.stderr[-5000:]
     report = json.loads((tmp_path / "fault_points.json").read_text())
