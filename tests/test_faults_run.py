@@ -86,7 +86,7 @@ def test_d11_keep_float_with_an_unknown_layer_exits_2_before_any_conversion(run_
 @pytest.mark.parametrize("content", ["{\"train\": {\"img_si", "\xff\xfe"])
 def test_d7_a_damaged_config_json_is_one_line_naming_the_file(run_copy, content):
     run_copy.config_path.write_bytes(content.encode("latin-1"))
-    for command in (["evaluate", run_copy.root], ["predict", run_copy.root, run_copy.root]):
+    for command in (["benchmark", run_copy.root], ["predict", run_copy.root, run_copy.root]):
         line = _one_line_error(cli(command))
         assert "config.json" in line
 
