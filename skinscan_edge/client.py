@@ -2,7 +2,7 @@
 
 MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv, in the
 user's cache folder or ``$SKINSCAN_READER_VENV`` (built on demand by :func:`reader_python`, with a
-progress bar; about 630 MB), through the
+progress bar; about 650 MB), through the
 script ``_mediapipe_reader.py``. MediaPipe gets the ORIGINAL image files of the split and decodes,
 resizes and normalizes them itself, from the model's metadata alone: what an app gets.
 
@@ -34,8 +34,8 @@ CLIENTS = ("mediapipe",)
 CLIENT_ROW = "android-bundle (mediapipe)"
 #: Moves the reader venv (default: the user's cache folder, see :func:`reader_venv`).
 READER_VENV_ENV = "SKINSCAN_READER_VENV"
-#: The reader venv's size on disk, measured (issue 29: 626 MB with mediapipe 0.10.x on Linux x86-64).
-READER_MB = 630
+#: The reader venv's size on disk, measured: 648 MB (mediapipe 1.2.3, Linux x86-64, this repo's tests, 2026-12-04).
+READER_MB = 650
 MEDIAPIPE = f"mediapipe=={MEDIAPIPE_PYTHON}"
 #: The export's default bundle folder (commands/options.py ANDROID_DIR); evaluate reads the bundle there.
 DEFAULT_BUNDLE = "android_assets/bundle"
