@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack lock clean schemas
+.PHONY: install demo test test-notebook-stack test-faults lock clean schemas
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test-notebook-stack:
 # The JSON Schemas of the run files (skinscan_edge/runfiles.py), for users' CI; a test keeps them in step.
 schemas: install
 	$(BIN)/python -c "from skinscan_edge.runfiles import write_schemas; write_schemas('schemas')"
+
+# Fault injection (issue 28, docs/reliability.md): train, export, evaluate, report and predict run
+# out of disk at a seeded sample of points (a tmpfs: needs root, as CI runs). FAULT_POINTS per command.
+test-faults: install
+	SKINSCAN_FAULTS=1 $(BIN)/python -m pytest tests/test_fault_injection.py -q -s
 
 # After a change of dependencies: re-resolve $(LOCK) in a fresh venv (the newest versions the
 # ranges allow), then run `make test` on it before committing the new lock.

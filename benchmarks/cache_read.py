@@ -10,7 +10,11 @@ through ``tf.data`` with a ``tf.numpy_function`` read, as ``data.image_batches``
   disk_fresh       the same reads into a fresh, unaligned array per batch (the reader before);
   mmap_dontneed    a memory map of the file: copy the rows out, then ``MADV_DONTNEED`` their pages
                    (the page cache keeps them, the process' RSS does not);
-  framework_only   no read at all (the same buffer every batch): tf.data and numpy_function alone.
+  framework_only   no read at all (the same buffer every batch): tf.data and numpy_function alone;
+  disk_verified    ``disk`` in a process that has not read the file yet: the check of every row
+                   against its xxh3 digest (``imagecache.verify_cache``, issue 28) is timed with the
+                   epoch. Later epochs of the same process read as ``disk`` (the check is once per
+                   process), so ``verified_ratio_10_epochs`` is the cost over a 10-epoch training.
 
 Each variant runs ``--rounds`` epochs, in turn with the others (load bursts on a shared host hit
 all alike); the JSON holds the median images/s and CPU microseconds per image (all threads).
@@ -83,12 +87,14 @@ def variants(paths, labels, cache) -> dict:
             "disk": image_batches(paths, labels, cache=cache, **kw).prefetch(-1),
             "disk_fresh": _reader_dataset(fresh, labels, len(paths)),
             "mmap_dontneed": _reader_dataset(mapped, labels, len(paths)),
-            "framework_only": _reader_dataset(lambda ix: same[:len(ix)], labels, len(paths))}
+            "framework_only": _reader_dataset(lambda ix: same[:len(ix)], labels, len(paths)),
+            "disk_verified": image_batches(paths, labels, cache=cache, **kw).prefetch(-1)}
 
 
 def main() -> None:
     from skinscan_edge.data import detect_layout
     from skinscan_edge.hostinfo import host_info, host_line
+    from skinscan_edge import imagecache
     from skinscan_edge.imagecache import build_cache
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,10 +116,16 @@ def main() -> None:
         for ds in sets.values():
             _drain(ds)  # the in-memory one decodes here; every one is warm afterwards
         ips: dict = {k: [] for k in sets}
+        verify_s: list = []
         cpu: dict = {k: [] for k in sets}
         for _ in range(a.rounds):
             for name, ds in sets.items():
                 c0, t0 = time.process_time(), time.perf_counter()
+                if name == "disk_verified":
+                    imagecache._VERIFIED.clear()  # as in a new process
+                    v0 = time.perf_counter()
+                    imagecache.verify_cache(cache)
+                    verify_s.append(time.perf_counter() - v0)
                 n = _drain(ds)
                 ips[name].append(n / (time.perf_counter() - t0))
                 cpu[name].append((time.process_time() - c0) / n * 1e6)
@@ -121,6 +133,11 @@ def main() -> None:
         res[f"{name}_ips"] = round(float(np.median(ips[name])))
         res[f"{name}_cpu_us_per_image"] = round(float(np.median(cpu[name])), 1)
     res["disk_vs_memory_ratio"] = round(res["disk_ips"] / res["in_memory_ips"], 3)
+    res["verify_seconds"] = round(float(np.median(verify_s)), 3)
+    res["verify_gb_per_s"] = round(len(paths) * SIZE * SIZE * 3 / 1e9 / res["verify_seconds"], 2)
+    res["verified_ratio_1_epoch"] = round(res["disk_verified_ips"] / res["disk_ips"], 3)
+    epoch_s = len(paths) / res["disk_ips"]
+    res["verified_ratio_10_epochs"] = round(10 * epoch_s / (10 * epoch_s + res["verify_seconds"]), 3)
     res["load_avg_1min_end"] = os.getloadavg()[0]
     a.out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))

@@ -60,34 +60,68 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=job["model"]))
     project = np.load(job["project"]) if job.get("project") else None
-    with vision.ImageClassifier.create_from_options(options) as classifier:
-        n = job.get("outputs", 0)
-        for i, path in enumerate(job["files"]):
-            try:
-                image = mp.Image.create_from_file(path)
+    classifier = vision.ImageClassifier.create_from_options(options)
+    n = job.get("outputs", 0)
+    for i, path in enumerate(job["files"]):
+        converted = None
+        try:
+            image = mp.Image.create_from_file(path)
+            scores = _scores(classifier, image, n)
+        except Exception as e:  # noqa: BLE001  (one file's failure is reported, the rest go on)
+            # After an error MediaPipe's graph stays broken for every later image: start a new one.
+            classifier = _recreate(vision, classifier, options)
+            converted = f"{type(e).__name__}: {e}"[:300]
+            try:  # as the bundle's guide tells apps: 3-channel RGB
+                image = _as_rgb(mp, path)
                 scores = _scores(classifier, image, n)
-            except Exception as e:  # noqa: BLE001  (one file's failure is reported, the rest go on)
-                print(json.dumps({"path": path, "error": f"{type(e).__name__}: {e}"[:300]}), flush=True)
+            except Exception as e2:  # noqa: BLE001
+                classifier = _recreate(vision, classifier, options)
+                print(json.dumps({"path": path, "error": f"{type(e2).__name__}: {e2}"[:300],
+                                  "first_error": converted}), flush=True)
                 continue
-            if job["mode"] == "classify":
-                print(json.dumps({"path": path, "scores": scores}), flush=True)
-                continue
-            size = job["size"]
-            seen = np.asarray(scores, dtype=np.float64).reshape(size, size, 3)
-            rgb = np.ascontiguousarray(image.numpy_view()[..., :3])
-            diffs = {name: float(np.abs(seen - c.astype(np.float64)).mean()) for name, c in _candidates(rgb, size).items()}
-            out = {"path": path, "decoded_shape": list(rgb.shape), "candidates": diffs,
-                   "edge_rows_mean": float(seen[[0, -1]].mean()), "edge_cols_mean": float(seen[:, [0, -1]].mean())}
-            from PIL import Image, ImageOps
+        if job["mode"] == "classify":
+            print(json.dumps({"path": path, "scores": scores,
+                              **({"converted_to_rgb": converted} if converted else {})}), flush=True)
+            continue
+        size = job["size"]
+        seen = np.asarray(scores, dtype=np.float64).reshape(size, size, 3)
+        rgb = np.ascontiguousarray(image.numpy_view()[..., :3])
+        diffs = {name: float(np.abs(seen - c.astype(np.float64)).mean()) for name, c in _candidates(rgb, size).items()}
+        out = {"path": path, "decoded_shape": list(rgb.shape), "candidates": diffs,
+               "edge_rows_mean": float(seen[[0, -1]].mean()), "edge_cols_mean": float(seen[:, [0, -1]].mean())}
+        from PIL import Image, ImageOps
 
-            with Image.open(path) as img:  # the project's decode (imageio.load_rgb: EXIF, then RGB)
-                pil_rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-            out["decoder_mean_abs"] = (float(np.abs(pil_rgb.astype(np.int16) - rgb.astype(np.int16)).mean())
-                                       if pil_rgb.shape == rgb.shape else None)
-            if project is not None:
-                out["project_mean_abs"] = float(np.abs(seen - project[i].astype(np.float64)).mean())
-                out["project_max_abs"] = float(np.abs(seen - project[i].astype(np.float64)).max())
-            print(json.dumps(out), flush=True)
+        with Image.open(path) as img:  # the project's decode (imageio.load_rgb: EXIF, then RGB)
+            pil_rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        out["decoder_mean_abs"] = (float(np.abs(pil_rgb.astype(np.int16) - rgb.astype(np.int16)).mean())
+                                   if pil_rgb.shape == rgb.shape else None)
+        if project is not None:
+            out["project_mean_abs"] = float(np.abs(seen - project[i].astype(np.float64)).mean())
+            out["project_max_abs"] = float(np.abs(seen - project[i].astype(np.float64)).max())
+        print(json.dumps(out), flush=True)
+    _close(classifier)
+
+
+def _as_rgb(mp, path: str):
+    """The file as 3-channel RGB (EXIF orientation applied), as an app's ARGB_8888 Bitmap holds it."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        rgb = np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+
+
+def _close(classifier) -> None:
+    try:
+        classifier.close()
+    except Exception:  # noqa: BLE001  (a graph broken by an error raises on close; it is dropped anyway)
+        pass
+
+
+def _recreate(vision, classifier, options):
+    _close(classifier)
+    return vision.ImageClassifier.create_from_options(options)
 
 
 if __name__ == "__main__":

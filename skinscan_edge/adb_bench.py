@@ -32,6 +32,8 @@ BINARY_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/ten
 #: NNAPI exists from Android 8.1 (API 27).
 NNAPI_MIN_SDK = 27
 ADB_TIMEOUT_S = 900
+#: adb calls that should answer at once (devices, getprop, mkdir, chmod).
+ADB_STEP_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -160,12 +162,27 @@ def _adb(args: list[str], timeout: float = ADB_TIMEOUT_S) -> subprocess.Complete
     return subprocess.run(["adb", *args], capture_output=True, text=True, timeout=timeout)
 
 
+def _adb_step(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """An adb call the benchmark cannot go on without: a hang or a failure is one line carrying
+    adb's own words (issue 28, D4)."""
+    timeout = ADB_STEP_TIMEOUT_S if timeout is None else timeout
+    try:
+        done = _adb(args, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SkinscanError(f"`adb {' '.join(args)}` did not answer within {timeout:.0f} s; unplug and reconnect the "
+                            f"phone, or restart adb (`adb kill-server`), then retry") from None
+    if done.returncode != 0:
+        said = ((done.stderr or "").strip() or (done.stdout or "").strip() or "no output").splitlines()[-1]
+        raise SkinscanError(f"`adb {' '.join(args)}` exited {done.returncode}: {said[-200:]}")
+    return done
+
+
 def pick_device(serial: str) -> str:
     """The serial to use: ``serial`` itself, or with ``auto`` the only attached device."""
     if shutil.which("adb") is None:
         raise SkinscanError("adb not found on PATH; install Android's platform-tools "
                             "(https://developer.android.com/tools/releases/platform-tools) and retry")
-    listed = _adb(["devices"], timeout=60)
+    listed = _adb_step(["devices"])
     devices = {}
     for line in listed.stdout.splitlines()[1:]:
         parts = line.split()
@@ -201,7 +218,11 @@ def _shell(serial: str, command: str, timeout: float = ADB_TIMEOUT_S) -> subproc
 
 
 def _push(serial: str, local: Path, remote: str) -> None:
-    done = _adb(["-s", serial, "push", str(local), remote])
+    try:
+        done = _adb(["-s", serial, "push", str(local), remote])
+    except subprocess.TimeoutExpired:
+        raise SkinscanError(f"adb push {local} did not finish within {ADB_TIMEOUT_S} s; check the USB connection "
+                            f"and retry") from None
     if done.returncode != 0:
         raise SkinscanError(f"adb push {local} failed ({(done.stderr or done.stdout).strip()[-200:]}); "
                             f"check the device's free space in /data/local/tmp")
@@ -219,12 +240,12 @@ def adb_rows(run, entries: list[dict], serial: str, binary: str | Path,
     say = reporter_or_silent(reporter)
     binary = Path(binary)
     serial = preflight(serial, binary)
-    model = _shell(serial, "getprop ro.product.model", timeout=60).stdout.strip() or serial
-    sdk = _shell(serial, "getprop ro.build.version.sdk", timeout=60).stdout.strip()
+    model = _adb_step(["-s", serial, "shell", "getprop ro.product.model"]).stdout.strip() or serial
+    sdk = _adb_step(["-s", serial, "shell", "getprop ro.build.version.sdk"]).stdout.strip()
     device = f"android:{model}"
-    _shell(serial, f"mkdir -p {DEVICE_DIR}", timeout=60)
+    _adb_step(["-s", serial, "shell", f"mkdir -p {DEVICE_DIR}"])
     _push(serial, binary, f"{DEVICE_DIR}/benchmark_model")
-    _shell(serial, f"chmod 755 {DEVICE_DIR}/benchmark_model", timeout=60)
+    _adb_step(["-s", serial, "shell", f"chmod 755 {DEVICE_DIR}/benchmark_model"])
     rows = []
     tflite = [e for e in entries if e.get("format") == "tflite"]
     total, done = len(tflite) * len(ADB_RUNS), 0

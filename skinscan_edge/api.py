@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
+from .errors import user_facing
 from .progress import Reporter
 
 _DEFAULT = object()
@@ -169,6 +170,7 @@ class PipelineResult:
         return self.run / "reports" / "index.html"
 
 
+@user_facing
 def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainResult:
     """Fine-tune InceptionV3 and write the run directory (``skinscan-edge train``)."""
     from .training import train as train_run
@@ -181,6 +183,7 @@ def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainRes
                        duplicates=r.get("duplicates") or "")
 
 
+@user_facing
 def export(run_dir, config: ExportConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExportResult:
     """Export at the configured precisions (``skinscan-edge export``)."""
     from .exporters.run import export_run
@@ -190,6 +193,7 @@ def export(run_dir, config: ExportConfig | None = None, reporter: Reporter | Non
     return ExportResult(run=run.root, manifest=manifest)
 
 
+@user_facing
 def bundle(run_dir, config: BundleConfig | None = None) -> dict:
     """Write the Android bundle from an evaluated export (``skinscan-edge bundle``): by default the
     report's recommendation; a file that failed the gate only with ``allow_failed``. Returns a
@@ -203,6 +207,7 @@ def bundle(run_dir, config: BundleConfig | None = None) -> dict:
     return write_bundle(run, Path(config.out), choice)
 
 
+@user_facing
 def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter | None = _DEFAULT) -> EvaluateResult:
     """Score Keras and every export on the same images and gate them (``skinscan-edge evaluate``)."""
     from .evaluation import evaluate_run
@@ -211,6 +216,7 @@ def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter |
     return EvaluateResult(run=run.root, results=evaluate_run(run, config or EvaluateConfig(), reporter=_reporter(reporter)))
 
 
+@user_facing
 def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExplainResult:
     """Per-layer quantization error of int8 exports (``skinscan-edge explain``)."""
     from .explain import explain_run
@@ -222,6 +228,7 @@ def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | N
     return ExplainResult(run=run.root, results={**results, "models": models} if names else results)
 
 
+@user_facing
 def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter | None = _DEFAULT) -> BenchmarkResult:
     """Latency, throughput, memory and the floor for every model (``skinscan-edge benchmark``)."""
     from .benchmarking import run_benchmark
@@ -231,6 +238,7 @@ def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter
                                                                  reporter=_reporter(reporter)))
 
 
+@user_facing
 def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: int | None = None) -> list[Prediction]:
     """Top-k labels for image files or folders (``skinscan-edge predict``), through any model."""
     from .prediction import predict_images
@@ -243,6 +251,7 @@ def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: 
     return out
 
 
+@user_facing
 def report(run_dir) -> Path:
     """Render ``RUN/reports/index.html`` (``skinscan-edge report``) and return its path."""
     from .reporting import build_report
@@ -250,6 +259,7 @@ def report(run_dir) -> Path:
     return build_report(_open(run_dir))
 
 
+@user_facing
 def pipeline(config, reporter: Reporter | None = _DEFAULT) -> PipelineResult:
     """Train, export, evaluate, benchmark and report, skipping what is done (``skinscan-edge pipeline``).
 

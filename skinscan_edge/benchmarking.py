@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .config import DEVICES, BenchmarkConfig
+from .errors import SkinscanError
 from .formats import quantization
 from .hostinfo import floor_ms, host_info, host_line, measure_floor
 from .progress import Reporter, reporter_or_silent
@@ -118,6 +119,15 @@ def _merge_floor(a: dict, b: dict) -> dict:
 
 
 @holds_run_lock("benchmark")
+def _check_labels(run: RunDir) -> None:
+    labels = run.labels()  # missing, not UTF-8 or malformed: one line
+    trained = run.config().get("labels")
+    if trained is not None and len(trained) != len(labels):  # the model's outputs; renaming a class is fine
+        raise SkinscanError(f"{run.labels_path} lists {len(labels)} classes but the model was trained on "
+                            f"{len(trained)} ({', '.join(map(str, trained[:3]))}, ...), as config.json records; "
+                            f"restore labels.txt from the run's config.json, or train again")
+
+
 def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter | None = None) -> dict:
     """Benchmark the baseline and every export of ``run_dir``; write and return the report JSON.
 
@@ -129,6 +139,7 @@ def run_benchmark(run_dir: str | Path, cfg: BenchmarkConfig, reporter: Reporter 
 
     say = reporter_or_silent(reporter)
     run = RunDir.open(run_dir)
+    _check_labels(run)  # as evaluate and predict do: a run whose labels.txt is gone or changed is refused
     plan = model_entries(run, list(cfg.models) if cfg.models else None)
     if cfg.adb:  # a missing phone or binary fails before the desktop sweep, not after it
         from .adb_bench import preflight

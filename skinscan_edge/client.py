@@ -1,9 +1,10 @@
 """Accuracy through the real client: each TFLite export, with TFLite Model Metadata, in MediaPipe's
 ImageClassifier, as an Android app runs it.
 
-MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv,
-``.venv-reader`` (built on demand by :func:`reader_python`, with a progress bar), through the
-script ``_mediapipe_reader.py``. It reads the model's metadata alone, as an app's MediaPipe does.
+MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv, in the
+user's cache folder or ``$SKINSCAN_READER_VENV`` (built on demand by :func:`reader_python`, with a
+progress bar; about 650 MB), through the script ``_mediapipe_reader.py``. It reads the model's
+metadata alone, as an app's MediaPipe does.
 
 :func:`score_client` returns, per export, MediaPipe's probabilities on the photos prepared as the
 bundle's guide says (row ``<export> (mediapipe)``, gated like any export) and on the original
@@ -11,7 +12,7 @@ files (naive: shown, not gated), the preprocessing gap (the same file in LiteRT 
 Pillow pixels against MediaPipe), and, through an identity "probe" model, which preprocessing
 MediaPipe's input tensor actually matches.
 
->>> # python = reader_python()            # builds .venv-reader once (pip install mediapipe==1.2.3)
+>>> # python = reader_python()            # builds the reader venv once, in the cache folder (pip install mediapipe==1.2.3)
 >>> # scored, tensor = score_client(run, tflite_entries, items, labels)
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,8 +32,10 @@ from .tflite_metadata import MEDIAPIPE_PYTHON
 from .progress import Reporter, reporter_or_silent
 
 CLIENTS = ("mediapipe",)
-#: Where the reader venv lives: $SKINSCAN_READER_VENV, else .venv-reader in the working directory.
+#: Moves the reader venv (default: the user's cache folder, see :func:`reader_venv`).
 READER_VENV_ENV = "SKINSCAN_READER_VENV"
+#: The reader venv's size on disk, measured: 648 MB (mediapipe 1.2.3, Linux x86-64, this repo's tests, 2026-12-04).
+READER_MB = 650
 MEDIAPIPE = f"mediapipe=={MEDIAPIPE_PYTHON}"
 SCRIPT = Path(__file__).with_name("_mediapipe_reader.py")
 #: Files of the split whose MediaPipe input tensor is read back through the probe.
@@ -41,43 +43,82 @@ PROBE_FILES = 12
 
 
 def reader_venv() -> Path:
-    return Path(os.environ.get(READER_VENV_ENV) or ".venv-reader").absolute()
+    """$SKINSCAN_READER_VENV, else ``reader-venv`` in the user's cache folder (platformdirs:
+    ``$XDG_CACHE_HOME/skinscan-edge`` or ``~/.cache/skinscan-edge`` on Linux)."""
+    chosen = os.environ.get(READER_VENV_ENV)
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("skinscan-edge", appauthor=False)) / "reader-venv"
+
+
+def _run(args: list, what: str, venv: Path, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """A step of the build; a failure to start or a hang is one line naming the folder and the fix."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise SkinscanError(f"{what} for the MediaPipe reader venv {venv} did not finish in {timeout:.0f} s; "
+                            f"check the network (or PIP_INDEX_URL) and retry") from None
+    except OSError as e:
+        raise SkinscanError(f"{what} for the MediaPipe reader venv {venv} could not start ({e.strerror}); "
+                            f"set {READER_VENV_ENV} to a writable folder and retry") from None
+
+
+def _build_failed(venv: Path, what: str, done: subprocess.CompletedProcess) -> SkinscanError:
+    last = ((done.stderr or done.stdout or "").strip().splitlines() or ["no output"])[-1]
+    return SkinscanError(f"{what} failed for the MediaPipe reader venv {venv} ({last[-200:]}); "
+                         f"set {READER_VENV_ENV} to a writable folder with {READER_MB} MB free and retry")
 
 
 def reader_python(venv: Path | None = None, reporter: Reporter | None = None) -> Path:
     """The reader venv's python with mediapipe installed; built once (a stamp file marks it done).
 
-    Raises SkinscanError when pip cannot install mediapipe, saying whether the registry answered.
+    The venv folder is the project's own (``owned.make_owned``): a folder that already holds
+    something else is refused, never removed (issue 28, D6). Raises SkinscanError when the venv
+    cannot be made or pip cannot install mediapipe, saying whether the registry answered.
     """
+    from .owned import is_owned, make_owned, remove_owned
+
     say = reporter_or_silent(reporter)
     venv = Path(venv or reader_venv())
     python, stamp = venv / "bin" / "python", venv / f".installed-{MEDIAPIPE}"
     if stamp.exists() and python.exists():
         return python
-    say.message(f"building the MediaPipe reader venv {venv} ({MEDIAPIPE}; once)")
+    say.message(f"building the MediaPipe reader venv in {venv} ({MEDIAPIPE}, about {READER_MB} MB; once; "
+                f"set {READER_VENV_ENV} to put it elsewhere)")
     with say.bars():
         say.advance("reader venv", 0, 3)
-        shutil.rmtree(venv, ignore_errors=True)  # a half-built venv from an interrupted run
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        if is_owned(venv):
+            remove_owned(venv, "the MediaPipe reader venv")  # a half-built venv from an interrupted run
+        try:
+            make_owned(venv, f"the MediaPipe reader venv (${READER_VENV_ENV})")
+        except OSError as e:
+            raise SkinscanError(f"cannot create the MediaPipe reader venv {venv} ({e.strerror}); "
+                                f"set {READER_VENV_ENV} to a writable folder and retry") from None
+        made = _run([sys.executable, "-m", "venv", str(venv)], "python -m venv", venv, 600)
+        if made.returncode != 0:
+            raise _build_failed(venv, "python -m venv", made)
         say.advance("reader venv", 1, 3)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
-        done = subprocess.run([*pip, "install", "--quiet", MEDIAPIPE], capture_output=True, text=True)
+        done = _run([*pip, "install", "--quiet", MEDIAPIPE], f"pip install {MEDIAPIPE}", venv, 3600)
         if done.returncode != 0:
-            probe = subprocess.run([*pip, "index", "versions", "mediapipe"], capture_output=True, text=True)
-            shutil.rmtree(venv, ignore_errors=True)
+            probe = _run([*pip, "index", "versions", "mediapipe"], "pip index", venv, 120)
+            remove_owned(venv, "the MediaPipe reader venv")
             if probe.returncode != 0:
                 last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
                 raise SkinscanError(f"pip cannot reach the package registry to install {MEDIAPIPE} into {venv} "
                                     f"({last}); connect to PyPI (or set PIP_INDEX_URL) and retry")
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SkinscanError(f"pip install {MEDIAPIPE} into {venv} failed ({last}); see pip's log, then retry")
+            raise _build_failed(venv, f"pip install {MEDIAPIPE}", done)
         say.advance("reader venv", 2, 3)
-        check = subprocess.run([str(python), "-c", "import mediapipe"], capture_output=True, text=True)
+        check = _run([str(python), "-c", "import mediapipe"], "import mediapipe", venv, 300)
         if check.returncode != 0:
             raise SkinscanError(f"{MEDIAPIPE} installed into {venv} but does not import "
                                 f"({(check.stderr.strip().splitlines() or ['?'])[-1]}); remove {venv} and retry")
         stamp.touch()
         say.advance("reader venv", 3, 3)
+    size = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+    say.message(f"MediaPipe reader venv ready: {venv}, {size / 1e6:.0f} MB")
     return python
 
 
@@ -90,13 +131,18 @@ def _reader(python: Path, job: dict, timeout: float = 3600) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
-def classify_files(python: Path, model: Path, files: list[str], n_outputs: int) -> np.ndarray:
-    """MediaPipe's scores for each file, (N, n_outputs); a file MediaPipe cannot read is an error."""
+def classify_files(python: Path, model: Path, files: list[str], n_outputs: int,
+                   converted: list | None = None) -> np.ndarray:
+    """MediaPipe's scores for each file, (N, n_outputs). A file MediaPipe cannot classify as it is
+    (a single-channel JPEG) is classified converted to RGB, as the bundle's guide tells apps to
+    prepare it, and its path is appended to ``converted``; one that fails even so is an error."""
     out = _reader(python, {"mode": "classify", "model": str(model), "files": files, "outputs": n_outputs})
     bad = [r for r in out if "error" in r]
     if bad:
-        raise SkinscanError(f"MediaPipe cannot read {bad[0]['path']} ({bad[0]['error']}); the project's decoder can. "
-                            f"Remove or re-save the file")
+        raise SkinscanError(f"MediaPipe cannot read {bad[0]['path']} ({bad[0]['error']}), even converted to RGB; "
+                            f"the project's decoder can. Remove or re-save the file")
+    if converted is not None:
+        converted += [r["path"] for r in out if "converted_to_rgb" in r]
     return np.array([r["scores"] for r in out], dtype=np.float32)
 
 
@@ -193,7 +239,12 @@ def score_client(run, exports: list[dict], items: list, labels: list[str],
             say.advance(row, 0, 2 * len(files))
             guided = classify_files(python, model, guided_files, len(labels))
             say.advance(row, len(files), 2 * len(files))
-            naive = classify_files(python, model, files, len(labels))
+            converted: list[str] = []  # files MediaPipe rejects as they are (single-channel): scored as RGB
+            naive = classify_files(python, model, files, len(labels), converted)
+            if converted:
+                say.message(f"MediaPipe rejected {len(converted)} of {len(files)} files as they are (single-channel, "
+                            f"e.g. {Path(converted[0]).name}); the naive row scored them converted to RGB, as the "
+                            "bundle's guide tells apps (listed in evaluate.json)", "warn")
             say.advance(row, 2 * len(files), 2 * len(files))
             rt = TFLiteRuntime(model)
             litert = np.concatenate([rt.predict(pixels[i:i + 1]) for i in range(len(pixels))])
@@ -208,6 +259,7 @@ def score_client(run, exports: list[dict], items: list, labels: list[str],
             info = {"name": row, "format": "tflite", "precision": entry["precision"], "file": f"exports/{entry['file']}",
                     "size_mb": model.stat().st_size / 1e6, "client": f"MediaPipe {MEDIAPIPE_PYTHON} ImageClassifier",
                     "source_export": entry["name"], "preprocessing": "the guide's toInputSize, then MediaPipe",
+                    "naive_converted_to_rgb": {"count": len(converted), "files": converted},
                     "eval_seconds": time.perf_counter() - start}
             out[entry["name"]] = {"guided": guided, "naive": naive, "info": info, "gap": gap}
         tensor = measure_preprocessing(python, files[:PROBE_FILES], size) if exports else {"files": 0}

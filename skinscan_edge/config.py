@@ -10,6 +10,10 @@ once and the CLI, the API and the saved config read it from one place.
 
 from __future__ import annotations
 
+import numbers
+import os
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +23,60 @@ MIN_IMG_SIZE = 75  # InceptionV3's minimum input size
 #: Benchmark devices: ``auto`` adds the GPU rows where an NVIDIA driver is present.
 DEVICES = ("auto", "cpu", "gpu", "all")
 ECE_BINS = 15
+
+
+def _type_error(cls, name: str, value, want: str) -> SkinscanError:
+    return SkinscanError(f"{cls.__name__}.{name} must be {want}, got {value!r} ({type(value).__name__})")
+
+
+def _coerce(cls, name: str, value, hint):
+    """``value`` checked against the field's annotation; returns it (a path as str, a list as the
+    container the field holds). Hand-written: the dataclass annotations are the one declaration,
+    and a validation library would mean a second one (or pydantic models for every config)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        return _coerce(cls, name, value, rest[0]) if len(rest) == 1 else value
+    if hint is bool:
+        if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy's, not imported here
+            raise _type_error(cls, name, value, "True or False")
+        return bool(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _type_error(cls, name, value, "a whole number")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _type_error(cls, name, value, "a number")
+        return float(value)
+    if hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, str):
+            raise _type_error(cls, name, value, "a string")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _type_error(cls, name, value, f"a {origin.__name__} (e.g. {origin.__name__}(...) of values)")
+        inner = args[0] if args else None
+        items = [_coerce(cls, f"{name}[{i}]", v, inner) for i, v in enumerate(value)] if inner else list(value)
+        return origin(items)
+    return value
+
+
+def _check_fields(obj) -> None:
+    """Type-check every field of a config dataclass where it is built (issue 28, D10), then the
+    ranges of ``RANGES``: a wrong value names its field, before anything runs."""
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        setattr(obj, f.name, _coerce(cls, f.name, getattr(obj, f.name), hints[f.name]))
+    for name, (lo, hi, text) in getattr(cls, "RANGES", {}).items():
+        value = getattr(obj, name)
+        if value is not None and not (lo <= value <= hi):  # the CLI flag and the field: either may be the way in
+            raise SkinscanError(f"--{name.replace('_', '-')} must be {text}, got {value!r} ({cls.__name__}.{name})")
 
 
 @dataclass
@@ -56,6 +114,9 @@ class TrainConfig:
       resume: continue an interrupted run from its last completed epoch.
       strategy: ``default``, ``mirrored`` or ``multi-worker`` (see skinscan_edge.distribute).
       cpu_replicas: with ``mirrored`` and no GPU, the number of logical CPU devices.
+      worker_timeout_s: with ``multi-worker``, how long a worker may go without a heartbeat (and
+        how long workers wait for each other to join and to finish) before TensorFlow's coordination
+        service declares it dead. TensorFlow's 10 s heartbeat failed a two-worker run on a busy host.
       group_by: ``FILE.csv:column`` of known groups (e.g. HAM10000's ``lesion_id``), kept whole
         in one split like near-duplicates (skinscan_edge.grouping).
       on_conflict: a group whose images carry different labels: ``train-only``, ``drop`` or ``keep``.
@@ -91,9 +152,25 @@ class TrainConfig:
     resume: bool = False
     strategy: str = "default"
     cpu_replicas: int = 1
+    worker_timeout_s: float = 300.0
     group_by: str | None = None
     on_conflict: str = "train-only"
     mixed_precision: bool | None = None
+
+    #: field: (lowest, highest, in words); checked when the object is built.
+    RANGES: typing.ClassVar[dict] = {
+        "img_size": (MIN_IMG_SIZE, 4096, f"at least {MIN_IMG_SIZE} (InceptionV3's minimum)"),
+        "epochs": (0, 10**6, ">= 0"), "fine_tune_epochs": (0, 10**6, ">= 0"), "batch_size": (1, 10**6, "at least 1"),
+        "val_fraction": (1e-9, 0.5 - 1e-9, "between 0 and 0.5"), "test_fraction": (1e-9, 0.5 - 1e-9, "between 0 and 0.5"),
+        "learning_rate": (1e-12, 10.0, "> 0"), "fine_tune_lr": (1e-12, 10.0, "> 0"),
+        "dropout": (0.0, 0.999999, "in [0, 1)"), "dense_units": (1, 1 << 20, ">= 1"),
+        "feature_views": (1, 1000, ">= 1"), "early_stopping_patience": (0, 10**6, ">= 0"),
+        "reduce_lr_patience": (0, 10**6, ">= 0"), "cpu_replicas": (1, 4096, ">= 1"),
+        "worker_timeout_s": (1.0, 86400.0, "between 1 and 86400 seconds"),
+    }
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,6 +281,9 @@ class ExportConfig:
     def __post_init__(self):
         if isinstance(self.gate, dict):  # from a saved config (manifest, QAT worker)
             self.gate = GateConfig(**self.gate)
+        if not isinstance(self.gate, GateConfig):
+            raise _type_error(type(self), "gate", self.gate, "a GateConfig")
+        _check_fields(self)
 
     def validate(self) -> "ExportConfig":
         from .formats import specs_for
@@ -264,6 +344,9 @@ class GateConfig:
     critical_classes: list[str] = field(default_factory=list)
     min_agreement: float | None = None
 
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
     def validate_gate(self) -> None:
         if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
             raise SkinscanError(f"--min-agreement is a share between 0 and 1, got {self.min_agreement}")
@@ -300,6 +383,9 @@ class EvaluateConfig(GateConfig):
     seed: int = 0
     ece_bins: int = ECE_BINS
     client: str | None = None
+
+    RANGES: typing.ClassVar[dict] = {"batch_size": (1, 10**6, "at least 1"), "n_bootstrap": (1, 10**7, "at least 1"),
+                                     "ece_bins": (1, 10**4, "at least 1"), "num_threads": (1, 4096, "at least 1")}
 
     def validate(self) -> "EvaluateConfig":
         from .client import CLIENTS  # no heavy import
@@ -353,6 +439,7 @@ class BenchmarkConfig:
     benchmark_model: str | None = None
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if bool(self.adb) != bool(self.benchmark_model):
             raise SkinscanError("--adb SERIAL and --benchmark-model PATH go together: the phone runs LiteRT's "
                                 "benchmark_model binary (see README, Phone latency over adb)")
@@ -417,6 +504,9 @@ class ExplainConfig:
     models: list[str] | None = None
     worst: int = 10
     max_flipped: int = 64
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
 
     def validate(self) -> "ExplainConfig":
         if self.worst < 1 or self.max_flipped < 1:

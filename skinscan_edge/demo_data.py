@@ -434,6 +434,14 @@ def _check_args(out: Path, per_class: int, size: int, seed: int, overwrite: bool
                             f"to replace the {len(CLASS_NAMES)} demo class folders in it")
 
 
+def _is_demo_folder(out: Path) -> bool:
+    readme = out / "README.txt"
+    try:
+        return readme.read_text(encoding="utf-8").startswith(README_TEXT.splitlines()[0])
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int = DEFAULT_SIZE,
                        seed: int = 0, reporter=None, *, overwrite: bool = False) -> dict:
     """Write the SYNTHETIC demo dataset to `out` in ImageFolder layout; return a summary.
@@ -456,7 +464,11 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".demo-data-staging-{seed}"
-    shutil.rmtree(staging, ignore_errors=True)
+    from .owned import is_owned, make_owned, remove_owned
+
+    if is_owned(staging):
+        remove_owned(staging, "demo data")  # left by an interrupted run
+    make_owned(staging, "demo data (staging)")
     from .progress import reporter_or_silent
 
     say = reporter_or_silent(reporter)
@@ -477,12 +489,15 @@ def write_demo_dataset(out: Path, per_class: int = DEFAULT_PER_CLASS, size: int 
         for name in (*CLASS_NAMES, "README.txt"):
             target = out / name
             if target.is_dir():
+                if not _is_demo_folder(out):  # --overwrite replaces demo data, never a user's own folders
+                    raise SkinscanError(f"{out} holds a folder {name}/ but no demo README.txt; it is not demo data, "
+                                        f"so nothing was replaced. Choose another folder")
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
             (staging / name).rename(target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_owned(staging, "demo data")
     planted = [{"file": f"{folder}/{planted_name(source, index, edit)}",
                 "of": f"{source}/{slugify(source)}_{index:04d}.jpg", "edit": edit}
                for source, index, folder, edit in PLANTED]

@@ -60,7 +60,7 @@ def parse_tf_config(text: str | None) -> dict:
     return {"workers": workers, "task": f"{kind}:{index}", "is_chief": is_chief}
 
 
-def make_placement(name: str, cpu_replicas: int = 1) -> Placement:
+def make_placement(name: str, cpu_replicas: int = 1, worker_timeout_s: float = 300.0) -> Placement:
     """Create the strategy. Call it before TensorFlow runs any operation (it configures devices)."""
     from ._tf import tf
 
@@ -93,9 +93,37 @@ def make_placement(name: str, cpu_replicas: int = 1) -> Placement:
             strategy = t.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
         return Placement(strategy, name, strategy.num_replicas_in_sync, 1, "local", True)
     role = parse_tf_config(os.environ.get("TF_CONFIG"))
+    _configure_coordination(worker_timeout_s)
     strategy = t.distribute.MultiWorkerMirroredStrategy()
     return Placement(strategy, name, strategy.num_replicas_in_sync, role["workers"], role["task"],
                      role["is_chief"])
+
+
+def _configure_coordination(timeout_s: float) -> None:
+    """TensorFlow's coordination service with our timeouts instead of its defaults (a 10 s
+    heartbeat, which a busy host missed: "tasks are unhealthy (stopped sending heartbeats)").
+
+    TensorFlow has no public setting for them: MultiWorkerMirroredStrategy configures the service
+    itself unless one is configured already, so this makes the same call first, with timeouts.
+    """
+    try:  # where TensorFlow 2.21's own strategy imports it from (checked); older releases kept it in tsl
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    except ImportError:
+        from tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return
+    spec = TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    ms = int(timeout_s * 1000)
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, heartbeat_timeout_in_ms=ms, cluster_register_timeout_in_ms=ms,
+        shutdown_barrier_timeout_in_ms=ms)
 
 
 def shard_by_data(dataset):

@@ -120,10 +120,12 @@ def clear_training_state(run: RunDir) -> None:
     detected, and redone, by the next ``pipeline``."""
     import shutil
 
+    if not run.config_path.is_file():  # the run's ownership marker: these folders are ours only in a run we wrote
+        raise SkinscanError(f"{run.root} has no config.json, so it is not a skinscan-edge run; nothing was removed")
     run.set_status("incomplete", phase="retrain")
     for name in TRAINING_STATE:
         path = run.root / name
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ and :func:`leaked_images` counts the images of one split that share a group with
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,16 @@ ON_CONFLICT = ("train-only", "drop", "keep")
 _KEY_HINT = "a column of file names (e.g. image_id = ISIC_0025554 for ISIC_0025554.jpg)"
 
 
+def _read_csv_text(path: Path) -> str:
+    """The CSV's text: UTF-8, with or without a byte-order mark (Excel writes one), or one line
+    saying which encoding to save it in (no guessing: a wrong guess would mismatch file names)."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SkinscanError(f"--group-by {path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                            f"save it as UTF-8 (Excel: CSV UTF-8) and retry") from None
+
+
 def parse_group_by(spec: str) -> tuple[Path, str]:
     """'meta.csv:lesion_id' -> (path, column); fails with the fix when either is wrong."""
     path, sep, column = spec.rpartition(":")
@@ -36,8 +47,7 @@ def parse_group_by(spec: str) -> tuple[Path, str]:
     path = Path(path)
     if not path.is_file():
         raise SkinscanError(f"--group-by file not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+    header = next(csv.reader(io.StringIO(_read_csv_text(path), newline="")), [])
     if column not in header:
         raise SkinscanError(f"--group-by: {path} has no column '{column}'; its columns: {', '.join(header)}")
     return path, column
@@ -50,8 +60,7 @@ def read_group_by(spec: str, rels: list[str]) -> tuple[dict[str, str], str]:
     file names or file names without extension.
     """
     path, column = parse_group_by(spec)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(_read_csv_text(path), newline="")))
     names: dict[str, list[str]] = {}
     for rel in rels:
         p = Path(rel)

@@ -7,7 +7,12 @@ JPEGs again. The file name carries the key (the split's SHA-256 and the image si
 split or size never reads an old file: the new one is built and the stale one removed.
 
 The build writes to a hidden temporary name and renames it when complete (fsynced), so a killed
-build leaves nothing that is later trusted. Rows are read with ``os.preadv`` (a copy out of the
+build leaves nothing that is later trusted. Beside each file, ``<name>.xxh3`` holds one xxh3-64
+digest per row (written first, also atomically); the first time a process opens a cache file, every
+row is checked against it (:func:`open_verified`, in threads: xxhash releases the GIL). A file that
+does not match (a flipped bit, a file overwritten in place) is removed and rebuilt, with one
+warning line, and never used; reads after that check cost nothing extra (benchmarks/cache_read.py,
+``disk_verified``). Rows are read with ``os.preadv`` (a copy out of the
 page cache) into aligned buffers that are reused once nothing refers to them (``_Buffers``), not
 through a memory map, so reading the whole cache does not grow the process' resident set. The
 copy costs CPU: on the 2-core dev host, 35-43 CPU us per 299 px image through tf.data against
@@ -29,9 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from .errors import BadImage, SkinscanError
 from .imageio import load_batch, load_rgb
+from .progress import Reporter
+from .rundir import split_pairs
 
 #: Splits whose decoded pixels fit this budget are cached in memory (tf.data ``cache()``) instead.
 RAM_BUDGET_BYTES = 1.5e9
@@ -54,6 +62,24 @@ def human_bytes(n: float) -> str:
 
 def cache_path(cache_dir: Path, name: str, split_sha256: str, img_size: int) -> Path:
     return Path(cache_dir) / f"{name}-{split_sha256[:16]}-{img_size}px.npy"
+
+
+def digest_path(path: Path) -> Path:
+    """The per-row digests of cache file ``path`` (little-endian uint64 xxh3-64, one per row)."""
+    return Path(path).with_suffix(".xxh3")
+
+
+def _row_digest(row) -> int:
+    return xxhash.xxh3_64_intdigest(row)
+
+
+class CacheCorrupt(SkinscanError):
+    """A cache file whose rows do not match their digests."""
+
+
+#: Cache files this process has checked against their digests: (path, inode, size, mtime_ns).
+_VERIFIED: set[tuple] = set()
+_VERIFIED_LOCK = threading.Lock()
 
 
 @dataclass
@@ -140,7 +166,72 @@ def open_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, cou
     if (shape != (count, img_size, img_size, 3) or fortran or dtype != np.uint8
             or size != offset + decoded_bytes(count, img_size)):
         return None
+    digests = digest_path(path)
+    try:
+        if digests.stat().st_size != 8 * count:
+            return None
+    except OSError:  # written by a version without digests, or a build killed between the two renames
+        return None
     return ImageCache(path, count, img_size, offset)
+
+
+def verify_cache(cache: ImageCache, workers: int = 4) -> None:
+    """Check every row against its digest, once per process and file; raise CacheCorrupt if any differs."""
+    st = os.stat(cache.path)
+    key = (str(cache.path), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            return
+    import mmap
+
+    want = np.fromfile(digest_path(cache.path), dtype="<u8")
+    row = cache.img_size ** 2 * 3
+    step = max(1, (8 << 20) // row)  # rows per task: about 8 MB
+    # Hashed straight from a read-only map (no copy: 1.6x the rate of reading rows out first);
+    # each task drops its pages from this process once hashed, so the check does not grow the RSS.
+    with open(cache.path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+        view = memoryview(mm)
+
+        def bad_rows(start: int) -> list[int]:
+            stop = min(start + step, cache.count)
+            bad = [i for i in range(start, stop)
+                   if _row_digest(view[cache.offset + i * row:cache.offset + (i + 1) * row]) != want[i]]
+            lo = (cache.offset + start * row) // mmap.PAGESIZE * mmap.PAGESIZE
+            mm.madvise(mmap.MADV_DONTNEED, lo, min(len(mm), cache.offset + stop * row) - lo)
+            return bad
+
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                bad = [i for part in pool.map(bad_rows, range(0, cache.count, step)) for i in part]
+        finally:
+            view.release()
+    if bad:
+        raise CacheCorrupt(f"{cache.path}: {len(bad)} of {cache.count} rows do not match their digests "
+                           f"(first: row {bad[0]})")
+    with _VERIFIED_LOCK:
+        _VERIFIED.add(key)
+
+
+def open_verified(cache_dir: Path, name: str, split_sha256: str, img_size: int, paths: list, *,
+                  reporter=None, build: bool = True) -> ImageCache | None:
+    """The cache for this key, checked against its digests (once per process); a damaged one is
+    removed with one warning line and rebuilt (``build``; else None: the caller decodes)."""
+    from .progress import reporter_or_silent
+
+    cache = open_cache(cache_dir, name, split_sha256, img_size, len(paths))
+    if cache is not None:
+        try:
+            verify_cache(cache)
+            return cache
+        except CacheCorrupt as e:
+            reporter_or_silent(reporter).message(f"{e}; the damaged cache is removed and rebuilt", "warn")
+            _remove(cache.path)
+    return build_cache(cache_dir, name, split_sha256, img_size, paths, reporter=reporter) if build else None
+
+
+def _remove(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)
 
 
 def check_disk(cache_dir: Path, need: int, what: str) -> None:
@@ -169,10 +260,11 @@ def build_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, pa
     say.message(f"decoded-image cache: {name} split, {len(paths)} images at {img_size} px, "
                 f"{human_bytes(need)} in {final} (built once; `rm -r {cache_dir}` removes it)")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*cache_dir.glob(f"{name}-*.npy"), *cache_dir.glob(f".{name}-*.tmp")]:
+    for stale in [*cache_dir.glob(f"{name}-*.npy"), *cache_dir.glob(f"{name}-*.xxh3"), *cache_dir.glob(f".{name}-*.tmp")]:
         stale.unlink(missing_ok=True)  # another key of this split, or a build that was killed
     tmp = cache_dir / f".{final.stem}.{os.getpid()}.tmp"
     header = {"descr": "|u1", "fortran_order": False, "shape": (len(paths), img_size, img_size, 3)}
+    digests = np.zeros(len(paths), dtype="<u8")
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool, say.bars():
             np.lib.format.write_array_header_1_0(f, header)
@@ -180,16 +272,24 @@ def build_cache(cache_dir: Path, name: str, split_sha256: str, img_size: int, pa
             for start in range(0, len(paths), _CHUNK):
                 for arr in pool.map(lambda p: _decode(p, img_size), paths[start:start + _CHUNK]):
                     f.write(arr.tobytes())
+                    digests[done] = _row_digest(arr)
                     done += 1
                     say.advance(f"caching {name} images", done, len(paths))
             f.flush()
             os.fsync(f.fileno())
+        from .rundir import atomic_write_bytes
+
+        atomic_write_bytes(digest_path(final), digests.tobytes())  # first: a cache file never lacks its digests
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a write's error names no file; the user needs it
+            e.filename = str(final)
         raise
     cache = open_cache(cache_dir, name, split_sha256, img_size, len(paths))
-    assert cache is not None, f"{final} was written but does not read back"
+    if cache is None:
+        raise SkinscanError(f"{final} was written but does not read back; check the disk, remove {cache_dir} and retry")
+    verify_cache(cache)  # reads back what the disk now holds
     return cache
 
 
@@ -206,12 +306,29 @@ def wants_disk_cache(mode: str, count: int, img_size: int) -> bool:
 
 
 # --- the one loader that export calibration, evaluate and benchmark use ----------------------
-def run_cache(run, name: str) -> ImageCache | None:
-    """The run's complete cache of split ``name`` at its image size, or None."""
+def run_cache(run, name: str, reporter=None) -> ImageCache | None:
+    """The run's complete cache of split ``name`` at its image size (checked against its digests
+    once per process; a damaged one is rebuilt with one warning line), or None."""
     split = run.split()
     if "sha256" not in split or not (run.root / CACHE_DIR).is_dir():  # a split made by hand has no key
         return None
-    return open_cache(run.root / CACHE_DIR, name, split["sha256"], run.img_size(), len(split["splits"][name]))
+    paths = [str(p) for p, _ in split_pairs(split, name)]
+    if open_cache(run.root / CACHE_DIR, name, split["sha256"], run.img_size(), len(paths)) is None:
+        return None  # never built for this split (train decided it fits in memory)
+    return open_verified(run.root / CACHE_DIR, name, split["sha256"], run.img_size(), paths,
+                         reporter=reporter or _STDERR)
+
+
+class _StderrWarnings(Reporter):
+    """Where a library function with no reporter of its own says that a cache was damaged (and
+    nothing else: the rebuild's own progress stays quiet)."""
+
+    def message(self, text: str, level: str = "info") -> None:
+        if level in ("warn", "error"):
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+_STDERR = _StderrWarnings()
 
 
 def load_split_images(run, name: str, indices) -> np.ndarray:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfiles
-from .errors import SkinscanError
+from .errors import RunFileError, SkinscanError
 
 
 _UMASK = os.umask(0o022)
@@ -50,8 +50,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not e.filename:  # a write's error names no file; the user needs it
+            e.filename = str(path)
         raise
 
 
@@ -64,7 +66,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # RunFileError is a ValueError: read_json_or_none still copes
+        raise RunFileError(f"{path} is damaged ({e}); re-run the command that wrote it, or restore the file") from None
 
 
 def read_json_or_none(path: Path) -> Any:

@@ -322,5 +322,17 @@ def read_metadata(model: bytes | str | Path) -> dict:
     }
 
 
+def _move_in(staging: Path, final_dir: Path, names: list[str], stale: list[str], zip_name: str) -> None:
+    """Renames only (no space needed): the old sidecar and zip go first and come back last, so a
+    crash half-way leaves a folder that reads as no bundle (no metadata.json), never as a whole one."""
+    import os
+
+    final_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("metadata.json", zip_name, *stale):
+        (final_dir / name).unlink(missing_ok=True)
+    for name in [n for n in names if n != "metadata.json"] + ["metadata.json", zip_name]:
+        os.replace(staging / name, final_dir / name)
+
+
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)

@@ -83,7 +83,7 @@ def _check_cache_space(split: dict, cfg: TrainConfig, run: RunDir, placement) ->
 def _disk_caches(split: dict, cfg: TrainConfig, run: RunDir, placement, say: Reporter) -> dict:
     """The decoded-image caches on disk (see skinscan_edge.imagecache), built when the data set
     does not fit the in-memory budget; one process only (multi-worker decodes as before)."""
-    from .imagecache import CACHE_DIR, build_cache, open_cache, wants_disk_cache
+    from .imagecache import CACHE_DIR, open_verified, wants_disk_cache
 
     total = sum(len(v) for v in split["splits"].values())
     if placement.workers > 1 or not wants_disk_cache(cfg.image_cache, total, cfg.img_size):
@@ -91,8 +91,8 @@ def _disk_caches(split: dict, cfg: TrainConfig, run: RunDir, placement, say: Rep
     caches = {}
     for name in ("train", "val", "test"):
         paths = [str(p) for p, _ in split_pairs(split, name)]
-        args = (run.root / CACHE_DIR, name, split["sha256"], cfg.img_size)
-        caches[name] = open_cache(*args, len(paths)) or build_cache(*args, paths, reporter=say)
+        # Checked against its digests before the first epoch: a damaged file is rebuilt, never trained on.
+        caches[name] = open_verified(run.root / CACHE_DIR, name, split["sha256"], cfg.img_size, paths, reporter=say)
     return caches
 
 
@@ -210,15 +210,17 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
     run = RunDir(Path(cfg.out))
     if cfg.resume:
         if not run.config_path.exists():
-            raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing)")
+            raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing: it was stopped "
+                                f"before training began); run the same command without --resume")
         saved = TrainConfig.from_dict(run.config()["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
+        saved.worker_timeout_s = cfg.worker_timeout_s
         saved.mixed_precision = cfg.mixed_precision
         cfg = saved
         if run.status().get("state") == "complete":
             raise SkinscanError(f"run {run.root} is already complete; nothing to resume")
-    placement = make_placement(cfg.strategy, cfg.cpu_replicas)  # before TensorFlow runs any op
+    placement = make_placement(cfg.strategy, cfg.cpu_replicas, cfg.worker_timeout_s)  # before TensorFlow runs any op
     gpus = visible_gpus()
     precision = decide(cfg.mixed_precision, gpus, () if gpus else cpu_bf16_flags())  # before anything is written
     _refuse_a_finished_out(cfg, run, placement.is_chief, replace)
@@ -228,9 +230,14 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
         return _train_locked(cfg, run, placement, say, replace, precision)
 
 
+#: What train writes before config.json: a folder holding only these was never trained (a kill
+#: during the scan or split), so a new train may start over in it.
+_BEFORE_CONFIG = {LOCK_NAME, "duplicates.json", "skipped.json", "split.json", "labels.txt", "data_files.json", "status.json"}
+
+
 def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
     if chief and not cfg.resume and not replace and run.root.is_dir() \
-            and any(p.name != LOCK_NAME for p in run.root.iterdir()):
+            and any(p.name not in _BEFORE_CONFIG for p in run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
 
 
@@ -264,6 +271,13 @@ def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, repla
             return _train(cfg, run, placement, split, labels, say, state)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_message(run, state["phase"], chief)) from None
+    except OSError as e:  # a full disk, an I/O error: say how to go on once it is fixed
+        from .errors import as_user_error
+
+        user = as_user_error(e)
+        if user is None or not chief or not run.config_path.exists():
+            raise
+        raise SkinscanError(f"{user}; then continue with `skinscan-edge train --resume --out {run.root}`") from e
 
 
 def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[str], say: Reporter, state: dict) -> dict:
@@ -300,6 +314,8 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
     t0 = time.time()
 
     phase1_done = run.root / "checkpoints" / "phase1_end.weights.h5"
+    if phase1_done.exists():
+        _load_phase1(model, phase1_done, say)  # an unreadable file is removed: phase 1 runs again
     if cfg.epochs > 0 and not phase1_done.exists():
         state["phase"] = "head"
         if chief:
@@ -323,8 +339,6 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
             trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, class_weight=class_weight,
                         callbacks=_callbacks(run, cfg, "head", chief), verbose=2)
         _save_weights(model, phase1_done, chief)
-    elif phase1_done.exists():
-        model.load_weights(str(phase1_done))
 
     if cfg.fine_tune_epochs > 0:
         state["phase"] = "fine_tune"
@@ -412,14 +426,41 @@ def build_model_for(cfg: TrainConfig, num_classes: int):
 
 
 def _save_weights(model, path: Path, chief: bool) -> None:
-    """Every worker saves (a collective read); the non-chief ones into a temporary folder."""
+    """Every worker saves (a collective read); the non-chief ones into a temporary folder.
+
+    The chief writes a temporary name (ending in .weights.h5, which selects Keras' format),
+    fsyncs and renames it: a kill during the write leaves no file that resume would trust."""
+    import os
     import tempfile
 
     if chief:
-        model.save_weights(str(path))
+        tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.{os.getpid()}.tmp.weights.h5")
+        try:
+            model.save_weights(str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            e.filename = e.filename or str(path)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         model.save_weights(str(Path(tmp) / path.name))
+
+
+def _load_phase1(model, path: Path, say: Reporter) -> bool:
+    """Load phase 1's final weights; False (after one warning line, the file removed) when the
+    file is missing or cannot be read back, e.g. torn by a kill in a version that wrote it in place."""
+    try:
+        model.load_weights(str(path))
+        return True
+    except (OSError, ValueError) as e:  # h5py: "Unable to synchronously open file (bad object header ...)"
+        say.message(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is removed and phase 1 "
+                    f"is trained again", "warn")
+        path.unlink(missing_ok=True)
+        return False
 
 
 def _save_model(model, weights: list, run: RunDir):
@@ -435,8 +476,14 @@ def _save_model(model, weights: list, run: RunDir):
 
     clean = float32_clone(model, weights)  # outside any strategy scope: plain float32 layers
     tmp = run.root / ".model.tmp.keras"
-    clean.save(str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, run.model_path)
+    try:
+        clean.save(str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, run.model_path)
+    except OSError as e:
+        e.filename = e.filename or str(run.model_path)
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk): no 87 MB left behind
     return clean

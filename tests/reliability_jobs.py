@@ -114,9 +114,52 @@ def interrupt_kill_resume(data: Path, run: Path, weights: Path) -> dict:
         except ValueError as e:
             steps["jsons_after_kill"][str(path)] = f"torn: {e}"
     final = subprocess.run(train_args(data, run, weights, *mirrored, "--resume"), capture_output=True, text=True,
-                           timeout=900, env=ENV)
+                           timeout=scaled_timeout(900), env=ENV)
     steps["final"] = {"rc": final.returncode, "stdout": final.stdout, "stderr": final.stderr}
     return steps
+
+
+def scaled_timeout(base_s: float) -> float:
+    """A wall-clock limit that grows with the host's load: ``base_s`` on an idle machine, k times
+    it when the 1-minute load average is k times the CPU count (a shared CI host or dev box)."""
+    import os
+
+    return base_s * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
+def cli_cpu_deadline(args: list, cpu_s: float, wall_cap_s: float = 4 * 3600):
+    """``conftest.cli`` with a deadline on the CPU time the command (and its children) used, not on
+    wall time: a busy host slows a command down but does not make it use more CPU, so only a
+    command that really runs away is stopped. Returns what ``cli`` returns (exit code 124 when stopped)."""
+    import threading
+    from types import SimpleNamespace
+
+    import psutil
+
+    argv = [sys.executable, "-m", "skinscan_edge", *map(str, args)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    ps, start, used = psutil.Process(proc.pid), time.time(), {}
+    out: dict = {}
+    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
+    reader.start()
+    while reader.is_alive():
+        reader.join(5)
+        try:
+            for p in [ps, *ps.children(recursive=True)]:
+                t = p.cpu_times()
+                used[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+        if sum(used.values()) > cpu_s or time.time() - start > wall_cap_s:
+            for p in [ps, *ps.children(recursive=True)] if ps.is_running() else []:
+                p.kill()
+            reader.join()
+            out["stderr"] = out.get("stderr", "") + (f"\nstopped: used more than {cpu_s:.0f} CPU s "
+                                                     f"(or {wall_cap_s:.0f} s wall)")
+            return SimpleNamespace(exit_code=124, output=out.get("stdout", "") + out["stderr"],
+                                   stdout=out.get("stdout", ""), stderr=out["stderr"])
+    return SimpleNamespace(exit_code=proc.returncode, output=out["stdout"] + out["stderr"], stdout=out["stdout"],
+                           stderr=out["stderr"])
 
 
 def _free_ports(n: int) -> list[int]:
@@ -133,13 +176,13 @@ def multi_worker_runs(data: Path, root: Path, weights: Path) -> dict:
     """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (TF_CONFIG), same --out."""
     run = root / "multi"
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs = {f"worker{i}": start(train_args(data, run, weights, "--strategy", "multi-worker"),
+    procs = {f"worker{i}": start(train_args(data, run, weights, "--strategy", "multi-worker", "--worker-timeout", 600),
                                  TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
              for i in range(2)}
     out = {"run": run}
     try:
         for name, p in procs.items():
-            stdout, stderr = p.communicate(timeout=1200)
+            stdout, stderr = p.communicate(timeout=scaled_timeout(1200))
             out[name] = {"rc": p.returncode, "stdout": stdout, "stderr": stderr}
     finally:
         for p in procs.values():

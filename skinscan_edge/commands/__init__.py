@@ -9,17 +9,31 @@ import typer
 
 
 def user_errors(fn):
-    """Turn a SkinscanError into one line on stderr and exit code 2 (no traceback)."""
+    """The error boundary: a SkinscanError, and an error a user can act on that the code did not
+    foresee (a full disk, a read-only folder, a hung subprocess, a damaged JSON file:
+    ``errors.as_user_error``), become one line on stderr and exit code 2; ``--verbose`` adds the
+    traceback. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..errors import SkinscanError
+        import subprocess
+
+        from ..errors import SkinscanError, as_user_error
 
         try:
             return fn(*args, **kwargs)
-        except SkinscanError as e:
-            code = getattr(e, "exit_code", 2)
-            typer.echo(f"{'error' if code == 2 else 'stopped'}: {e}", err=True)
+        except (SkinscanError, OSError, ValueError, subprocess.SubprocessError) as e:
+            user = as_user_error(e)
+            if user is None:
+                raise
+            from .._tf import verbose
+
+            if verbose():
+                import traceback
+
+                traceback.print_exception(e)
+            code = getattr(user, "exit_code", 2)
+            typer.echo(f"{'error' if code == 2 else 'stopped'}: {user}", err=True)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing half-written was kept (files are written atomically)", err=True)

@@ -90,6 +90,7 @@ TRAIN = (
         Optional[str], metavar="FILE.csv:COLUMN"),
     Opt("on_conflict", ("--on-conflict",), "A group (near-duplicates or --group-by) whose images carry different labels: train-only (kept in train, never val/test), drop (left out), or keep (split whole under its most common label). Listed in RUN/duplicates.json.", str),
     Opt("cpu_replicas", ("--cpu-replicas",), "With --strategy mirrored on a machine without GPUs: mirror over this many logical CPU devices (tests the distributed path; not faster).", int),
+    Opt("worker_timeout_s", ("--worker-timeout",), "With --strategy multi-worker: seconds a worker may go without a heartbeat, or wait for the others to join or finish, before the run is stopped (busy machines need more than TensorFlow's 10 s).", float),
 )
 
 EXPORT = (
@@ -122,7 +123,7 @@ EVALUATE = (
     Opt("num_threads", ("--threads",), "CPU threads for TFLite and onnxruntime (default: runtime's choice).", Optional[int]),
     Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
     Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
-    Opt("client", ("--client",), "Also score every TFLite export through a real client: 'mediapipe' runs it, with TFLite Model Metadata, in MediaPipe's ImageClassifier (built once into .venv-reader), as row '<export> (mediapipe)': on the photos prepared as the Android guide says (gated like any export), and on the original files (shown, not gated).", Optional[str]),
+    Opt("client", ("--client",), "Also score every TFLite export through a real client: 'mediapipe' runs it, with TFLite Model Metadata, in MediaPipe's ImageClassifier (built once into the user cache folder, or $SKINSCAN_READER_VENV), as row '<export> (mediapipe)': on the photos prepared as the Android guide says (gated like any export), and on the original files (shown, not gated).", Optional[str]),
 )
 
 BUNDLE = (

@@ -17,6 +17,8 @@ as QLinearAveragePool inside the int8 graph, so they split nothing.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Iterable
 
@@ -98,8 +100,13 @@ def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
     proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(proto)
     tmp = Path(path).with_suffix(".tmp.onnx")
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
+    try:
+        onnx.save(proto, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed save (a full disk): no 30 MB file left behind
     return Path(path)
 
 

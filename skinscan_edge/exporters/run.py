@@ -138,8 +138,10 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     for name in names:
         if name in reuse:
             say.message(f"[green]✓[/] {name:<16} kept (made from this model with the same recipe; SHA-256 verified)", "ok")
-    write_manifest(run, manifest)
     model = run.load_model() if todo else None
+    if model is not None and cfg.keep_float and cfg.keep_float != ["auto"]:
+        _check_keep_float(model, cfg.keep_float)  # before any conversion: a typo costs seconds, not minutes
+    write_manifest(run, manifest)
     try:
         with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp, contextlib.ExitStack() as stack:
             ctx = Context(run, model, calib, Path(tmp), cfg, lambda m: say.message(m), onnx_target)
@@ -164,6 +166,18 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     manifest["state"] = COMPLETE
     write_manifest(run, manifest)
     return manifest
+
+
+def _check_keep_float(model, names: list[str]) -> None:
+    import difflib
+
+    layers = [layer.name for layer in model.layers]
+    for name in names:
+        if name not in layers:
+            close = difflib.get_close_matches(name, layers, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f" (e.g. {', '.join(layers[1:4])})"
+            raise SkinscanError(f"--keep-float: the model has no Keras layer '{name}'{hint}; "
+                                f"name layers of the model (its {len(layers)} layers: model.summary()), or use auto")
 
 
 def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say: Reporter) -> None:

@@ -1,0 +1,44 @@
+"""A full disk at many points of train, export, evaluate, report and predict (tests/fault_points.py).
+
+Minutes of work and a tmpfs mount (root): run by ``make test-faults`` (which .ci/run calls), skipped
+with that reason in a plain ``make test``. The sample of injection points is chosen by a seed that
+the test prints (``FAULT_SEED``, default 0); ``FAULT_POINTS`` sets how many per command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(os.environ.get("SKINSCAN_FAULTS") != "1",
+                                reason="fault injection runs in `make test-faults` (minutes, needs root for a tmpfs)")
+
+
+@pytest.mark.timeout(0)  # the sweep's cost is set by FAULT_POINTS; the make target's time is measured
+def test_every_injection_point_exits_cleanly_keeps_run_files_readable_and_reruns_to_the_same_result(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs .ci/run as root)")
+    seed = os.environ.get("FAULT_SEED", "0")
+    points = os.environ.get("FAULT_POINTS", "30")
+    train_points = os.environ.get("FAULT_TRAIN_POINTS", "8")
+    export_points = os.environ.get("FAULT_EXPORT_POINTS", "6")
+    print(f"fault injection seed {seed}, {points} points per command ({train_points} for train, "
+          f"{export_points} for export)")
+    done = subprocess.run([sys.executable, str(HERE / "fault_points.py"), str(tmp_path), "--points", points,
+                           "--train-points", train_points, "--export-points", export_points, "--seed", seed],
+                          capture_output=True, text=True)
+    sys.stderr.write(done.stderr[-5000:])
+    assert done.returncode == 0, done.stderr[-5000:]
+    report = json.loads((tmp_path / "fault_points.json").read_text())
+    failed = {name: c["failures"] for name, c in report["commands"].items() if c["failures"]}
+    assert not failed, json.dumps(failed, indent=1)[:6000]
+    assert report["ran_out_of_disk"] >= report["tried"] // 3, "most sizes did not reach the disk limit"
+    print(f"{report['survived']}/{report['tried']} injection points survived; "
+          f"{report['ran_out_of_disk']} ran out of disk")
