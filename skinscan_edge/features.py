@@ -175,19 +175,20 @@ def stem_cache_bytes(model, block: str, images: int) -> int:
     return images * int(np.prod(model.get_layer(block).output_shape[1:])) * 2
 
 
-def _cache_activations(fn, batches, augment: bool, path, rows: int, reporter, what: str) -> np.ndarray:
-    """``fn``'s output for every batch, written in order into a float16 .npy memmap at ``path``."""
+def _cache_activations(fn, batches, augment: bool, path, shape: tuple, reporter, what: str) -> np.ndarray:
+    """``fn``'s output for every batch, written in order into a float16 .npy memmap of ``shape`` at ``path``."""
     from ._tf import tf
     from .progress import reporter_or_silent
 
+    if not shape[0]:  # an empty split (a zero-length file cannot be mapped)
+        return np.zeros(shape, np.float16)
     say = reporter_or_silent(reporter)
-    flag, out, at = tf().constant(bool(augment)), None, 0
+    flag, at = tf().constant(bool(augment)), 0
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
     total = int(batches.cardinality()) if int(batches.cardinality()) > 0 else None
     with say.bars():
         for done, (x, _) in enumerate(batches, 1):
             a = fn(x, flag).numpy().astype(np.float16)  # in numpy: see feature_dataset
-            if out is None:
-                out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, *a.shape[1:]))
             out[at:at + len(a)] = a
             at += len(a)
             say.advance(f"stem activations: {what}", done, total)
@@ -229,10 +230,11 @@ def fit_top_on_stem(model, cfg, cache_dir, train_batches, train_labels, val_batc
                             "free; free some space, or pass --stem-views 0 to run the whole model every step")
     # Not phase 1's views: another seed, so phase 2 sees new augmentations.
     fn = stem_function(model, block, augmentation(cfg.seed + 10) if cfg.augment else None)
-    train = [_cache_activations(fn, train_batches, cfg.augment, cache_dir / f"train_view{v}.npy", n, reporter,
-                                f"train split, view {v + 1}/{views}" + (" (augmented)" if cfg.augment else ""))
+    row = tuple(model.get_layer(block).output_shape[1:])
+    train = [_cache_activations(fn, train_batches, cfg.augment, cache_dir / f"train_view{v}.npy", (n, *row),
+                                reporter, f"train split, view {v + 1}/{views}" + (" (augmented)" if cfg.augment else ""))
              for v in range(views)]
-    val = _cache_activations(fn, val_batches, False, cache_dir / "val.npy", n_val, reporter, "val split")
+    val = _cache_activations(fn, val_batches, False, cache_dir / "val.npy", (n_val, *row), reporter, "val split")
     if reporter is not None:
         reporter.message(f"phase 2 on the cached output of {block}: {n} train x {views} view(s), {n_val} val, "
                          f"{human_bytes(need)} on disk (float16)")
