@@ -72,3 +72,9 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(NB_VENV) runs data/demo
+
+# The manual (docs/, mkdocs.yml) as a site in site/; `make test` builds it too (tests/test_docs.py),
+# with --strict, so a broken link fails. `.venv/bin/mkdocs serve` shows it while you write.
+.PHONY: docs
+docs: install
+	$(BIN)/mkdocs build --strict

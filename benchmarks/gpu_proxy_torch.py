@@ -1,4 +1,4 @@
-"""A GPU *proxy* measurement for the README's "expected time on a GPU".
+"""A GPU *proxy* measurement for "expected time on a GPU" (docs/kaggle.md).
 
 skinscan-edge trains with TensorFlow, which is not on the lent GPU machine's image (and its
 wheel is too big to carry there), so our own `train` has never run on a GPU. This script

@@ -1,7 +1,7 @@
 """Phone latency over adb: LiteRT's ``benchmark_model`` on an Android device, one row per run.
 
 ``benchmark --adb SERIAL --benchmark-model PATH`` pushes the binary (the user downloads it: the
-README says from where) and each ``.tflite`` export to ``/data/local/tmp/skinscan/``, then runs
+docs/android.md says from where) and each ``.tflite`` export to ``/data/local/tmp/skinscan/``, then runs
 every setting of :data:`ADB_RUNS` (CPU at 1 and 4 threads with XNNPACK, the GPU delegate, NNAPI
 where the device has it) and parses what ``benchmark_model`` prints into flat rows with
 ``device: "android:<model>"``. A delegate that fails to apply, or runs only part of the graph,
@@ -26,7 +26,7 @@ from .progress import Reporter, reporter_or_silent
 
 #: Where the binary and the models go on the device (adb's scratch space, writable by the shell user).
 DEVICE_DIR = "/data/local/tmp/skinscan"
-#: Where LiteRT publishes the prebuilt Android binary (README "Phone latency over adb").
+#: Where LiteRT publishes the prebuilt Android binary (docs/android.md, "Phone latency over adb").
 BINARY_URL = ("https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/"
               "nightly/latest/android_aarch64_benchmark_model")
 #: NNAPI exists from Android 8.1 (API 27).

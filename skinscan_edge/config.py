@@ -442,7 +442,7 @@ class BenchmarkConfig:
         _check_fields(self)
         if bool(self.adb) != bool(self.benchmark_model):
             raise SkinscanError("--adb SERIAL and --benchmark-model PATH go together: the phone runs LiteRT's "
-                                "benchmark_model binary (see README, Phone latency over adb)")
+                                "benchmark_model binary (see docs/android.md, Phone latency over adb)")
         if self.device not in DEVICES:
             raise SkinscanError(did_you_mean(self.device, list(DEVICES), "--device", "devices"))
         self.threads, self.batches = tuple(self.threads), tuple(self.batches)

@@ -44,7 +44,7 @@ def parse_tf_config(text: str | None) -> dict:
     """Validate ``TF_CONFIG``; returns ``{"workers": n, "task": "worker:1", "is_chief": bool}``."""
     if not text:
         raise SkinscanError("--strategy multi-worker needs the TF_CONFIG environment variable "
-                            "(cluster and task; see the README's 'Training on several machines')")
+                            "(cluster and task; see docs/distributed.md)")
     try:
         conf = json.loads(text)
         cluster, task = conf["cluster"], conf["task"]

@@ -278,7 +278,7 @@ class OnnxRuntime(Runtime):
         return None
 
 
-#: Manifest format -> runtime class. ``register_runtime`` adds one (see the README's "Adding a format").
+#: Manifest format -> runtime class. ``register_runtime`` adds one (see docs/adding-a-format.md).
 RUNTIMES: dict[str, type[Runtime]] = {cls.format: cls for cls in (KerasRuntime, TFLiteRuntime, OnnxRuntime)}
 
 

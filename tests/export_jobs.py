@@ -50,7 +50,7 @@ def interrupted_export(trained: Path, root: Path, image: Path) -> dict:
 
 
 def toy_format(exported: Path, root: Path, image: Path) -> dict:
-    """The README's "Adding a format": tests/toy_format.py, named in SKINSCAN_EDGE_PLUGINS, is
+    """docs/adding-a-format.md: tests/toy_format.py, named in SKINSCAN_EDGE_PLUGINS, is
     exported, evaluated, benchmarked and predicted through the unchanged commands."""
     run = _copy(exported, root / "run", "model_int8*", "model_qat*", "model_fp16*", "model_dynamic*")
     env = {"SKINSCAN_EDGE_PLUGINS": "toy_format",

@@ -1,5 +1,5 @@
 """The export set as one whole: an interrupted export is never taken for a finished one, and
-a new format is one converter plus one runtime (the README's "Adding a format")."""
+a new format is one converter plus one runtime (docs/adding-a-format.md)."""
 
 from __future__ import annotations
 

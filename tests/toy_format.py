@@ -1,4 +1,4 @@
-"""A toy format, registered as a plugin: the README's "Adding a format" worked example.
+"""A toy format, registered as a plugin: the worked example of docs/adding-a-format.md.
 
 The Keras model saved as a legacy HDF5 file (``.h5``), and a runtime that loads it with
 tf-keras. One converter class, one runtime class, one registration each; evaluate, benchmark

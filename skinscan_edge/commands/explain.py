@@ -18,10 +18,7 @@ def command(
 ) -> None:
     """Per-layer quantization error of int8 exports against the float model.
 
-    TFLite through LiteRT's QuantizationDebugger, ONNX through onnxruntime's qdq_loss_debug, on
-    the calibration images and on the test images whose top-1 flipped. Writes
-    RUN/reports/quant_debug.json, quant_debug.md and a plot per export; `export --keep-float
-    auto` keeps the worst layers in float. Exit codes: 0 done; 2 a problem with the run.
+    TFLite through LiteRT's QuantizationDebugger, ONNX through onnxruntime's qdq_loss_debug, on the calibration images and on the test images whose top-1 flipped. Writes RUN/reports/quant_debug.json, quant_debug.md and a plot per export; `export --keep-float auto` keeps the worst layers in float. Exit codes: 0 done; 2 a problem with the run.
     """
     from ..api import explain
 

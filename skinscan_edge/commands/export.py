@@ -27,10 +27,7 @@ def command(
 ) -> None:
     """Export a trained run to TFLite and ONNX; write RUN/exports/manifest.json.
 
-    Files already made from this model with the same settings are kept (SHA-256 verified), so
-    running an interrupted export again finishes only what is missing. Exit codes: 0 done; 1 a
-    conversion failed; 2 a problem with the run; 130 interrupted. The gate options matter only
-    to --keep-float auto: the limits its file must meet on the validation split.
+    Files already made from this model with the same settings are kept (SHA-256 verified), so running an interrupted export again finishes only what is missing. Exit codes: 0 done; 1 a conversion failed; 2 a problem with the run; 130 interrupted. The gate options matter only to --keep-float auto: the limits its file must meet on the validation split.
     """
     from ..api import export
     from ..config import ExportConfig, GateConfig

@@ -144,7 +144,7 @@ BENCHMARK = (
     Opt("images", ("--images",), "Size of the seeded sample of test images.", int),
     Opt("floor", ("--floor/--no-floor",), "Measure the GEMM floor in the same run.", bool),
     Opt("adb", ("--adb",), "Also measure every TFLite export on an Android phone over adb: its serial (adb devices), or 'auto' for the only one attached. Needs --benchmark-model.", Optional[str], metavar="SERIAL"),
-    Opt("benchmark_model", ("--benchmark-model",), "Path of LiteRT's benchmark_model binary for Android (README: Phone latency over adb); pushed to the phone.", Optional[Path],
+    Opt("benchmark_model", ("--benchmark-model",), "Path of LiteRT's benchmark_model binary for Android (docs/android.md: Phone latency over adb); pushed to the phone.", Optional[Path],
         parse=lambda v: str(v) if v else None, metavar="PATH"),
 )
 EXPLAIN = (

@@ -24,9 +24,7 @@ def command(
 ) -> None:
     """Print each image's top-k labels and scores.
 
-    An image that cannot be used (missing, empty, truncated, not an image, too large) is
-    reported with its reason, like the scanner reports it, and the others are still predicted.
-    Exit codes: 0 every image predicted; 2 an image or the run could not be used.
+    An image that cannot be used (missing, empty, truncated, not an image, too large) is reported with its reason, like the scanner reports it, and the others are still predicted. Exit codes: 0 every image predicted; 2 an image or the run could not be used.
     """
     from ..api import predict
 

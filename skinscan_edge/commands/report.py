@@ -15,8 +15,7 @@ def command(
 ) -> None:
     """Render RUN/reports/index.html: which file to ship, what it costs, and the evidence.
 
-    The page embeds its images, so it can be sent on its own. Sections whose stage has not run
-    yet name the command that fills them in. Nothing is measured here.
+    The page embeds its images, so it can be sent on its own. Sections whose stage has not run yet name the command that fills them in. Nothing is measured here.
     """
     from ..api import report
 
