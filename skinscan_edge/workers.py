@@ -90,6 +90,16 @@ def tell(text: str) -> None:
         _to_parent.send(("say", text))
 
 
+def peaks_since(n_peaks: int) -> dict:
+    """A stage's memory, for its record: this process's peak since :func:`reset_peak_rss` and the
+    largest peak among the workers finished since ``PEAKS`` held ``n_peaks`` entries (MiB)."""
+    here, workers = peak_rss_bytes(), PEAKS[n_peaks:]
+    out = {"peak_rss_mib": round(here / 2**20)} if here else {}
+    if workers:
+        out["worker_peak_rss_mib"] = round(max(workers) / 2**20)
+    return out
+
+
 def _child(conn, parent_pid: int, fn, args) -> None:
     global _to_parent
     die_with_parent(parent_pid)

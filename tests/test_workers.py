@@ -64,15 +64,16 @@ def test_no_worker_is_left_when_export_is_killed_during_qat(tmp_path):
     trained = cli(["train", "--data", data, "--out", run, "--img-size", IMG, "--weights", "none", "--epochs", 0,
                    "--fine-tune-epochs", 1, "--unfreeze-from", "input", "--batch-size", 8, "--no-augment"])
     assert trained.exit_code == 0, trained.output
-    proc = subprocess.Popen([sys.executable, "-m", "skinscan_edge", "export", str(run), "--precision", "qat",
-                             "--jobs", "2", "--calib-samples", 8, "--qat-epochs", 50],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    os.set_blocking(proc.stderr.fileno(), False)
+    log = tmp_path / "export.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "skinscan_edge", "export", str(run), "--precision", "qat",
+                                 "--jobs", "2", "--calib-samples", "8", "--qat-epochs", "50"],
+                                stdout=subprocess.DEVNULL, stderr=err, env=ENV)
     said, deadline, workers, pids = "", time.time() + 300, [], []
     try:
         # QAT is under way once its worker has imported TensorFlow and loaded the model.
         while time.time() < deadline and proc.poll() is None:
-            said += proc.stderr.read() or ""
+            said = log.read_text()
             workers = psutil.Process(proc.pid).children(recursive=True)
             pids = [w.pid for w in workers]
             if "tflite-qat-int8 started in a second process" in said and any(
