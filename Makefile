@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks lock clean
+.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks lock clean schemas
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ test-notebook-stack-3.13:
 	scripts/notebook_stack.sh $(PYENV_ROOT)/versions/3.13.0/bin/python .venv-tf220-py313 $(NB_LOCK) runs/notebook-stack-py313 \
 	    requirements/notebook-platform-py313.txt
 test-notebook-stacks: test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13
+
+# The JSON Schemas of the run files (skinscan_edge/runfiles.py), for users' CI; a test keeps them in step.
+schemas: install
+	$(BIN)/python -c "from skinscan_edge.runfiles import write_schemas; write_schemas('schemas')"
 
 # After a change of dependencies: re-resolve $(LOCK) in a fresh venv (the newest versions the
 # ranges allow), then run `make test` on it before committing the new lock.
