@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import ENV, IMG, cli
+from conftest import ENV
 from skinscan_edge.workers import Worker, WorkerDied, call
 
 
@@ -38,6 +38,13 @@ def _gone_within(pids: list[int], seconds: float) -> list[int]:
         time.sleep(0.1)
 
 
+def _rss_over_400_mib(proc: psutil.Process) -> bool:
+    try:
+        return proc.memory_info().rss > 400 * 2**20
+    except psutil.NoSuchProcess:
+        return False
+
+
 PARENT = """
 import sys, time
 from skinscan_edge.workers import Worker
@@ -56,28 +63,23 @@ def test_a_worker_dies_with_its_killed_parent():
     assert not _gone_within([worker], 5), "the worker outlived its SIGKILLed parent"
 
 
-def test_no_worker_is_left_when_export_is_killed_during_qat(tmp_path):
+def test_no_worker_is_left_when_export_is_killed_during_qat(run_copy, tmp_path):
     """The issue's orphan: `export` SIGKILLed (as by the OOM killer) while QAT runs in its second
     process; every process it started must be gone within a few seconds."""
-    data, run = tmp_path / "data", tmp_path / "run"
-    assert cli(["demo-data", data, "--per-class", 8, "--size", 80, "--seed", 0]).exit_code == 0
-    trained = cli(["train", "--data", data, "--out", run, "--img-size", IMG, "--weights", "none", "--epochs", 0,
-                   "--fine-tune-epochs", 1, "--unfreeze-from", "input", "--batch-size", 8, "--no-augment"])
-    assert trained.exit_code == 0, trained.output
+    run = run_copy.root
     log = tmp_path / "export.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "skinscan_edge", "export", str(run), "--precision", "qat",
                                  "--jobs", "2", "--calib-samples", "8", "--qat-epochs", "50"],
                                 stdout=subprocess.DEVNULL, stderr=err, env=ENV)
-    said, deadline, workers, pids = "", time.time() + 300, [], []
+    said, deadline, workers, pids = "", time.time() + 600, [], []
     try:
         # QAT is under way once its worker has imported TensorFlow and loaded the model.
         while time.time() < deadline and proc.poll() is None:
             said = log.read_text()
             workers = psutil.Process(proc.pid).children(recursive=True)
             pids = [w.pid for w in workers]
-            if "tflite-qat-int8 started in a second process" in said and any(
-                    w.memory_info().rss > 400 * 2**20 for w in workers if w.is_running()):
+            if "tflite-qat-int8 started in a second process" in said and any(map(_rss_over_400_mib, workers)):
                 break
             time.sleep(0.2)
         assert workers and proc.poll() is None, f"QAT never got under way: {said[-2000:]}"
