@@ -35,7 +35,7 @@ def die_with_parent(parent_pid: int) -> None:
     every caller here starts workers from the thread that waits for them, so that is the same.
     """
     if sys.platform.startswith("linux"):
-        import ctypes
+        import ctypes  # one libc call: not worth the python-prctl dependency
 
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
@@ -57,6 +57,13 @@ def _watch_parent(parent_pid: int, every_s: float = 1.0) -> None:
 
 def peak_rss_bytes() -> int | None:
     """This process's peak resident memory (Linux: VmHWM), or None where it cannot be read."""
+    try:
+        # VmHWM first: it is what reset_peak_rss resets, while ru_maxrss also keeps the peak
+        # recorded whenever a thread exited, which may predate the reset.
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
     try:
         import resource
     except ImportError:  # Windows
