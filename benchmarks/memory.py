@@ -4,8 +4,8 @@
 
 ``cli``: ``skinscan-edge pipeline`` (train, export at every precision with QAT beside the other
 conversions, evaluate, benchmark, report); each stage's peak RSS of the main process (VmHWM,
-reset per stage) and of its largest conversion worker, from ``pipeline.json``, and the whole
-process's peak from ``/usr/bin/time``-like ``wait4`` accounting.
+reset per stage) and of its largest conversion worker, from ``pipeline.json``, and the largest
+process of the whole run (``wait4``).
 ``notebook``: examples/skinscan_edge_notebook.ipynb executed by nbclient with the same
 settings; the kernel's VmHWM after the last cell. Writes ``OUT/memory.json``.
 """
@@ -43,8 +43,9 @@ def run_cli(data: Path, out: Path, size: int, epochs: int, batch: int) -> dict:
     (out / "cli.log").write_text(log)
     stages = json.loads((run / "pipeline.json").read_text())["stages"]
     return {"exit_code": os.waitstatus_to_exitcode(status), "seconds": round(time.time() - t0),
-            # ru_maxrss of a waited child: its whole-life peak (KiB on Linux)
-            "main_peak_rss_mib": round(usage.ru_maxrss / 1024),
+            # wait4's ru_maxrss covers the child AND its reaped descendants (the conversion
+            # workers): the largest process of the run, not the main one (that is per stage)
+            "largest_process_peak_rss_mib": round(usage.ru_maxrss / 1024),
             "stages": {k: {f: v[f] for f in ("seconds", "peak_rss_mib", "worker_peak_rss_mib") if f in v}
                        for k, v in stages.items()}}
 
@@ -57,7 +58,7 @@ def run_notebook(data: Path, out: Path, size: int, epochs: int, batch: int) -> d
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     params.source += "\n" + "\n".join([
         "INSTALL = False", f"REPO_DIR = {str(ROOT)!r}", 'DATASET = "local"', f"DATA_DIR = {str(data)!r}",
-        f"RUN_DIR = {str(out / 'nb-run')!r}", f"ANDROID_DIR = {str(out / 'nb-android')!r}",
+        f"RUN_DIR = {str((out / 'nb-run').resolve())!r}", f"ANDROID_DIR = {str((out / 'nb-android').resolve())!r}",
         f"IMG_SIZE, EPOCHS, FINE_TUNE_EPOCHS, BATCH_SIZE, WEIGHTS = {size}, {epochs}, {epochs}, {batch}, 'none'",
         "EXPORT_EXTRA = {'calib_samples': 32, 'qat_epochs': 1}",
         "EVALUATE_EXTRA = {'max_accuracy_drop_pp': 100, 'max_recall_drop_pp': 100}",
