@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack test-faults lock clean schemas
+.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks test-faults lock clean schemas
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,16 @@ test: install
 # that nothing is replaced), then train -> export (every precision) -> evaluate -> predict on a
 # tiny synthetic run. 21 minutes measured on 2 shared, busy cores.
 test-notebook-stack:
-	scripts/notebook_stack.sh $(PYTHON) $(NB_VENV) $(NB_LOCK) runs/notebook-stack
+	scripts/notebook_stack.sh $(PYTHON) $(NB_VENV) $(NB_LOCK) runs/notebook-stack $(NB_OVERRIDES)
+
+# The same on pyenv's 3.12.1 (Kaggle's set) and 3.13.0 (Colab's set with a cp313 numpy).
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+test-notebook-stack-3.12:
+	scripts/notebook_stack.sh $(PYENV_ROOT)/versions/3.12.1/bin/python .venv-tf220-py312 $(NB_LOCK) runs/notebook-stack-py312
+test-notebook-stack-3.13:
+	scripts/notebook_stack.sh $(PYENV_ROOT)/versions/3.13.0/bin/python .venv-tf220-py313 $(NB_LOCK) runs/notebook-stack-py313 \
+	    requirements/notebook-platform-py313.txt
+test-notebook-stacks: test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13
 
 # The JSON Schemas of the run files (skinscan_edge/runfiles.py), for users' CI; a test keeps them in step.
 schemas: install
@@ -71,7 +80,7 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) $(NB_VENV) runs data/demo
+	rm -rf $(VENV) $(NB_VENV) .venv-tf220-py312 .venv-tf220-py313 runs data/demo
 
 # The manual (docs/, mkdocs.yml) as a site in site/; `make test` builds it too (tests/test_docs.py),
 # with --strict, so a broken link fails. `.venv/bin/mkdocs serve` shows it while you write.

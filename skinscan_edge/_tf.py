@@ -51,7 +51,7 @@ def quiet_stderr():
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            with contextlib.redirect_stderr(python_side):
+            with _logging_to(python_side), contextlib.redirect_stderr(python_side):
                 yield
             ok = True
         except KeyboardInterrupt:
@@ -64,6 +64,37 @@ def quiet_stderr():
                 capture.seek(0)
                 os.write(2, capture.read())
                 sys.stderr.write(python_side.getvalue())
+
+
+def _stream_handlers():
+    """Every logging.StreamHandler there is, absl's inside its ABSLHandler included."""
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            handler = getattr(handler, "python_handler", handler)  # absl's ABSLHandler wraps one
+            if isinstance(handler, logging.StreamHandler):
+                yield handler
+
+
+@contextlib.contextmanager
+def _logging_to(stream):
+    """Point the logging handlers that write to stderr at ``stream`` for the block.
+
+    A handler holds the stream it was made with: in a Jupyter kernel that is the kernel's
+    stderr object, which neither ``redirect_stderr`` nor the descriptor capture reaches
+    (onnxruntime's quantizer logs "WARNING:root:Axis 1 is out-of-range ..." through one).
+    A handler made inside the block (``logging.basicConfig`` in a library) gets stderr back after.
+    """
+    real = sys.stderr
+    moved = [h for h in _stream_handlers() if h.stream in (real, sys.__stderr__)]
+    for handler in moved:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler in _stream_handlers():
+            if handler.stream is stream:
+                handler.setStream(real)
 
 
 _ready = False

@@ -2,8 +2,8 @@
 
 Each function takes the same config dataclass as its command, returns a typed result and
 raises :class:`~skinscan_edge.errors.SkinscanError` (the one-line message the CLI prints)
-instead of exiting. Progress goes to ``reporter``: rich bars by default, which render in
-Jupyter too; pass ``progress.Reporter()`` for silence. The CLI commands are thin wrappers over
+instead of exiting. Progress goes to ``reporter``: rich bars by default (in Jupyter too, with
+ipywidgets; plain lines without it); pass ``progress.Reporter()`` for silence. The CLI commands are thin wrappers over
 exactly these functions.
 
 >>> # import skinscan_edge as se
@@ -22,14 +22,22 @@ from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig
 from .errors import user_facing
 from .progress import Reporter
 
-_DEFAULT = object()
+class _DefaultReporter:
+    """The ``reporter`` default, named so that ``help()`` shows what it means (a bare
+    ``object()`` shows as ``<object object at 0x...>``)."""
+
+    def __repr__(self) -> str:
+        return "<progress for this terminal or notebook>"
+
+
+_DEFAULT = _DefaultReporter()
 
 
 def _reporter(reporter) -> Reporter:
     if reporter is _DEFAULT:
-        from .progress import RichReporter
+        from .progress import default_reporter
 
-        return RichReporter()
+        return default_reporter()
     from .progress import reporter_or_silent
 
     return reporter_or_silent(reporter)

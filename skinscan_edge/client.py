@@ -169,10 +169,12 @@ def measure_preprocessing(python: Path, files: list[str], size: int) -> dict:
 
     Returns per-candidate mean absolute differences (0..255 levels) averaged over the files, the
     project's (Pillow) difference, the decoders' difference, and the best-matching candidate."""
+    from ._tf import quiet_stderr
     from .imageio import load_rgb
 
     with tempfile.TemporaryDirectory(prefix="skinscan-probe-") as tmp:
-        probe = probe_model(size, Path(tmp))
+        with quiet_stderr():  # the converter's native "Ignored output_format" lines, which TF_CPP_MIN_LOG_LEVEL misses
+            probe = probe_model(size, Path(tmp))
         np.save(Path(tmp) / "project.npy", np.stack([load_rgb(f, size) for f in files]))
         out = _reader(python, {"mode": "probe", "model": str(probe), "files": files, "size": size,
                                "outputs": size * size * 3, "project": str(Path(tmp) / "project.npy")})

@@ -3,8 +3,9 @@
 Library functions report through a :class:`Reporter` and never print: ``message`` for a log
 line, ``advance`` for a bar (a task with a known total), ``row`` for a finished result (one
 benchmark row, one export file, one pipeline stage). The CLI renders it with rich
-(:class:`RichReporter`); a notebook gets the same bars, since rich renders in Jupyter; a caller
-that wants silence passes nothing (:class:`Reporter` itself does nothing).
+(:class:`RichReporter`); a notebook gets the same bars, since rich renders in Jupyter (with
+ipywidgets; plain lines without it, :func:`default_reporter`); a caller that wants silence
+passes nothing (:class:`Reporter` itself does nothing).
 
 >>> # from skinscan_edge.progress import Reporter
 >>> # class Collect(Reporter):
@@ -102,10 +103,60 @@ class RichReporter(Reporter):
 
     def row(self, kind: str, row: dict) -> None:
         if kind == "benchmark":
-            what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
-                    if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms" if row.get("latency_p50_ms")
-                    else f"mean {row.get('latency_mean_ms', float('nan')):.1f} ms")
-            self.message(f"{row['model']:>16} {row['device']} x{row['threads']}: {what}")
+            self.message(_benchmark_line(row))
+
+
+def _benchmark_line(row: dict) -> str:
+    what = (f"skipped: {row['skipped']}" if "skipped" in row else f"error: {row['error']}"
+            if "error" in row else f"p50 {row['latency_p50_ms']:.1f} ms" if row.get("latency_p50_ms")
+            else f"mean {row.get('latency_mean_ms', float('nan')):.1f} ms")
+    return f"{row['model']:>16} {row['device']} x{row['threads']}: {what}"
+
+
+class PlainReporter(Reporter):
+    """Plain lines on stdout: a notebook without ipywidgets, where rich's live bars cannot draw
+    and would only warn. A bar becomes a line at its end and at most one per ``every_s``."""
+
+    def __init__(self, file=None, every_s: float = 15.0):
+        self.file, self.every_s = file, every_s
+        self._last: dict[str, float] = {}
+
+    def _print(self, text: str) -> None:
+        import sys
+
+        print(text, file=self.file or sys.stdout, flush=True)
+
+    def message(self, text: str, level: str = "info") -> None:
+        self._print(plain(text))
+
+    def stage(self, name: str, index: int, total: int) -> None:
+        self._print(f"── stage {index}/{total}: {name} ──")
+
+    def advance(self, task: str, done: int, total: int | None) -> None:
+        import time
+
+        now, finished = time.monotonic(), total is not None and done >= total
+        if finished or now - self._last.setdefault(task, now) >= self.every_s:
+            self._last[task] = now
+            self._print(f"{task}: {done}/{total}" if total else f"{task}: {done}")
+        if finished:
+            self._last.pop(task, None)
+
+    def row(self, kind: str, row: dict) -> None:
+        if kind == "benchmark":
+            self.message(_benchmark_line(row))
+
+
+def default_reporter() -> Reporter:
+    """Rich bars in a terminal and in Jupyter with ipywidgets; plain lines in Jupyter without it
+    (rich's live display there needs ipywidgets, and warns once per bar without it)."""
+    import importlib.util
+
+    from rich.console import Console
+
+    if Console().is_jupyter and importlib.util.find_spec("ipywidgets") is None:
+        return PlainReporter()
+    return RichReporter()
 
 
 def reporter_or_silent(reporter: Reporter | None) -> Reporter:

@@ -25,6 +25,7 @@ from .metrics import failure_text
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
 from .runlock import run_lock
+from .workers import PEAKS, peaks_since, reset_peak_rss
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report", "bundle")
 STATE_NAME = "pipeline.json"
@@ -157,9 +158,11 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, say: Reporter) -> dict:
             if why.startswith(KEPT):
                 record["warning"] = why.removeprefix(KEPT)
         else:
+            reset_peak_rss()  # so the stage's record holds its own peak, not an earlier stage's
+            n_peaks = len(PEAKS)
             summary, ok = _STAGE_RUNNERS[stage](cfg, run, say)
             record = {"state": "ran", "seconds": round(time.time() - t0, 1), "summary": summary,
-                      "ok": ok, "finished": timestamp()}
+                      "ok": ok, "finished": timestamp(), **peaks_since(n_peaks)}
         state["ok"] = state["ok"] and record["ok"]
         state["stages"][stage] = record
         write_json(run.root / STATE_NAME, state)

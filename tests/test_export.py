@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -146,19 +147,16 @@ def test_int8_without_train_images_is_refused(run_copy):
     assert result.exit_code == 2 and "need train images to calibrate on" in result.output
 
 
-def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_run, monkeypatch):
-    from skinscan_edge.exporters import onnx as onnx_export
-    from skinscan_edge.exporters import tflite
-
-    def broken(*a, **k):
-        raise RuntimeError("simulated tf2onnx failure")
-
-    # The TFLite converter itself is tested by the session export; here it hands back that
-    # export's real bytes, so the test is about the failure handling, not 20 s of converting.
-    real = (exported_run.exports / "model_fp32.tflite").read_bytes()
-    monkeypatch.setattr(tflite, "save_serving_model", lambda model, path, *a: path)
-    monkeypatch.setattr(tflite, "convert", lambda *a, **k: real)
-    monkeypatch.setattr(onnx_export, "export_fp32", broken)
+def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_run, monkeypatch, tmp_path):
+    # Conversions run in worker processes (exporters/run.py), so the failure is injected there,
+    # by a plugin module the workers load. The TFLite converter itself is tested by the session
+    # export; here it hands back that export's real bytes, so the test is about the failure
+    # handling, not 20 s of converting.
+    (tmp_path / "broken_onnx_plugin.py").write_text(BROKEN_ONNX)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SKINSCAN_EDGE_PLUGINS", "broken_onnx_plugin")
+    monkeypatch.setenv("REAL_TFLITE", str(exported_run.exports / "model_fp32.tflite"))
     result = invoke(["export", run_copy.root])
     assert result.exit_code == 1
     assert "export onnx-fp32 failed: RuntimeError: simulated tf2onnx failure" in result.output
@@ -166,6 +164,22 @@ def test_a_failing_format_is_named_and_the_others_complete(run_copy, exported_ru
     assert [e["name"] for e in manifest["exports"]] == ["tflite-fp32"]
     assert manifest["failures"][0]["name"] == "onnx-fp32"
 
+
+
+BROKEN_ONNX = """
+import multiprocessing, os
+from pathlib import Path
+
+if multiprocessing.parent_process() is not None:  # in export's worker processes only
+    from skinscan_edge.exporters import onnx, tflite
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated tf2onnx failure")
+
+    onnx.export_fp32 = broken
+    tflite.save_serving_model = lambda model, path, *a: path
+    tflite.convert = lambda *a, **k: Path(os.environ["REAL_TFLITE"]).read_bytes()
+"""
 
 
 # --- the QAT float twin ---------------------------------------------------------------------

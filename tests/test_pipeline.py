@@ -34,6 +34,9 @@ def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
     assert result.stdout.strip().splitlines()[-1] == f"report: {run / 'reports' / 'index.html'}"
     for i, stage in enumerate(("train", "export", "evaluate", "benchmark", "report"), 1):
         assert f"stage {i}/5: {stage}" in result.output
+    ran = json.loads((run / "pipeline.json").read_text())["stages"]
+    assert all(ran[s]["peak_rss_mib"] > 100 for s in ("evaluate", "benchmark", "report"))  # each stage's own peak
+    assert "peak RSS MiB" in result.output
 
 
 def test_evaluate_and_report_state_near_duplicates_and_conflicts(piped):

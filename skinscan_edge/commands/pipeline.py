@@ -77,12 +77,14 @@ def _summary_table(stages: dict, console) -> None:
     from ..stages import STAGES
 
     table = Table(title="pipeline")
-    for col in ("stage", "state", "seconds", "result"):
+    for col in ("stage", "state", "seconds", "peak RSS MiB (this process / largest worker)", "result"):
         table.add_column(col)
     for name in STAGES:
         r = stages.get(name, {})
-        table.add_row(name, r.get("state", "-"), f"{r['seconds']:.0f}" if r.get("state") == "ran" else "-",
-                      str(r.get("summary", "")))
+        ran = r.get("state") == "ran"
+        peak = (f"{r['peak_rss_mib']:,}" + (f" / {r['worker_peak_rss_mib']:,}" if "worker_peak_rss_mib" in r else "")
+                if ran and "peak_rss_mib" in r else "-")
+        table.add_row(name, r.get("state", "-"), f"{r['seconds']:.0f}" if ran else "-", peak, str(r.get("summary", "")))
     console.print(table)
     for name in STAGES:
         if stages.get(name, {}).get("warning"):

@@ -30,9 +30,10 @@ class Context:
         """The serving SavedModel of the model, or of its export graph (``graph.export_model``)."""
         from . import tflite
 
-        if rewrite_pools not in self._serving:
-            self._serving[rewrite_pools] = tflite.save_serving_model(
-                self.model, self.tmp / f"serving{int(rewrite_pools)}", rewrite_pools)
+        path = self.tmp / f"serving{int(rewrite_pools)}"
+        if rewrite_pools not in self._serving:  # or saved by an earlier worker process (saved_model.pb comes last)
+            self._serving[rewrite_pools] = (path if (path / "saved_model.pb").is_file()
+                                            else tflite.save_serving_model(self.model, path, rewrite_pools))
         return self._serving[rewrite_pools]
 
     def written(self, name: str) -> Path:

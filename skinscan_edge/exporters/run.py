@@ -9,12 +9,8 @@ whose SHA-256 still matches.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,10 +19,11 @@ import numpy as np
 from .. import runfiles
 from ..config import ExportConfig
 from ..errors import SkinscanError
-from ..progress import Reporter, plain, reporter_or_silent
+from ..progress import Reporter, reporter_or_silent
 from ..rundir import RunDir, read_json, sha256_file, timestamp
 from ..runlock import holds_run_lock
 from ..formats import spec
+from ..workers import Worker, tell
 from .converters import Context
 from .manifest import COMPLETE, write_manifest
 
@@ -138,28 +135,29 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     for name in names:
         if name in reuse:
             say.message(f"[green]✓[/] {name:<16} kept (made from this model with the same recipe; SHA-256 verified)", "ok")
-    model = run.load_model() if todo else None
-    if model is not None and cfg.keep_float and cfg.keep_float != ["auto"]:
-        _check_keep_float(model, cfg.keep_float)  # before any conversion: a typo costs seconds, not minutes
+    if todo and cfg.keep_float and cfg.keep_float != ["auto"]:  # before any conversion: a typo costs seconds
+        model = run.load_model()
+        _check_keep_float(model, cfg.keep_float)
+        del model  # the conversions load it in their workers; this process stays small
     write_manifest(run, manifest)
+    background: dict[str, tuple[Worker, float]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp, contextlib.ExitStack() as stack:
-            ctx = Context(run, model, calib, Path(tmp), cfg, lambda m: say.message(m), onnx_target)
-            background = {}
+        # Every conversion runs in a worker process of its own (workers.py): this process never
+        # loads the model, and the gigabytes a converter keeps go back to the system per file.
+        # The workers share the temp dir (the serving SavedModel is saved once, by the first).
+        with tempfile.TemporaryDirectory(prefix="skinscan-export-") as tmp:
+            job = (str(run.root), asdict(cfg), calib, tmp, onnx_target)
             if cfg.jobs > 1:
-                pool = None
                 for name in todo:
                     if _converters()[name].background:
-                        # Written by hand rather than a pool map: one long job beside a loop of short ones.
-                        pool = pool or stack.enter_context(
-                            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
-                        background[name] = (pool.submit(_in_worker, name, str(run.root), asdict(cfg), calib, tmp),
-                                            time.time())
+                        background[name] = (Worker(_in_worker, name, *job, True, say=say.message), time.time())
                         say.message(f"[bold]{name}[/] started in a second process")
             for name in todo:
-                _convert_one(run, name, ctx, background.get(name), manifest, say)
+                _convert_one(run, name, background.get(name) or job, manifest, say)
                 write_manifest(run, manifest)
     except BaseException:
+        for worker, _ in background.values():
+            worker.kill()
         manifest["state"] = "interrupted"
         write_manifest(run, manifest)
         raise
@@ -180,18 +178,22 @@ def _check_keep_float(model, names: list[str]) -> None:
                                 f"name layers of the model (its {len(layers)} layers: model.summary()), or use auto")
 
 
-def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say: Reporter) -> None:
-    """One export: convert (or collect the second process's result) and record it or its failure."""
+def _convert_one(run: RunDir, name: str, job: tuple, manifest: dict, say: Reporter) -> None:
+    """One export: convert in a worker (or collect the second process's result) and record it
+    or its failure."""
     export = spec(name)
     path = run.exports / export.file
-    say.message(f"[bold]{name}[/] " + ("waiting for the second process…" if job else "converting…"))
+    started = isinstance(job[0], Worker)
+    say.message(f"[bold]{name}[/] " + ("waiting for the second process…" if started else "converting…"))
     t0 = time.time()
     try:
-        if job:
-            future, t0 = job
-            info, notes = future.result()
+        if started:
+            info, notes = job[0].result()
+            t0 = job[1]
+        elif type(_converters()[name]).__module__ == "__main__":  # defined in a notebook: a worker cannot import it
+            info, notes = _in_worker(name, *job)
         else:
-            info, notes = _converters()[name].convert(ctx, path)
+            info, notes = Worker(_in_worker, name, *job, say=say.message).result()
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # record and go on with the other formats
@@ -206,19 +208,20 @@ def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say:
     say.message(f"[green]✓[/] {name:<16} {path.stat().st_size / 1e6:7.1f} MB  {seconds:6.1f} s  {path.name}", "ok")
 
 
-def _in_worker(name: str, run_root: str, cfg: dict, calib, tmp: str) -> tuple[dict, str]:
-    """A background converter in a spawned process (it loads the model itself)."""
+def _in_worker(name: str, run_root: str, cfg: dict, calib, tmp: str, onnx_target: str,
+               beside_others: bool = False) -> tuple[dict, str]:
+    """One converter in a worker process (it loads the model itself). One that runs beside the
+    others gets a temp dir of its own."""
+    from .._tf import quiet_stderr
     from ..plugins import load_plugins
 
     load_plugins()
     run = RunDir(Path(run_root))
-
-    def say(msg):
-        print(plain(msg), file=sys.stderr, flush=True)
-
-    ctx = Context(run, run.load_model(), calib, Path(tmp) / name, ExportConfig(**cfg), say)
-    ctx.tmp.mkdir(parents=True, exist_ok=True)
-    return _converters()[name].convert(ctx, run.exports / spec(name).file)
+    with quiet_stderr():  # all of the converter's own output (shown if it fails); progress goes by tell()
+        ctx = Context(run, run.load_model(), calib, Path(tmp) / (name if beside_others else "shared"),
+                      ExportConfig(**cfg), tell, onnx_target)
+        ctx.tmp.mkdir(parents=True, exist_ok=True)
+        return _converters()[name].convert(ctx, run.exports / spec(name).file)
 
 
 class _Converters(dict):
