@@ -281,6 +281,10 @@ class EvaluateConfig(GateConfig):
       client: also score the Android bundle through a real client (``mediapipe``: MediaPipe's
         ImageClassifier on the original files, in its own venv); None: not.
       android_dir: the bundle folder the client reads (None: the export's default).
+      arm64: also run every TFLite export (and the ONNX int8 file for --onnx-target arm) on arm64
+        kernels under QEMU, on each of ``arm64_cpus`` (arm64.py; `make arm64-env` sets it up).
+      arm64_limit: score the arm64 rows on a seeded sample of this many images (None: the split).
+      arm64_cpus: emulated CPUs (names in arm64.CPUS).
     """
 
     split: str = "test"
@@ -292,6 +296,10 @@ class EvaluateConfig(GateConfig):
     ece_bins: int = ECE_BINS
     client: str | None = None
     android_dir: str | None = None
+    # --- arm64 (arm64.py) ---
+    arm64: bool = False
+    arm64_limit: int | None = None
+    arm64_cpus: list[str] = field(default_factory=lambda: ["max", "cortex-a53"])
 
     def validate(self) -> "EvaluateConfig":
         from .client import CLIENTS  # no heavy import
@@ -302,6 +310,13 @@ class EvaluateConfig(GateConfig):
             raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_bootstrap < 1:
             raise SkinscanError(f"--bootstrap must be at least 1, got {self.n_bootstrap}")
+        if self.arm64_limit is not None and self.arm64_limit < 1:
+            raise SkinscanError(f"--arm64-limit must be at least 1, got {self.arm64_limit}")
+        from .arm64 import CPUS  # numpy only
+
+        for cpu in self.arm64_cpus:
+            if cpu not in CPUS:
+                raise SkinscanError("--arm64-cpu: " + did_you_mean(cpu, list(CPUS), "CPU"))
         self.validate_gate()
         return self
 

@@ -124,6 +124,10 @@ EVALUATE = (
     Opt("client", ("--client",), "Also score the Android bundle through a real client: 'mediapipe' runs its .tflite in MediaPipe's ImageClassifier on the original image files (built once into .venv-reader), as row 'android-bundle (mediapipe)', gated like any export.", Optional[str]),
     Opt("android_dir", ("--android-dir",), "The Android bundle folder --client reads (default: the export's, android_assets/bundle).", Optional[Path],
         parse=lambda v: str(v) if v else None),
+    Opt("arm64", ("--arm64/--no-arm64",), "Also run every TFLite export (and the ONNX int8 file of --onnx-target arm) on arm64 kernels under QEMU, one row per file and emulated CPU, gated like any export and compared with the x86 run (docs/arm64.md; set up with `make arm64-env`).", bool),
+    Opt("arm64_limit", ("--arm64-limit",), "With --arm64: score a seeded sample of this many images (emulation is slow); the rows' intervals widen accordingly.", Optional[int], metavar="N"),
+    Opt("arm64_cpus", ("--arm64-cpu",), "With --arm64: emulated CPUs, comma-separated: max (dot-product + i8mm), cortex-a53 (no dot-product), max-sme, cortex-a76.", str,
+        parse=lambda v: csv_names(v) or [], metavar="CPUS"),
 )
 
 BENCHMARK = (
