@@ -61,13 +61,17 @@ def run_tflite(interp, images):
     return np.stack(probs), (float(quant[0]) if quant else None)
 
 
-def run_onnx(path: str, threads: int, images):
-    import numpy as np
+def open_onnx(path: str, threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, images):
+    import numpy as np
+
     name = session.get_inputs()[0].name
     probs = [session.run(None, {name: x[None].astype(np.float32)})[0][0] for x in images]
     return np.stack(probs).astype(np.float32), None
@@ -88,10 +92,13 @@ def main(job_path: str) -> None:
         info = {}
         if m["format"] == "tflite":
             interp, info = open_tflite(m["path"], m["kernels"], job["threads"])
+            loaded = time.perf_counter()
             probs, step = run_tflite(interp, images)
         else:
-            probs, step = run_onnx(m["path"], job["threads"], images)
-        seconds = time.perf_counter() - start
+            session, loaded = open_onnx(m["path"], job["threads"]), time.perf_counter()
+            probs, step = run_onnx(session, images)
+        seconds = time.perf_counter() - loaded
+        info["load_seconds"] = loaded - start
         np.save(f"{job['out']}/{i}.npy", probs)
         result["models"].append({**m, **info, "output_step": step, "seconds": seconds, "images": len(images)})
     with open("/proc/self/maps") as f:  # where each library sits: arm64.py attributes instructions by it

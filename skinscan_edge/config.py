@@ -312,11 +312,13 @@ class EvaluateConfig(GateConfig):
             raise SkinscanError(f"--bootstrap must be at least 1, got {self.n_bootstrap}")
         if self.arm64_limit is not None and self.arm64_limit < 1:
             raise SkinscanError(f"--arm64-limit must be at least 1, got {self.arm64_limit}")
-        from .arm64 import CPUS  # numpy only
+        from .arm64 import CPUS, find_env  # numpy only
 
         for cpu in self.arm64_cpus:
             if cpu not in CPUS:
                 raise SkinscanError("--arm64-cpu: " + did_you_mean(cpu, list(CPUS), "CPU"))
+        if self.arm64:
+            find_env()  # before the slow part: one line naming what is missing
         self.validate_gate()
         return self
 

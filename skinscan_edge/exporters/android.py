@@ -33,7 +33,8 @@ from pathlib import Path
 from .. import INPUT_NAME, OUTPUT_NAME, __version__
 from ..errors import SkinscanError
 from ..rundir import RunDir, atomic_write_bytes, atomic_write_text, write_json
-from .golden import GOLDEN_IMAGE, LEGACY_GOLDEN_IMAGE, golden_tolerance, output_quantization, write_golden_image
+from .golden import (GOLDEN_IMAGE, LEGACY_GOLDEN_IMAGE, golden_tolerance, kernel_scores, output_quantization,
+                     write_golden_image)
 from .manifest import entries, verify_entry
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -395,7 +396,8 @@ def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-
         "tflite_metadata": {"name": METADATA_NAME, "min_parser_version": MIN_PARSER_VERSION,
                             "associated_files": [LABELS_FILE]},
         "golden": {**golden, "image": GOLDEN_IMAGE, "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-                   **golden_tolerance(output), "top3": top3},
+                   **golden_tolerance(output, kernel_scores(model_path, pixels) if output["scale"] else None),
+                   "top3": top3},
     }
     write_json(out_dir / "metadata.json", sidecar)
     names = [model_path.name, LABELS_FILE, "metadata.json", GOLDEN_IMAGE, guide.README, guide.KOTLIN]
