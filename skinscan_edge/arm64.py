@@ -89,7 +89,7 @@ def cpu_root(env: dict, cpu: str) -> tuple[Path, list[str]]:
         from .errors import did_you_mean
 
         raise SkinscanError("--arm64-cpu: " + did_you_mean(cpu, list(CPUS), "CPU"))
-    overlay = env_dir() / "cpus" / cpu
+    overlay = env_dir() / "cpus" / CPUS[cpu][0].replace(",", "_").replace("=", "-")  # per QEMU -cpu value
     cached = overlay / "features.json"
     if cached.exists():
         return overlay, json.loads(cached.read_text())
