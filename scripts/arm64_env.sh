@@ -41,7 +41,8 @@ if [ ! -x "$ROOT/usr/bin/python3.11" ] || [ ! -f "$ROOT/.debs-complete" ]; then
     apt-cache show python3.11-minimal:arm64 >/dev/null 2>&1 \
       || die "apt has no python3.11-minimal:arm64 after apt-get update (see $DIR/apt.log)"
   fi
-  rm -rf "$DIR/debs" "$ROOT"; mkdir -p "$DIR/debs" "$ROOT"
+  # The per-CPU roots (arm64.py's cpu_root) point into ROOT: rebuilt with it.
+  rm -rf "$DIR/debs" "$ROOT" "$DIR/cpus"; mkdir -p "$DIR/debs" "$ROOT"
   # apt-get download runs as the user _apt where it can; a folder it can write avoids its warning.
   chmod 777 "$DIR/debs"
   (cd "$DIR/debs" && apt-get download -q $(printf '%s:arm64 ' $DEBS) >../apt.log 2>&1) \
@@ -65,5 +66,4 @@ if [ ! -f "$SITE/.complete" ] || ! cmp -s "$REQ" "$SITE/.complete"; then
 fi
 
 # The proof that it runs: both runtimes import in the arm64 Python on each default emulated CPU.
-rm -rf "$DIR/cpus"  # per-CPU roots (arm64.py's cpu_root) are rebuilt from the fresh root
 "$HOST_PY" -m skinscan_edge.arm64

@@ -93,23 +93,28 @@ def cpu_root(env: dict, cpu: str) -> tuple[Path, list[str]]:
     cached = overlay / "features.json"
     if cached.exists():
         return overlay, json.loads(cached.read_text())
-    overlay.mkdir(parents=True, exist_ok=True)
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    # Built aside and renamed into place: two evaluations may start on the same CPU at once.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{overlay.name}-", dir=overlay.parent))
     for entry in env["root"].iterdir():
-        link = overlay / entry.name
-        if entry.is_dir() and not link.exists():
-            link.symlink_to(entry.resolve(), target_is_directory=True)
+        if entry.is_dir():
+            (tmp / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
     probe = ("import struct; d = open('/proc/self/auxv', 'rb').read(); "
              "a = dict(struct.iter_unpack('<QQ', d[:len(d) // 16 * 16])); print(a.get(16, 0), a.get(26, 0))")
-    out = _guest(env, cpu, env["root"], ["-c", probe], timeout=120)
+    out = _guest(env, cpu, env["root"], ["-c", probe], timeout=600)
     hwcap, hwcap2 = map(int, out.stdout.split())
     features = feature_names(hwcap, hwcap2)
     _, impl, variant, part, rev, _ = CPUS[cpu]
     block = (f"BogoMIPS\t: 100.00\nFeatures\t: {' '.join(features)}\nCPU implementer\t: 0x{impl:02x}\n"
              f"CPU architecture: 8\nCPU variant\t: 0x{variant:x}\nCPU part\t: 0x{part:03x}\nCPU revision\t: {rev}\n\n")
-    (overlay / "proc").mkdir(exist_ok=True)
+    (tmp / "proc").mkdir()
     n = len(os.sched_getaffinity(0))
-    (overlay / "proc" / "cpuinfo").write_text("".join(f"processor\t: {i}\n{block}" for i in range(n)))
-    cached.write_text(json.dumps(features))
+    (tmp / "proc" / "cpuinfo").write_text("".join(f"processor\t: {i}\n{block}" for i in range(n)))
+    (tmp / "features.json").write_text(json.dumps(features))
+    try:
+        tmp.rename(overlay)
+    except OSError:  # another process got there first: its root is the same
+        shutil.rmtree(tmp, ignore_errors=True)
     return overlay, features
 
 
@@ -349,7 +354,7 @@ def check() -> str:
         root, _ = cpu_root(env, cpu)
         _guest(env, cpu, root, ["-c", f"import sys; sys.path.insert(0, {str(env['site'])!r}); import platform, numpy, "
                                      "onnxruntime, ai_edge_litert.interpreter; assert platform.machine() == 'aarch64'"],
-               timeout=600)
+               timeout=1800)  # an import under emulation takes seconds, minutes on a loaded host
     return f"arm64 environment ready: {env_dir()} ({qemu_version(env)}; {', '.join(f'{k} {v}' for k, v in _wheels(env).items())})"
 
 
