@@ -69,6 +69,7 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> d
 
     from .. import arm64 as a64
     from .._tf import quiet_stderr
+    from ..arm64_worker import run_tflite
 
     scores = {}
     for family, kind in (("x86 XNNPACK", OpResolverType.AUTO),
@@ -76,7 +77,7 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> d
         interp = Interpreter(model_path=str(model_path), num_threads=1, experimental_op_resolver_type=kind)
         with quiet_stderr():
             interp.allocate_tensors()
-        scores[family] = _run_once(interp, pixels)
+        scores[family] = run_tflite(interp, pixels[None])[0][0]  # the arm64 worker's own (de)quantization
     not_measured = None
     if arm64:
         try:
@@ -90,23 +91,6 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> d
     else:
         not_measured = "arm64 (not asked)"
     return {"scores": {k: [round(float(x), 6) for x in v] for k, v in scores.items()}, "not_measured": not_measured}
-
-
-def _run_once(interp, pixels: np.ndarray) -> np.ndarray:
-    """One image through an allocated interpreter, (de)quantized as ``runtimes.TFLiteRuntime`` does."""
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    x = pixels[None].astype(np.float32)
-    if inp["dtype"] in (np.uint8, np.int8):
-        scale, zero = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale + zero), info.min, info.max)
-    interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interp.invoke()
-    y = interp.get_tensor(out["index"])
-    if out["dtype"] in (np.uint8, np.int8):
-        scale, zero = out["quantization"]
-        y = (y.astype(np.float32) - zero) * scale
-    return y[0].astype(np.float32)
 
 
 def write_golden_image(run: RunDir, path: Path, img_size: int) -> dict:
