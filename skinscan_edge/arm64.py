@@ -262,7 +262,7 @@ def score_arm64(run, config, manifest: dict, chosen: list[dict], items: list, pr
     from . import metrics
 
     env = find_env()
-    entries = arm64_entries(manifest, chosen)
+    entries = [e for e in arm64_entries(manifest, chosen) if not config.arm64_models or e["name"] in config.arm64_models]
     if not entries:
         raise SkinscanError("--arm64: no TFLite export (or ONNX int8 for --onnx-target arm) among the models chosen")
     pick = subset(len(items), config.arm64_limit, config.seed)

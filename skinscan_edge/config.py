@@ -285,6 +285,7 @@ class EvaluateConfig(GateConfig):
         kernels under QEMU, on each of ``arm64_cpus`` (arm64.py; `make arm64-env` sets it up).
       arm64_limit: score the arm64 rows on a seeded sample of this many images (None: the split).
       arm64_cpus: emulated CPUs (names in arm64.CPUS).
+      arm64_models: only these of the evaluated files on arm64 (None: every one that can run there).
     """
 
     split: str = "test"
@@ -300,6 +301,7 @@ class EvaluateConfig(GateConfig):
     arm64: bool = False
     arm64_limit: int | None = None
     arm64_cpus: list[str] = field(default_factory=lambda: ["max", "cortex-a53"])
+    arm64_models: list[str] | None = None
 
     def validate(self) -> "EvaluateConfig":
         from .client import CLIENTS  # no heavy import

@@ -128,6 +128,8 @@ EVALUATE = (
     Opt("arm64_limit", ("--arm64-limit",), "With --arm64: score a seeded sample of this many images (emulation is slow); the rows' intervals widen accordingly.", Optional[int], metavar="N"),
     Opt("arm64_cpus", ("--arm64-cpu",), "With --arm64: emulated CPUs, comma-separated: max (dot-product + i8mm), cortex-a53 (no dot-product), max-sme, cortex-a76.", str,
         parse=lambda v: csv_names(v) or [], metavar="CPUS"),
+    Opt("arm64_models", ("--arm64-models",), "With --arm64: only these files on arm64, comma-separated (e.g. tflite-int8, the bundle's); float files emulate 10x slower. Default: every TFLite export and the ONNX int8 of --onnx-target arm.",
+        Optional[str], parse=csv_names, metavar="NAMES"),
 )
 
 BENCHMARK = (
