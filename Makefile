@@ -69,4 +69,4 @@ arm64-env: install
 # The arm64 golden check and a small `evaluate --arm64` (tests/test_arm64.py), from scratch where
 # QEMU was never installed. Kept out of `make test` for time; .ci/run calls it.
 test-arm64: arm64-env
-	$(BIN)/python -m pytest tests/test_arm64.py -p no:cacheprovider
+	SKINSCAN_TEST_ARM64=1 $(BIN)/python -m pytest tests/test_arm64.py -p no:cacheprovider
