@@ -92,6 +92,7 @@ def test_golden_vector_holds_on_arm64_kernels(bundle):
 
 
 @needs_arm64
+@pytest.mark.timeout(2400)  # its own session waits for the suite's training and export first
 def test_evaluate_arm64_on_the_suite_run(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run.root, run, ignore=shutil.ignore_patterns(
