@@ -312,7 +312,7 @@ def _wheels(env: dict) -> dict:
 
 
 ARM64_COLUMNS = ["model", "CPU", "images", "agreement with x86", "max steps vs x86", "mean max steps",
-                 "max |Δp| vs x86", "int8 kernels traced", "images/s"]
+                 "max abs Δp vs x86", "int8 kernels traced", "images/s"]
 
 
 def arm64_rows(results: dict) -> list[list[str]]:
