@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack lock clean arm64-env test-arm64
+.PHONY: install demo test test-notebook-stack lock clean schemas arm64-env test-arm64
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: install
 # tiny synthetic run. 21 minutes measured on 2 shared, busy cores.
 test-notebook-stack:
 	scripts/notebook_stack.sh $(PYTHON) $(NB_VENV) $(NB_LOCK) runs/notebook-stack
+
+# The JSON Schemas of the run files (skinscan_edge/runfiles.py), for users' CI; a test keeps them in step.
+schemas: install
+	$(BIN)/python -c "from skinscan_edge.runfiles import write_schemas; write_schemas('schemas')"
 
 # After a change of dependencies: re-resolve $(LOCK) in a fresh venv (the newest versions the
 # ranges allow), then run `make test` on it before committing the new lock.

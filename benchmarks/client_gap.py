@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skinscan_edge import metrics  # noqa: E402
-from skinscan_edge.client import bundle_model, classify_files, measure_preprocessing, reader_python  # noqa: E402
+from skinscan_edge.client import classify_files, measure_preprocessing, reader_python  # noqa: E402
 from skinscan_edge.hostinfo import host_line, host_info  # noqa: E402
 from skinscan_edge.imageio import load_rgb  # noqa: E402
 from skinscan_edge.rundir import RunDir, write_json  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     run = RunDir.open(args.run)
-    model, _ = bundle_model(run, args.bundle)
+    model = Path(args.bundle) / json.loads((Path(args.bundle) / "metadata.json").read_text())["model_file"]
     size, n = run.img_size(), len(run.labels())
     files = sorted(str(p) for p in Path(args.photos).rglob("*.jpg"))
     python = reader_python()

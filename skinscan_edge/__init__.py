@@ -20,14 +20,15 @@ OUTPUT_NAME = "probs"
 # The Python API (skinscan_edge/api.py): the same functions the commands call, for notebooks.
 # Importing it loads no TensorFlow (each function imports what it needs when called).
 from .api import (BenchmarkResult, EvaluateResult, ExplainResult, ExportResult, PipelineResult,  # noqa: E402
-                  Prediction, TrainResult, benchmark, evaluate, explain, export, pipeline, predict, report, train)
-from .config import (BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, GateConfig,  # noqa: E402
-                     TrainConfig)
+                  Prediction, TrainResult, benchmark, bundle, evaluate, explain, export, pipeline, predict, report,
+                  train)
+from .config import (BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig,  # noqa: E402
+                     GateConfig, TrainConfig)
 from .errors import SkinscanError  # noqa: E402
 from .progress import Reporter, RichReporter  # noqa: E402
 from .stages import PipelineConfig  # noqa: E402
 
-__all__ = ["train", "export", "evaluate", "explain", "benchmark", "predict", "report", "pipeline",
-           "TrainConfig", "ExportConfig", "GateConfig", "EvaluateConfig", "ExplainConfig", "BenchmarkConfig",
+__all__ = ["train", "export", "evaluate", "explain", "benchmark", "bundle", "predict", "report", "pipeline",
+           "TrainConfig", "ExportConfig", "BundleConfig", "GateConfig", "EvaluateConfig", "ExplainConfig", "BenchmarkConfig",
            "PipelineConfig", "TrainResult", "ExportResult", "EvaluateResult", "ExplainResult", "BenchmarkResult",
            "Prediction", "PipelineResult", "SkinscanError", "Reporter", "RichReporter", "INPUT_NAME", "OUTPUT_NAME"]

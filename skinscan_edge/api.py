@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
+from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
 from .progress import Reporter
 
 _DEFAULT = object()
@@ -62,7 +62,12 @@ class ExportResult:
 
     run: Path
     manifest: dict
-    android: dict | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        from .runfiles import Manifest
+
+        return Manifest.path(self.run)
 
     @property
     def exports(self) -> list[dict]:
@@ -90,7 +95,10 @@ class EvaluateResult:
 
     @property
     def failures(self) -> list[str]:
-        return self.results["gate"]["failures"]
+        """The gate's failures as sentences (``results["gate"]["failures"]`` holds them as records)."""
+        from .metrics import failure_text
+
+        return [failure_text(f) for f in self.results["gate"]["failures"]]
 
     @property
     def summary(self) -> str:
@@ -130,6 +138,12 @@ class BenchmarkResult:
         return self.results["rows"]
 
     @property
+    def json_path(self) -> Path:
+        from .runfiles import BenchmarkReport
+
+        return BenchmarkReport.path(self.run)
+
+    @property
     def errors(self) -> list[dict]:
         return [r for r in self.rows if "error" in r]
 
@@ -167,20 +181,26 @@ def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainRes
                        duplicates=r.get("duplicates") or "")
 
 
-def export(run_dir, config: ExportConfig | None = None, *, android_dir: str | Path | None = None,
-           android_model: str = "tflite-int8", reporter: Reporter | None = _DEFAULT) -> ExportResult:
-    """Export at the configured precisions (``skinscan-edge export``); with ``android_dir``, also
-    fill the Android bundle from ``android_model``."""
+def export(run_dir, config: ExportConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExportResult:
+    """Export at the configured precisions (``skinscan-edge export``)."""
     from .exporters.run import export_run
 
     run = _open(run_dir)
     manifest = export_run(run, config or ExportConfig(), reporter=_reporter(reporter))
-    bundle = None
-    if android_dir is not None:
-        from .exporters.android import build_android_bundle
+    return ExportResult(run=run.root, manifest=manifest)
 
-        bundle = build_android_bundle(run, Path(android_dir), export_name=android_model)
-    return ExportResult(run=run.root, manifest=manifest, android=bundle)
+
+def bundle(run_dir, config: BundleConfig | None = None) -> dict:
+    """Write the Android bundle from an evaluated export (``skinscan-edge bundle``): by default the
+    report's recommendation; a file that failed the gate only with ``allow_failed``. Returns a
+    flat summary (``model_path``, ``source_export``, ``verdict``, ``why``, ``zip_path``...)."""
+    from .release.bundle import write_bundle
+    from .release.choose import choose
+
+    config = (config or BundleConfig()).validate()
+    run = _open(run_dir)
+    choice = choose(run, model=config.model, require=config.require, allow_failed=config.allow_failed)
+    return write_bundle(run, Path(config.out), choice)
 
 
 def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter | None = _DEFAULT) -> EvaluateResult:

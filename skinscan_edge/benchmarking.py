@@ -22,9 +22,10 @@ from typing import Callable
 import numpy as np
 
 from .config import DEVICES, BenchmarkConfig
-from .hostinfo import INT8_PRECISIONS, floor_ms, host_info, host_line, measure_floor
+from .formats import quantization
+from .hostinfo import floor_ms, host_info, host_line, measure_floor
 from .progress import Reporter, reporter_or_silent
-from .rundir import RunDir, read_json_or_none, sha256_file, timestamp
+from .rundir import RunDir, sha256_file, timestamp
 from .runlock import holds_run_lock
 
 __all__ = ["BenchmarkConfig", "DEVICES", "run_benchmark", "measure_runtime", "latency_stats", "write_results"]
@@ -102,7 +103,7 @@ def _floor_kinds(floor: dict | None, entry: dict) -> list[str]:
     """The GEMMs a worker re-measures: fp32, plus the faster int8 kind for an int8 model."""
     if not floor:
         return []
-    if entry["precision"] not in INT8_PRECISIONS:
+    if quantization(entry["precision"]).floor != "int8":
         return ["fp32"]
     return ["fp32", "s8s8" if (floor.get("s8s8_gops") or 0) > (floor.get("u8s8_gops") or 0) else "u8s8"]
 
@@ -168,7 +169,7 @@ def _assemble(run: RunDir, cfg: BenchmarkConfig, rows: list[dict], floors: dict)
     gmacs = next((r["gmacs"] for name in ("keras", "onnx-fp32") for r in rows
                   if r["model"] == name and r.get("gmacs")), None)
     gmacs = gmacs or next((r["gmacs"] for r in rows if r.get("gmacs")), None)
-    evaluation = read_evaluation(run.reports / "evaluate.json")
+    evaluation = read_evaluation(run.evaluate_path)
     for row in rows:
         row.setdefault("accuracy", evaluation["accuracy"].get(row["model"]))
         if "skipped" in row or "error" in row:
@@ -183,7 +184,7 @@ def _assemble(run: RunDir, cfg: BenchmarkConfig, rows: list[dict], floors: dict)
             row["floor_note"] = "the floor is the CPU GEMM peak; no GPU floor is measured"
     info = host_info()
     return {
-        "schema": 1, "run": str(run.root), "created": timestamp(),
+        "run": str(run.root), "created": timestamp(),
         "img_size": run.img_size(), "config": asdict(cfg), "host": info,
         "manifest_sha256": sha256_file(run.manifest_path) if run.manifest_path.exists() else None, "host_line": host_line(info),
         "floor": {str(t): f for t, f in floors.items()}, "model_gmacs": gmacs,
@@ -204,8 +205,10 @@ def _formats_without_gpu(rows: list[dict]):
 def read_evaluation(path: Path) -> dict:
     """Accuracy per model name and the gate's verdict from evaluate.json (missing or odd: empty)."""
     out = {"accuracy": {}, "gate_passed": None, "source": None}
-    data = read_json_or_none(path)
-    if not isinstance(data, dict):
+    from . import runfiles
+
+    data = runfiles.read_or_none(runfiles.EvaluateReport, path)
+    if data is None:
         return out
     for m in data.get("models") or []:
         if isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("accuracy"), (int, float)):
@@ -217,15 +220,18 @@ def read_evaluation(path: Path) -> dict:
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write benchmark.json, then render benchmark.md, .csv and .png from what was written."""
+    """Write benchmark.json (``runfiles.BenchmarkReport``), then render benchmark.md, .csv and .png
+    from what was written."""
+    from . import runfiles
     from .plots import plot_latency
     from .render import render_benchmark_csv, render_benchmark_markdown
-    from .rundir import atomic_write_text, read_json, write_json
+    from .rundir import atomic_write_text, read_json
 
     out_dir = Path(out_dir)
-    paths = {k: out_dir / f"benchmark.{k}" for k in ("json", "md", "csv", "png")}
-    write_json(paths["json"], results)
-    results = read_json(paths["json"])  # render from the one source, exactly as stored
+    json_path = out_dir / Path(runfiles.BenchmarkReport.FILE).name
+    paths = {"json": json_path, **{k: json_path.with_suffix(f".{k}") for k in ("md", "csv", "png")}}
+    runfiles.save(runfiles.BenchmarkReport, json_path, results)
+    results = read_json(json_path)  # render from the one source, exactly as stored
     atomic_write_text(paths["md"], render_benchmark_markdown(results))
     atomic_write_text(paths["csv"], render_benchmark_csv(results))
     plot_latency(results, paths["png"])

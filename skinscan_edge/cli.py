@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .commands import benchmark as benchmark_cmd
+from .commands import bundle as bundle_cmd
 from .commands import demo as demo_cmd
 from .commands import evaluate as evaluate_cmd
 from .commands import explain as explain_cmd
@@ -40,6 +41,7 @@ app.command("export")(export_cmd.command)
 app.command("evaluate")(evaluate_cmd.command)
 app.command("explain")(explain_cmd.command)
 app.command("benchmark")(benchmark_cmd.command)
+app.command("bundle")(bundle_cmd.command)
 app.command("pipeline")(pipeline_cmd.command)
 app.command("predict")(predict_cmd.command)
 app.command("report")(report_cmd.command)

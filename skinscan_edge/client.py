@@ -1,17 +1,18 @@
-"""Accuracy through the real client: the Android bundle's ``.tflite`` in MediaPipe's ImageClassifier.
+"""Accuracy through the real client: each TFLite export, with TFLite Model Metadata, in MediaPipe's
+ImageClassifier, as an Android app runs it.
 
 MediaPipe cannot live beside tfmot (their absl-py pins clash), so it runs in its own venv,
 ``.venv-reader`` (built on demand by :func:`reader_python`, with a progress bar), through the
-script ``_mediapipe_reader.py``. MediaPipe gets the ORIGINAL image files of the split and decodes,
-resizes and normalizes them itself, from the model's metadata alone: what an app gets.
+script ``_mediapipe_reader.py``. It reads the model's metadata alone, as an app's MediaPipe does.
 
-:func:`score_client` returns the client's probabilities (evaluate scores them against Keras like
-any export: row ``android-bundle (mediapipe)``, gated) and the preprocessing gap: the same
-bundle file in LiteRT on the project's Pillow pixels against MediaPipe on the file, and, through
-an identity "probe" model, which preprocessing MediaPipe's input tensor actually matches.
+:func:`score_client` returns, per export, MediaPipe's probabilities on the photos prepared as the
+bundle's guide says (row ``<export> (mediapipe)``, gated like any export) and on the original
+files (naive: shown, not gated), the preprocessing gap (the same file in LiteRT on the project's
+Pillow pixels against MediaPipe), and, through an identity "probe" model, which preprocessing
+MediaPipe's input tensor actually matches.
 
 >>> # python = reader_python()            # builds .venv-reader once (pip install mediapipe==1.2.3)
->>> # probs, gap = score_client(run, config, items, labels)
+>>> # scored, tensor = score_client(run, tflite_entries, items, labels)
 """
 
 from __future__ import annotations
@@ -27,16 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SkinscanError
-from .exporters.android_guide import MEDIAPIPE_PYTHON
+from .tflite_metadata import MEDIAPIPE_PYTHON
 from .progress import Reporter, reporter_or_silent
 
 CLIENTS = ("mediapipe",)
-CLIENT_ROW = "android-bundle (mediapipe)"
 #: Where the reader venv lives: $SKINSCAN_READER_VENV, else .venv-reader in the working directory.
 READER_VENV_ENV = "SKINSCAN_READER_VENV"
 MEDIAPIPE = f"mediapipe=={MEDIAPIPE_PYTHON}"
-#: The export's default bundle folder (commands/options.py ANDROID_DIR); evaluate reads the bundle there.
-DEFAULT_BUNDLE = "android_assets/bundle"
 SCRIPT = Path(__file__).with_name("_mediapipe_reader.py")
 #: Files of the split whose MediaPipe input tensor is read back through the probe.
 PROBE_FILES = 12
@@ -83,23 +81,6 @@ def reader_python(venv: Path | None = None, reporter: Reporter | None = None) ->
     return python
 
 
-def bundle_model(run, android_dir: str | None) -> tuple[Path, dict]:
-    """The bundle's .tflite and its metadata.json, checked to come from this run's export."""
-    from .rundir import read_json_or_none, sha256_file
-
-    folder = Path(android_dir or DEFAULT_BUNDLE)
-    sidecar = read_json_or_none(folder / "metadata.json")
-    fix = f"run `skinscan-edge export {run.root} --android --android-dir {folder}` first"
-    if not sidecar:
-        raise SkinscanError(f"no Android bundle in {folder} (no metadata.json); {fix}")
-    model = folder / sidecar["model_file"]
-    manifest = read_json_or_none(run.manifest_path) or {}
-    source = {e["name"]: e["sha256"] for e in manifest.get("exports", [])}.get(sidecar.get("source_export"))
-    if source != sidecar.get("source_sha256") or not model.is_file() or sha256_file(model) != sidecar.get("model_sha256"):
-        raise SkinscanError(f"the Android bundle in {folder} is not from this run's exports (or was changed); {fix}")
-    return model, sidecar
-
-
 def _reader(python: Path, job: dict, timeout: float = 3600) -> list[dict]:
     done = subprocess.run([str(python), str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
                           timeout=timeout)
@@ -123,7 +104,7 @@ def probe_model(size: int, folder: Path) -> Path:
     """An identity classifier: input [1, size, size, 3] float (0..255), output the same pixels
     flattened, with TFLite metadata (identity normalisation) so MediaPipe reports its input tensor."""
     from ._tf import keras, tf
-    from .exporters.android import write_metadata
+    from .tflite_metadata import write_metadata
 
     tf, k = tf(), keras()
     inp = k.Input((size, size, 3), batch_size=1, name="image")
@@ -163,42 +144,71 @@ def measure_preprocessing(python: Path, files: list[str], size: int) -> dict:
             "candidates_mean_abs": cands, "best_match": min(cands, key=cands.get)}
 
 
-def score_client(run, config, items: list, labels: list[str],
-                 reporter: Reporter | None = None) -> tuple[np.ndarray, dict, dict]:
-    """MediaPipe's probabilities on the original files of ``items``, the row's description for
-    evaluate.json, and the preprocessing gap.
+def client_row_name(export: str) -> str:
+    """evaluate.json's name of an export's MediaPipe row."""
+    return f"{export} (mediapipe)"
 
-    The gap compares the same bundle file two ways on the same files: LiteRT on the project's
-    pixels (``imageio.load_rgb``: Pillow, antialiased bilinear) and MediaPipe on the file."""
-    from . import metrics
-    from .imageio import load_batch
-    from .rundir import read_json_or_none
-    from .runtimes import TFLiteRuntime
 
+def score_client(run, exports: list[dict], items: list, labels: list[str],
+                 reporter: Reporter | None = None) -> tuple[dict, dict]:
+    """Each TFLite export through MediaPipe's ImageClassifier, two ways, on the files of ``items``.
+
+    * guided: the photos prepared as the bundle's guide tells app developers (decoded to RGB,
+      scaled with the guide's ``toInputSize`` arithmetic, ``imageio.to_input_size``), then handed
+      to MediaPipe at the input size, lossless. This is the row evaluate gates.
+    * naive: the original files straight into MediaPipe, which decodes and resizes them itself
+      (without antialiasing). Shown, not gated: the reason to follow the guide.
+
+    Returns ``{export: {"guided": probs, "naive": probs, "info": row fields, "gap": gap}}`` and
+    the measured MediaPipe input tensor (``measure_preprocessing``, once: it does not depend on
+    the model). The gap compares LiteRT on the project's pixels with MediaPipe on the same file.
+    """
     import time
 
+    from PIL import Image
+
+    from . import metrics
+    from .imageio import load_batch, load_rgb, to_input_size
+    from .runtimes import TFLiteRuntime
+    from .tflite_metadata import write_metadata
+
     say = reporter_or_silent(reporter)
-    start = time.perf_counter()
-    model, sidecar = bundle_model(run, config.android_dir)
     python = reader_python(reporter=say)
-    files = [str(p) for p, _ in items]
-    say.advance(CLIENT_ROW, 0, len(files))
-    client = classify_files(python, model, files, len(labels))
-    say.advance(CLIENT_ROW, len(files), len(files))
-    rt, size = TFLiteRuntime(model), run.img_size()
-    litert = np.concatenate([rt.predict(load_batch(files[i:i + 32], size)) for i in range(0, len(files), 32)])
+    files, size = [str(p) for p, _ in items], run.img_size()
     y = np.array([label for _, label in items])
-    mean_diff, max_diff = metrics.prob_abs_diff(litert, client)
-    gap = {"model_file": str(model), "source_export": sidecar["source_export"], "files": len(files),
-           "top1_agreement": metrics.top1_agreement(litert, client),
-           "num_top1_differ": int((litert.argmax(1) != client.argmax(1)).sum()),
-           "prob_mean_abs_diff": mean_diff, "prob_max_abs_diff": max_diff,
-           "litert_accuracy": metrics.accuracy(y, litert), "client_accuracy": metrics.accuracy(y, client),
-           "tensor": measure_preprocessing(python, files[:PROBE_FILES], size)}
-    source = sidecar["source_export"]
-    precision = next((e["precision"] for e in (read_json_or_none(run.manifest_path) or {}).get("exports", [])
-                      if e["name"] == source), source)
-    info = {"name": CLIENT_ROW, "format": "tflite", "precision": precision, "file": str(model),
-            "size_mb": model.stat().st_size / 1e6, "client": f"MediaPipe {MEDIAPIPE_PYTHON} ImageClassifier",
-            "eval_seconds": time.perf_counter() - start}
-    return client, info, gap
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="skinscan-client-") as tmp:
+        guided_files = []
+        for i, f in enumerate(files):  # PNG: lossless, so MediaPipe gets exactly these pixels
+            guided_files.append(str(Path(tmp) / f"{i:06d}.png"))
+            Image.fromarray(to_input_size(load_rgb(f), size), "RGB").save(guided_files[-1])
+        pixels = np.concatenate([load_batch(files[i:i + 32], size) for i in range(0, len(files), 32)])
+        for entry in exports:
+            start = time.perf_counter()
+            model = Path(tmp) / entry["file"]
+            model.write_bytes(write_metadata((run.exports / entry["file"]).read_bytes(), labels=labels,
+                                             img_size=size, name=entry["name"], description="evaluate's client row",
+                                             version="eval", author="skinscan-edge", license="Apache-2.0"))
+            row = client_row_name(entry["name"])
+            say.advance(row, 0, 2 * len(files))
+            guided = classify_files(python, model, guided_files, len(labels))
+            say.advance(row, len(files), 2 * len(files))
+            naive = classify_files(python, model, files, len(labels))
+            say.advance(row, 2 * len(files), 2 * len(files))
+            rt = TFLiteRuntime(model)
+            litert = np.concatenate([rt.predict(pixels[i:i + 1]) for i in range(len(pixels))])
+            mean_diff, max_diff = metrics.prob_abs_diff(litert, naive)
+            gap = {"source_export": entry["name"], "row": row, "files": len(files),
+                   "top1_agreement": metrics.top1_agreement(litert, naive),
+                   "num_top1_differ": int((litert.argmax(1) != naive.argmax(1)).sum()),
+                   "prob_mean_abs_diff": mean_diff, "prob_max_abs_diff": max_diff,
+                   "guided_top1_agreement": metrics.top1_agreement(litert, guided),
+                   "litert_accuracy": metrics.accuracy(y, litert), "client_accuracy": metrics.accuracy(y, naive),
+                   "guided_accuracy": metrics.accuracy(y, guided)}
+            info = {"name": row, "format": "tflite", "precision": entry["precision"], "file": f"exports/{entry['file']}",
+                    "size_mb": model.stat().st_size / 1e6, "client": f"MediaPipe {MEDIAPIPE_PYTHON} ImageClassifier",
+                    "source_export": entry["name"], "preprocessing": "the guide's toInputSize, then MediaPipe",
+                    "eval_seconds": time.perf_counter() - start}
+            out[entry["name"]] = {"guided": guided, "naive": naive, "info": info, "gap": gap}
+        tensor = measure_preprocessing(python, files[:PROBE_FILES], size) if exports else {"files": 0}
+    return out, tensor

@@ -148,7 +148,7 @@ class ExportConfig:
     """What to export.
 
     Attributes:
-      precisions: ``--precision`` names (``export.converters.precisions()``); fp32 (TFLite and
+      precisions: ``--precision`` names (``formats.precisions()``); fp32 (TFLite and
         ONNX) is always exported.
       calib_samples: images drawn (seeded) from the train split to calibrate int8 files.
       calib_class_floor: every class puts at least this many of them in (all it has when
@@ -197,7 +197,7 @@ class ExportConfig:
             self.gate = GateConfig(**self.gate)
 
     def validate(self) -> "ExportConfig":
-        from .exporters.converters import specs_for
+        from .formats import specs_for
 
         specs_for(self.precisions)  # unknown names fail with the valid list
         if self.keep_float:  # --keep-float asks for the mixed files, which rank the int8 file's layers
@@ -228,7 +228,7 @@ class ExportConfig:
 
     def names(self) -> list[str]:
         """Export names in conversion order."""
-        from .exporters.converters import specs_for
+        from .formats import specs_for
 
         return [spec.name for spec in specs_for(self.precisions)]
 
@@ -278,9 +278,9 @@ class EvaluateConfig(GateConfig):
       n_bootstrap: paired-bootstrap resamples for the 95% interval of Δaccuracy.
       seed: seed of the bootstrap, so the same predictions give the same interval.
       ece_bins: equal-width confidence bins for the expected calibration error.
-      client: also score the Android bundle through a real client (``mediapipe``: MediaPipe's
-        ImageClassifier on the original files, in its own venv); None: not.
-      android_dir: the bundle folder the client reads (None: the export's default).
+      client: also score every TFLite export through a real client (``mediapipe``: MediaPipe's
+        ImageClassifier, in its own venv, on the photos prepared as the Android guide says, gated,
+        and on the original files, shown); None: not.
       arm64: also run every TFLite export (and the ONNX int8 file for --onnx-target arm) on arm64
         kernels under QEMU, on each of ``arm64_cpus`` (arm64.py; `make arm64-env` sets it up).
       arm64_limit: score the arm64 rows on a seeded sample of this many images (None: the split).
@@ -296,7 +296,6 @@ class EvaluateConfig(GateConfig):
     seed: int = 0
     ece_bins: int = ECE_BINS
     client: str | None = None
-    android_dir: str | None = None
     # --- arm64 (arm64.py) ---
     arm64: bool = False
     arm64_limit: int | None = None
@@ -384,6 +383,34 @@ class BenchmarkConfig:
 
             return ["cpu"] if cuda_unavailable_reason() else ["cpu", "gpu"]
         return ["cpu", "gpu"] if self.device == "all" else [self.device]
+
+
+@dataclass
+class BundleConfig:
+    """Which export goes into the Android bundle, and where the bundle goes.
+
+    Attributes:
+      out: the bundle folder (created; replaced whole when skinscan-edge wrote it before).
+      model: the export to bundle; None picks the report's recommendation: the fastest TFLite
+        export that passed the gate (a phone's latency where the run has ``benchmark --adb`` rows),
+        ties within the benchmark's noise broken toward the full-integer file.
+      require: ``full-integer`` restricts the choice to uint8-in/out files (NPU and Edge TPU
+        delegates); None: any TFLite export.
+      allow_failed: bundle a file that failed the gate (or was never evaluated), stamped FAILED in
+        the bundle's README, metadata.json and model card. Without it such a file is refused.
+    """
+
+    out: str = "android_assets/bundle"
+    model: str | None = None
+    require: str | None = None
+    allow_failed: bool = False
+
+    def validate(self) -> "BundleConfig":
+        from .release.choose import REQUIREMENTS
+
+        if self.require is not None and self.require not in REQUIREMENTS:
+            raise SkinscanError("--require: " + did_you_mean(self.require, list(REQUIREMENTS), "requirement"))
+        return self
 
 
 @dataclass

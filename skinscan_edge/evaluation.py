@@ -23,19 +23,18 @@ from dataclasses import asdict
 
 import numpy as np
 
-from . import metrics
+from . import metrics, runfiles
 from .config import EvaluateConfig, GateConfig
 from .errors import BadImage, SkinscanError
 from .grouping import leak_summary
 from .models import describe, model_entries, open_model
 from .progress import Reporter, reporter_or_silent
-from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, timestamp, write_json
+from .rundir import RunDir, atomic_write_bytes, atomic_write_text, sha256_file, timestamp
 from .runlock import holds_run_lock
 
 __all__ = ["EvaluateConfig", "GateConfig", "evaluate_run", "score_against_baseline", "write_reports"]
 
-#: Names of the report files inside ``RUN/reports/``.
-JSON_NAME = "evaluate.json"
+#: Names of the report files inside ``RUN/reports/`` (evaluate.json: ``runfiles.EvaluateReport``).
 MARKDOWN_NAME = "evaluate.md"
 PREDICTIONS_NAME = "evaluate_predictions.npz"
 
@@ -89,12 +88,16 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
                                         f"re-run evaluate on a stable copy of the data")
                 twins[entry["name"]] = (f"exports/{twin['file']}", p, seconds)
 
-    client_gap = None
-    if config.client:  # the Android bundle through the real client, on the original files (client.py)
-        from .client import CLIENT_ROW, score_client
+    client, naive = {}, {}
+    if config.client:  # every TFLite export through the real client (client.py): guided, gated; naive, shown
+        from .client import score_client
 
         with say.bars(transient=False):
-            probs[CLIENT_ROW], info[CLIENT_ROW], client_gap = score_client(run, config, items, labels, say)
+            scored, tensor = score_client(run, [e for e in chosen if e["format"] == "tflite"], items, labels, say)
+        for s in scored.values():
+            name = s["info"]["name"]
+            probs[name], info[name], naive[name] = s["guided"], s["info"], s["naive"]
+        client = {"client_gaps": [s["gap"] for s in scored.values()], "client_tensor": tensor}
     paths = [str(p) for p, _ in items]
     y_true = np.array([y for _, y in items], dtype=np.int64)
     results = {
@@ -109,13 +112,16 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
         **leak_summary(run.split(), config.split),  # images with a near-duplicate in another split
         "models": [],
     }
-    if client_gap:
-        results["client_gap"] = client_gap
+    results.update(client)
     for name, p in probs.items():
         row = {**info[name], **score_against_baseline(y_true, probs["keras"], p, labels, paths, config)}
         cm = metrics.confusion(y_true, p.argmax(axis=1), len(labels))
         row["confusion_matrix"] = cm.tolist()
         row["confusion_png"] = _plot_confusion(run, name, cm, labels, row["accuracy"])
+        if name in naive:  # the original files straight into MediaPipe: what skipping the guide costs
+            n = score_against_baseline(y_true, probs["keras"], naive[name], labels, paths, config)
+            row["naive"] = {k: n[k] for k in ("accuracy", "delta_accuracy_pp", "top1_agreement", "worst_recall_drop_pp",
+                                              "worst_recall_drop_class", "recall_delta_pp")}
         if name in twins:
             row["vs_float_twin"] = score_against_twin(y_true, probs["keras"], *twins[name], p, labels, paths, config)
         results["models"].append(row)
@@ -128,6 +134,7 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
     gate = config.gate()
     failures = metrics.check_gate(results, gate)
     results["gate"] = {"passed": not failures, "failures": failures, **asdict(gate)}
+    results = runfiles.validate(runfiles.EvaluateReport, results)
     write_reports(run, results, probs, paths, y_true, {k: v[1] for k, v in twins.items()})
     return results
 
@@ -239,7 +246,7 @@ def write_reports(run: RunDir, results: dict, probs: dict, paths: list[str], y_t
                         models=np.array(list(probs)), **{f"probs_{k}": v for k, v in probs.items()},
                         **{f"twin_probs_{k}": v for k, v in (twin_probs or {}).items()})
     atomic_write_bytes(run.reports / PREDICTIONS_NAME, buf.getvalue())
-    write_json(run.reports / JSON_NAME, results)
+    runfiles.save(runfiles.EvaluateReport, run.evaluate_path, results)
     from .render import render_evaluate_markdown
 
     atomic_write_text(run.reports / MARKDOWN_NAME, render_evaluate_markdown(results))

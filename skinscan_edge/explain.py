@@ -18,21 +18,21 @@ from pathlib import Path
 import numpy as np
 
 from . import quant_debug as qd
+from . import runfiles
 from .config import ExplainConfig
 from .errors import SkinscanError
+from .formats import explainable, spec
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, timestamp, write_json
 
 JSON_NAME = "quant_debug.json"
 MARKDOWN_NAME = "quant_debug.md"
-#: (format, precision) of the exports explain can measure.
-SUPPORTED = {("tflite", "int8"), ("onnx", "int8"), ("tflite", "int8-mixed"), ("onnx", "int8-mixed")}
 
 
 def default_models(manifest: dict, evaluation: dict | None) -> list[str]:
     """The int8 exports that failed the gate; with none (or no evaluate.json), tflite-int8."""
-    ours = [e["name"] for e in manifest["exports"] if (e["format"], e["precision"]) in SUPPORTED]
-    failed = {f.split(": ", 1)[0] for f in ((evaluation or {}).get("gate", {}).get("failures", []))}
+    ours = [e["name"] for e in manifest["exports"] if e["name"] in explainable()]
+    failed = {f["model"] for f in ((evaluation or {}).get("gate", {}).get("failures", []))}
     return [n for n in ours if n in failed] or [n for n in ours if n == "tflite-int8"] or ours[:1]
 
 
@@ -65,17 +65,17 @@ def explain_run(run: RunDir, config: ExplainConfig | None = None, reporter: Repo
     say = reporter_or_silent(reporter)
     config = (config or ExplainConfig()).validate()
     manifest = read_manifest(run)
-    evaluation = read_json_or_none(run.reports / "evaluate.json")
+    evaluation = runfiles.read_or_none(runfiles.EvaluateReport, run.evaluate_path)
     by_name = {e["name"]: e for e in manifest["exports"]}
     names = config.models or default_models(manifest, evaluation)
     if not names:
         raise SkinscanError(f"no int8 export in {run.root} to explain; run `skinscan-edge export {run.root} --int8`")
     for name in names:
         entry = by_name.get(name)
-        if entry is None or (entry["format"], entry["precision"]) not in SUPPORTED:
+        if entry is None or entry["name"] not in explainable():
             from .errors import did_you_mean
 
-            valid = sorted(n for n, e in by_name.items() if (e["format"], e["precision"]) in SUPPORTED)
+            valid = sorted(n for n, e in by_name.items() if e["name"] in explainable())
             raise SkinscanError("explain: " + did_you_mean(name, valid, "int8 export"))
         verify_entry(run, entry)
     files, calib = calibration_images(run, manifest)
@@ -125,10 +125,8 @@ def _measure(run: RunDir, entry: dict, model, calib, sets: dict, tmp: Path) -> l
     else:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from .exporters.converters import EXPORTS
-
         prep = tmp / "prep.onnx"
-        quant_pre_process(str(run.exports / EXPORTS["onnx-fp32"].file), str(prep), skip_symbolic_shape=False)
+        quant_pre_process(str(run.exports / spec("onnx-fp32").file), str(prep), skip_symbolic_shape=False)
         per_set = {s: qd.onnx_layer_errors(prep, run.exports / entry["file"], x, tmp) for s, x in sets.items()}
     base = per_set["calibration"]
     rows = [{k: v for k, v in r.items() if k not in qd.METRICS and not k.startswith("xmodel_")} for r in base]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .formats import quantization
+
 #: Flags that change which GEMM kernels onnxruntime (MLAS) and XNNPACK can use.
 X86_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
@@ -34,9 +36,6 @@ TOOLS = ("skinscan-edge", "tensorflow", "tf-keras", "tensorflow-model-optimizati
 #: Square GEMM side for the floor: 2 x 1024^3 = 2.1 GFLOP, ~50 ms per call at 40 GFLOP/s and
 #: 12 MB of matrices: bigger than L2, and S8S8 (no AVX2 kernel in MLAS) still takes < 0.2 s.
 FLOOR_GEMM_SIZE = 1024
-#: Precisions that run on int8 kernels (dynamic-range quantisation does too: weights int8,
-#: activations quantised on the fly). Everything else is judged against the fp32 peak.
-INT8_PRECISIONS = {"int8", "qat-int8", "dynamic", "int8-mixed"}
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -193,7 +192,7 @@ def floor_ms(macs: float | None, precision: str, floor: dict | None, batch: int 
     """Time for ``batch`` images at the measured peak: 2 ops per MAC (None if anything is unknown)."""
     if not macs or not floor:
         return None
-    peak = floor.get("int8_gops") if precision in INT8_PRECISIONS else floor.get("fp32_gflops")
+    peak = floor.get("int8_gops") if quantization(precision).floor == "int8" else floor.get("fp32_gflops")
     return 2.0 * macs * batch / (peak * 1e9) * 1e3 if peak else None
 
 

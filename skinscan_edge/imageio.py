@@ -111,3 +111,30 @@ def load_batch(paths, size: int) -> np.ndarray:
     """Stack images into one uint8 NHWC batch at size x size (paths must be valid)."""
     return np.stack([load_rgb(p, size) for p in paths]) if len(paths) else np.zeros((0, size, size, 3), np.uint8)
 
+
+
+def to_input_size(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The Android guide's ``toInputSize``, in numpy: what an app following the guide hands MediaPipe.
+
+    Halve with a 2x2 box filter while both sides are at least twice ``size``
+    (``Bitmap.createScaledBitmap(w / 2, h / 2, filter = true)``: bilinear at exactly one half is
+    the 2x2 mean), then one bilinear step without antialiasing, pixel centres aligned, to
+    ``size`` x ``size`` (stretched, no crop). Written here because neither Pillow (its BILINEAR
+    antialiases when shrinking) nor numpy has Android's filter; evaluate's guided MediaPipe row uses
+    it, so the gated figure is the guide's arithmetic. uint8 RGB in and out.
+    """
+    img = np.asarray(rgb, np.float32)
+    while img.shape[0] >= 2 * size and img.shape[1] >= 2 * size:
+        h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+        img = np.rint(img[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)))  # a Bitmap holds bytes
+    if img.shape[:2] != (size, size):
+        def axis(n: int):
+            x = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+            lo = np.floor(x).astype(int)
+            return lo, np.minimum(lo + 1, n - 1), (x - lo).astype(np.float32)
+
+        (y0, y1, wy), (x0, x1, wx) = axis(img.shape[0]), axis(img.shape[1])
+        top = img[y0][:, x0] * (1 - wx)[None, :, None] + img[y0][:, x1] * wx[None, :, None]
+        bottom = img[y1][:, x0] * (1 - wx)[None, :, None] + img[y1][:, x1] * wx[None, :, None]
+        img = top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)

@@ -147,12 +147,13 @@ def resolve_classes(names: list[str] | None, labels: list[str]) -> list[str]:
     return list(names or [])
 
 
-def check_gate(results: dict, gate=None) -> list[str]:
-    """One line per failure (which export, which metric, by how much); empty means it passed.
+def check_gate(results: dict, gate=None) -> list[dict]:
+    """One record per failure: ``{"model", "metric", "limit", "value"}`` (and ``"class"`` for a
+    recall drop), as ``runfiles.GateFailure`` types them; empty means it passed.
 
     ``results`` is the ``evaluate.json`` dict, ``gate`` a ``config.GateConfig`` (its defaults
     when None). Recall is checked for every class, or only for ``gate.critical_classes`` when
-    given; a class with no image in the split cannot fail.
+    given; a class with no image in the split cannot fail. ``GateFailure.text`` words a record.
     """
     from .config import GateConfig
 
@@ -167,14 +168,21 @@ def check_gate(results: dict, gate=None) -> list[str]:
             continue
         drop = -m["delta_accuracy_pp"]
         if drop > max_accuracy_drop_pp + _EPS:
-            failures.append(f"{m['name']}: accuracy dropped {drop:.2f} pp vs Keras "
-                            f"(limit {max_accuracy_drop_pp:.2f} pp, over by {drop - max_accuracy_drop_pp:.2f})")
+            failures.append({"model": m["name"], "metric": "accuracy_drop_pp", "limit": max_accuracy_drop_pp,
+                             "value": drop})
         for cls in classes:
             delta = m["recall_delta_pp"].get(cls)
             if delta is not None and -delta > max_recall_drop_pp + _EPS:
-                failures.append(f"{m['name']}: recall of {cls} dropped {-delta:.2f} pp vs Keras "
-                                f"(limit {max_recall_drop_pp:.2f} pp, over by {-delta - max_recall_drop_pp:.2f})")
+                failures.append({"model": m["name"], "metric": "recall_drop_pp", "class": cls,
+                                 "limit": max_recall_drop_pp, "value": -delta})
         if min_agreement is not None and m["top1_agreement"] < min_agreement - _EPS:
-            failures.append(f"{m['name']}: top-1 agreement with Keras {m['top1_agreement']:.4f} is below "
-                            f"{min_agreement:.4f} (short by {min_agreement - m['top1_agreement']:.4f})")
+            failures.append({"model": m["name"], "metric": "top1_agreement", "limit": min_agreement,
+                             "value": m["top1_agreement"]})
     return failures
+
+
+def failure_text(failure: dict) -> str:
+    """A gate failure record as one sentence (``runfiles.GateFailure.text``)."""
+    from .runfiles import GateFailure
+
+    return GateFailure.model_validate(failure).text()

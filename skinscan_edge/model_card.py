@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import runfiles
+from .formats import EXPORTS
 from .rundir import RunDir, atomic_write_text, read_json_or_none
 
-from .exporters.android_guide import MODEL_CARD as CARD_NAME  # the bundle copies it by this name
+from .tflite_metadata import MODEL_AUTHOR, MODEL_LICENSE
+
+#: The card's file name, in the run and in the Android bundle.
+CARD_NAME = "MODEL_CARD.md"
 
 #: Confidence level of the per-class precision and recall intervals (Wilson score).
 CI_LEVEL = 0.95
@@ -68,7 +73,6 @@ def _table(head: list[str], rows: list[list]) -> list[str]:
 
 def _details(run: RunDir, config: dict, manifest: dict | None, synthetic: bool) -> list[str]:
     from . import __version__
-    from .exporters.android import MODEL_AUTHOR, MODEL_LICENSE
 
     train, labels = config["train"], config["labels"]
     weights = {"imagenet": "ImageNet", "none": "none (trained from scratch)"}.get(train["weights"], train["weights"])
@@ -164,7 +168,7 @@ def _evaluation(evaluation: dict | None, run: RunDir) -> list[str]:
     for m in models:
         if m["name"] == "keras":
             continue
-        failed = [f for f in failures if f.startswith(m["name"] + ": ")]
+        failed = [f for f in failures if f["model"] == m["name"]]
         drop = (f"{m['worst_recall_drop_pp']:.1f} pp ({m['worst_recall_drop_class']})"
                 if m.get("worst_recall_drop_class") else "none")
         rows.append([f"`{m['name']}`", m["precision"], _num(m.get("size_mb")), _pct(m["accuracy"]),
@@ -186,15 +190,14 @@ def _evaluation(evaluation: dict | None, run: RunDir) -> list[str]:
                           f"weights (`{t['file']}`) it agrees on {_pct(t['top1_agreement'])} of top-1 classes, "
                           f"Δaccuracy {_signed(t['delta_accuracy_pp'])} pp: what quantization alone costs. The twin "
                           f"agrees with Keras on {_pct(t['twin_top1_agreement_with_keras'])}: what the QAT fine-tuning moved."]
-    g = evaluation.get("client_gap")
-    if g:
-        lines += ["", f"**What the phone sees.** `android-bundle (mediapipe)` is the Android bundle's file in MediaPipe's "
-                      f"ImageClassifier on the original files. Against LiteRT on the project's pixels it agrees on "
-                      f"{_pct(g['top1_agreement'])} of top-1 classes ({g['num_top1_differ']} of {g['files']} differ)."]
-        t = g.get("tensor") or {}
-        if t.get("files"):
-            lines.append(f"MediaPipe's input tensor differs from the project's by {t['project_mean_abs']:.2f} levels of 255 "
-                         f"on average; it matches best: {t['best_match']}.")
+    for m in models:
+        if m.get("client") and (n := m.get("naive")):
+            lines += ["", f"**What the phone sees: `{m['name']}`.** Through MediaPipe's ImageClassifier on photos "
+                          f"prepared as the Android guide says: accuracy {_pct(m['accuracy'])} "
+                          f"(Δ {_signed(m['delta_accuracy_pp'])} pp vs Keras, gated). Original files straight into "
+                          f"MediaPipe (naive, not gated): accuracy {_pct(n['accuracy'])} (Δ {_signed(n['delta_accuracy_pp'])} pp), "
+                          f"worst recall drop {_num(n['worst_recall_drop_pp'], 1)} pp"
+                          + (f" ({n['worst_recall_drop_class']})." if n.get("worst_recall_drop_class") else ".")]
     return lines
 
 
@@ -239,8 +242,8 @@ def _limitations(config: dict) -> list[str]:
             "- The accuracies above are from one split of one dataset: small classes have wide intervals, "
             "and nothing here was measured on other cameras, lighting, skin tones or body sites.",
             "- The Python figures come from Pillow's decoder and resize; a phone client resizes its own way. "
-            "Where the report has an `android-bundle (mediapipe)` row, it is the accuracy through MediaPipe's "
-            "`ImageClassifier` on the original files.",
+            "Where the report has `<export> (mediapipe)` rows, they are the accuracy through MediaPipe's "
+            "`ImageClassifier` on photos prepared as the Android guide says (and, not gated, on the original files).",
             "- A quantized file can change single predictions even where its overall accuracy holds: read the "
             "per-class recall change in the report before shipping one.",
             "", "### Input contract", "",
@@ -249,8 +252,9 @@ def _limitations(config: dict) -> list[str]:
             "maps them to [-1, 1] itself).",
             f"- Size {size[0]}×{size[1]}, square: a non-square photo is stretched by the Python path; crop it "
             "yourself to keep the lesion's shape.",
-            "- dtype float32 for Keras, fp32/fp16/dynamic TFLite and ONNX; uint8 for the full-integer int8 TFLite "
-            "files (input scale 1, zero point 0). Output `probs`: softmax over `labels.txt`."]
+            "- dtype float32 for Keras and " + ", ".join(f"`{s.name}`" for s in EXPORTS.values() if not s.full_integer)
+            + "; uint8 in and out for the full-integer " + ", ".join(f"`{s.name}`" for s in EXPORTS.values() if s.full_integer)
+            + " (input scale 1, zero point 0). Output `probs`: softmax over `labels.txt`."]
 
 
 def render_model_card(run: RunDir) -> str:
@@ -258,9 +262,9 @@ def render_model_card(run: RunDir) -> str:
     from .reporting import is_synthetic
 
     config = run.config()
-    evaluation = read_json_or_none(run.reports / "evaluate.json")
-    benchmark = read_json_or_none(run.reports / "benchmark.json")
-    manifest = read_json_or_none(run.manifest_path)
+    evaluation = runfiles.read_or_none(runfiles.EvaluateReport, run.evaluate_path)
+    benchmark = runfiles.read_or_none(runfiles.BenchmarkReport, run.benchmark_path)
+    manifest = runfiles.read_or_none(runfiles.Manifest, run.manifest_path)
     skipped = read_json_or_none(run.skipped_path) or []
     synthetic = is_synthetic(config.get("data_root"))
     front = ["---", "license: apache-2.0", "library_name: tf-keras", "pipeline_tag: image-classification",

@@ -79,13 +79,20 @@ def plot_history(rows: list[dict], path: Path, fine_tune_start: int | None = Non
     return save(fig, path)
 
 
+def latency_plot_rows(results: dict) -> tuple[int, list[dict]]:
+    """The rows the latency plot shows: every model's CPU row at the most threads (any row with a
+    latency when there is none), whatever its format."""
+    threads = max(results["config"]["threads"])
+    rows = [r for r in results["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"
+            and r["threads"] == threads] or [r for r in results["rows"] if r.get("latency_p50_ms")]
+    return threads, rows
+
+
 def plot_latency(results: dict, path: Path) -> Path:
     """Batch-1 p50 latency against accuracy (or, with no evaluate.json, against the floor), from
     benchmark.json."""
     plt = _plt()
-    threads = max(results["config"]["threads"])
-    rows = [r for r in results["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"
-            and r["threads"] == threads] or [r for r in results["rows"] if r.get("latency_p50_ms")]
+    threads, rows = latency_plot_rows(results)
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
     if any(r.get("accuracy") is not None for r in rows):
         for r in rows:

@@ -1,6 +1,6 @@
 """Formats from outside the package: modules that register a runtime and a converter.
 
-A plugin module calls ``runtimes.register_runtime`` and ``export.converters.register_export``
+A plugin module calls ``runtimes.register_runtime`` and ``formats.register_export``
 when imported. Name it in the ``SKINSCAN_EDGE_PLUGINS`` environment variable (comma-separated
 module names), or in an installed package's ``skinscan_edge.plugins`` entry point. Both reach
 the benchmark's worker processes too, which a registration made only in the calling process

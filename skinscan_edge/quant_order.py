@@ -9,8 +9,8 @@ ONNX with ONNX), at batch 1 and one thread count, from the same benchmark run.
 
 from __future__ import annotations
 
-#: Quantization level of each precision: higher is more quantized.
-LEVEL = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8-mixed": 2.5, "int8": 3, "qat-int8": 3}
+from .formats import quantization
+
 #: Slower by more than this share counts (below it, a shared host's noise decides).
 MARGIN = 0.05
 #: Ops a full-integer TFLite file may leave outside XNNPACK: the uint8 -> int8 input
@@ -41,7 +41,7 @@ def likely_reason(row: dict, faster: dict, host: dict | None = None) -> str:
     if row.get("format") == "onnx" and row.get("accelerated") is False:
         reasons.append(f"onnxruntime kept float kernels ({row.get('accelerator_detail', '')})")
     flags = (host or {}).get("cpu_flags") or {}
-    if LEVEL[faster["precision"]] < LEVEL["dynamic"] and flags and not any(flags.get(f) for f in VNNI_FLAGS):
+    if quantization(faster["precision"]).floor == "fp32" and flags and not any(flags.get(f) for f in VNNI_FLAGS):
         reasons.append("this CPU has no int8 dot-product instructions (VNNI/dotprod), so int8 GEMMs "
                        "are little faster than float ones")
     return "; ".join(reasons) or "no split or fallback recorded: compare the kernels of the two rows"
@@ -51,11 +51,12 @@ def slower_quantized(rows: list[dict], threads: int, host: dict | None = None) -
     """One line per (less, more quantized) pair of the same runtime where the more quantized
     file's batch-1 p50 is over MARGIN slower, naming the likely reason."""
     ok = [r for r in rows if r.get("device") == "cpu" and r.get("threads") == threads
-          and r.get("latency_p50_ms") and r.get("precision") in LEVEL and r.get("format") in ("tflite", "onnx")]
+          and r.get("latency_p50_ms") and r.get("format") not in (None, "keras")]
     lines = []
     for fast in ok:
         for slow in ok:
-            if (slow["format"] == fast["format"] and LEVEL[slow["precision"]] > LEVEL[fast["precision"]]
+            if (slow["format"] == fast["format"]
+                    and quantization(slow["precision"]).level > quantization(fast["precision"]).level
                     and slow["latency_p50_ms"] > fast["latency_p50_ms"] * (1 + MARGIN)):
                 lines.append(f"- {slow['model']} ({slow['latency_p50_ms']:.1f} ms) is slower than the less "
                              f"quantized {fast['model']} ({fast['latency_p50_ms']:.1f} ms): "

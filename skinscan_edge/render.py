@@ -7,6 +7,8 @@ the HTML page from ``report.py``, from the same JSON.
 
 from __future__ import annotations
 
+from .formats import target_precisions
+from .metrics import failure_text
 from .hostinfo import floor_ms
 
 # --- evaluate -------------------------------------------------------------------------------
@@ -83,9 +85,9 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
     lines += ["", f"## Gate: {'PASSED' if gate['passed'] else 'FAILED'}", "",
               f"Accuracy drop <= {gate['max_accuracy_drop_pp']} pp, recall drop <= "
               f"{gate['max_recall_drop_pp']} pp ({scope}){agree}.", ""]
-    lines += [f"- {f}" for f in gate["failures"]]
-    if results.get("client_gap"):
-        lines += ["", *client_gap_lines(results["client_gap"])]
+    lines += [f"- {failure_text(f)}" for f in gate["failures"]]
+    if results.get("client_gaps"):
+        lines += ["", *client_gap_lines(results)]
     for f in results["export_failures"]:
         lines.append(f"- export {f.get('name')} was not produced: {f.get('error')}")
     for m in results["models"]:
@@ -122,16 +124,42 @@ def leak_line(results: dict) -> str:
             f"(or a --group-by group member) in another split.")
 
 
-def client_gap_lines(g: dict) -> list[str]:
-    """The preprocessing gap of the MediaPipe client row, as Markdown lines."""
-    lines = ["## Preprocessing gap: MediaPipe against LiteRT on the same file", "",
-             f"The bundle file ({g['source_export']}) on {g['files']} files: top-1 agreement "
-             f"{g['top1_agreement']:.4f} ({g['num_top1_differ']} differ), mean |Δp| {g['prob_mean_abs_diff']:.4f}, "
-             f"accuracy {g['litert_accuracy']:.4f} (LiteRT, Pillow pixels) vs {g['client_accuracy']:.4f} (MediaPipe, file)."]
-    t = g.get("tensor") or {}
+CLIENT_COLUMNS = ["row", "export", "files", "LiteRT accuracy", "guided accuracy (gated)", "naive accuracy",
+                  "naive Δ vs Keras pp", "naive worst recall drop", "LiteRT vs naive agreement"]
+CLIENT_NOTE = ("Each TFLite export, with TFLite Model Metadata, in MediaPipe's ImageClassifier, as an app runs it. "
+               "Guided: the photos prepared as the Android bundle's guide says (decoded to RGB, scaled with its "
+               "toInputSize arithmetic), then MediaPipe at the input size; this row is gated like any export. "
+               "Naive: the original files straight into MediaPipe, which resizes without antialiasing; shown, "
+               "not gated: what skipping the guide costs.")
+
+
+def client_rows(results: dict) -> list[list[str]]:
+    """One row per export scored through MediaPipe, as strings (evaluate.md and the HTML page)."""
+    gaps = {g["row"]: g for g in results.get("client_gaps") or []}
+    rows = []
+    for m in results["models"]:
+        g, n = gaps.get(m["name"]), m.get("naive")
+        if not m.get("client") or not g or not n:
+            continue
+        drop = f"{n['worst_recall_drop_pp']:.1f} pp ({n['worst_recall_drop_class']})" if n["worst_recall_drop_class"] else "none"
+        rows.append([m["name"], g["source_export"], str(g["files"]), f"{g['litert_accuracy']:.4f}",
+                     f"{m['accuracy']:.4f}", f"{n['accuracy']:.4f}", f"{n['delta_accuracy_pp']:+.2f}", drop,
+                     f"{g['top1_agreement']:.4f}"])
+    return rows
+
+
+def client_gap_lines(results: dict) -> list[str]:
+    """The MediaPipe rows, guided and naive, and MediaPipe's measured input tensor, as Markdown."""
+    rows = client_rows(results)
+    if not rows:
+        return []
+    lines = ["## What the phone sees: every TFLite export through MediaPipe", "", CLIENT_NOTE, "",
+             "| " + " | ".join(CLIENT_COLUMNS) + " |", "|" + "---|" * len(CLIENT_COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    t = results.get("client_tensor") or {}
     if t.get("files"):
-        lines += ["", f"MediaPipe's input tensor (identity probe, {t['files']} files) vs the project's pixels: "
-                      f"mean |Δ| {t['project_mean_abs']:.2f} of 255; decoders differ by "
+        lines += ["", f"MediaPipe's input tensor on the original files (identity probe, {t['files']} files) vs the "
+                      f"project's pixels: mean |Δ| {t['project_mean_abs']:.2f} of 255; decoders differ by "
                       f"{t['decoder_mean_abs'] if t['decoder_mean_abs'] is None else round(t['decoder_mean_abs'], 2)}. "
                       f"Best-matching candidate: {t['best_match']}.", "",
                   "| candidate | mean abs diff (levels) |", "|---|---|"]
@@ -218,7 +246,7 @@ def _target_lines(results: dict) -> list[str]:
     threads = max(results["config"]["threads"])
     lines = []
     for kind, target in TARGETS.items():
-        precisions = ("int8", "qat-int8") if kind == "int8" else ("fp32",)
+        precisions = target_precisions(kind)
         rows = [r for r in results["rows"] if r.get("x_floor") and r["device"] == "cpu"
                 and r["threads"] == threads and r["precision"] in precisions and r["format"] != "keras"]
         if not rows:

@@ -17,6 +17,8 @@ import base64
 from collections import Counter
 from pathlib import Path
 
+from . import runfiles
+from .metrics import failure_text
 from .rundir import RunDir, atomic_write_text, read_json_or_none, timestamp
 from .runlock import holds_run_lock
 
@@ -81,7 +83,7 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
                                           "top1_agreement", "worst_recall_drop_pp", "worst_recall_drop_class",
                                           "recall_delta_pp", "confusion_png", "client")})
         if m["name"] != "keras":
-            row["gate_failures"] = [f for f in failures if f.startswith(m["name"] + ": ")]
+            row["gate_failures"] = [failure_text(f) for f in failures if f["model"] == m["name"]]
             row["gate_passed"] = not row["gate_failures"]
     for name, r in latency.items():
         row = by_name.setdefault(name, {"name": name, "precision": r.get("precision"), "size_mb": r.get("size_mb")})
@@ -93,24 +95,21 @@ def export_rows(evaluation: dict | None, benchmark: dict | None, manifest: dict 
     return rows
 
 
-def recommend(rows: list[dict]) -> dict:
-    """The export to ship: among those that passed the gate, the fastest measured (then the
-    smallest). Says why when there is none."""
-    exports = [r for r in rows if r["name"] != "keras" and not r.get("client")]  # a client row is no file to ship
-    if not exports:
-        return {"name": None, "why": "nothing is exported yet: run `skinscan-edge export RUN --int8`"}
-    evaluated = [r for r in exports if "gate_passed" in r]
-    if not evaluated:
-        return {"name": None, "why": "the exports are not evaluated yet: run `skinscan-edge evaluate RUN`"}
-    passed = [r for r in evaluated if r["gate_passed"]]
-    if not passed:
-        return {"name": None, "why": "no export passed the evaluate gate; see the failures below"}
-    timed = [r for r in passed if r.get("latency_p50_ms")]
-    pool = timed or passed
-    best = min(pool, key=lambda r: (r.get("latency_p50_ms") or 0.0, r.get("size_mb") or 0.0))
-    basis = "the fastest" if timed else "the smallest (no benchmark yet)"
-    return {"name": best["name"], "row": best, "mixed": mixed_cost(best, rows),
-            "why": f"{basis} of the {len(passed)} export(s) that passed the gate"}
+def recommend(run: RunDir, rows: list[dict]) -> dict:
+    """The file to ship to phones: ``release.choose.choose``, the same call ``skinscan-edge bundle``
+    makes, so the page and the bundle cannot disagree. Says why when there is none."""
+    from .errors import SkinscanError
+    from .release.choose import choose
+
+    if not run.manifest_path.exists():
+        return {"name": None, "why": f"nothing is exported yet: run `skinscan-edge export {run.root} --int8`"}
+    try:
+        choice = choose(run)
+    except SkinscanError as e:
+        return {"name": None, "why": str(e)}
+    row = next((r for r in rows if r["name"] == choice.name), {"name": choice.name})
+    return {"name": choice.name, "row": row, "mixed": mixed_cost(row, rows), "why": choice.why, "tie": choice.tie,
+            "latency_source": choice.latency_source}
 
 
 def mixed_cost(row: dict, rows: list[dict]) -> str | None:
@@ -133,16 +132,16 @@ def build_report(run: RunDir) -> Path:
     import jinja2
 
     config = run.config()
-    evaluation = read_json_or_none(run.reports / "evaluate.json")
-    benchmark = read_json_or_none(run.reports / "benchmark.json")
-    manifest = read_json_or_none(run.manifest_path)
+    evaluation = runfiles.read_or_none(runfiles.EvaluateReport, run.evaluate_path)
+    benchmark = runfiles.read_or_none(runfiles.BenchmarkReport, run.benchmark_path)
+    manifest = runfiles.read_or_none(runfiles.Manifest, run.manifest_path)
     if manifest:
         from .exporters.manifest import check_complete
 
         check_complete(run, manifest)
     keras_report = read_json_or_none(run.reports / "keras_test_report.json")
     skipped = read_json_or_none(run.skipped_path) or []
-    duplicates = read_json_or_none(run.root / "duplicates.json")
+    duplicates = runfiles.read_or_none(runfiles.Duplicates, run.duplicates_path)
     from .model_card import write_model_card
 
     card = write_model_card(run)  # beside the page, from the same files; the page links it
@@ -158,20 +157,22 @@ def build_report(run: RunDir) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    from .render import TWIN_COLUMNS, TWIN_NOTE, twin_rows
+    from .render import CLIENT_COLUMNS, CLIENT_NOTE, TWIN_COLUMNS, TWIN_NOTE, client_rows, twin_rows
 
     twin = {"columns": TWIN_COLUMNS, "note": TWIN_NOTE, "rows": twin_rows(evaluation) if evaluation else []}
+    client = {"columns": CLIENT_COLUMNS, "note": CLIENT_NOTE, "rows": client_rows(evaluation) if evaluation else []}
     env.filters["num"] = _num
     env.filters["signed"] = _signed
+    env.filters["failure"] = failure_text
     page = env.get_template(TEMPLATE).render(
         run=run.root.name, run_path=str(run.root), created=timestamp()[:16].replace("T", " "),
         config=config, train=config["train"], status=run.status(), labels=run.labels(),
         synthetic=is_synthetic(config.get("data_root")), skipped=skipped, reasons=reasons,
         keras_report=keras_report, evaluation=evaluation, duplicates=duplicates, benchmark=benchmark, manifest=manifest,
-        rows=rows, pick=recommend(rows), images=images, confusions=[c for c in confusions if c[1]],
+        rows=rows, pick=recommend(run, rows), images=images, confusions=[c for c in confusions if c[1]],
         data_warning=_data_warning(run),
         model_card=f"../{card.name}", phone=phone_rows(benchmark),
-        quant_debug=quant_debug, twin=twin,
+        quant_debug=quant_debug, twin=twin, client=client,
     )
     out = run.reports / INDEX_NAME
     atomic_write_text(out, page)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import runfiles
 from .errors import SkinscanError
 
 
@@ -131,7 +132,7 @@ class RunDir:
     # --- paths -------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
-        return self.root / "config.json"
+        return runfiles.RunConfig.path(self.root)
 
     @property
     def labels_path(self) -> Path:
@@ -163,13 +164,27 @@ class RunDir:
 
     @property
     def manifest_path(self) -> Path:
-        return self.exports / "manifest.json"
+        return runfiles.Manifest.path(self.root)
+
+    @property
+    def evaluate_path(self) -> Path:
+        return runfiles.EvaluateReport.path(self.root)
+
+    @property
+    def benchmark_path(self) -> Path:
+        return runfiles.BenchmarkReport.path(self.root)
+
+    @property
+    def duplicates_path(self) -> Path:
+        return runfiles.Duplicates.path(self.root)
 
     # --- readers -------------------------------------------------------------------------
     def config(self) -> dict:
+        """config.json, validated (``runfiles.RunConfig``), as the dict it holds."""
         if not self.config_path.exists():
             raise SkinscanError(f"{self.config_path} is missing; is {self.root} a skinscan-edge run?")
-        return read_json(self.config_path)
+        return runfiles.load(runfiles.RunConfig, self.config_path).model_dump(mode="json", by_alias=True,
+                                                                              exclude_unset=True)
 
     def labels(self) -> list[str]:
         if not self.labels_path.exists():

@@ -1,4 +1,4 @@
-"""``skinscan-edge pipeline``: train, export, evaluate, benchmark and report in one go.
+"""``skinscan-edge pipeline``: train, export, evaluate, benchmark, report and bundle in one go.
 
 Running the same command again skips every stage whose outputs are there, intact, and made
 from the current inputs with the same settings (see :func:`stage_is_current`), resumes an
@@ -16,15 +16,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
+from . import runfiles
+from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExportConfig, TrainConfig
 from .errors import SkinscanError
-from .exporters.converters import EVERY_PRECISION
+from .formats import EVERY_PRECISION
 from .fingerprint import data_change
+from .metrics import failure_text
 from .progress import Reporter, reporter_or_silent
 from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
 from .runlock import run_lock
 
-STAGES = ("train", "export", "evaluate", "benchmark", "report")
+STAGES = ("train", "export", "evaluate", "benchmark", "report", "bundle")
 STATE_NAME = "pipeline.json"
 
 #: Why train is skipped when the data changed and ``keep_model`` is set; the warning follows it.
@@ -42,7 +44,7 @@ class PipelineConfig:
     export: ExportConfig = field(default_factory=lambda: ExportConfig(precisions=list(EVERY_PRECISION)))
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
-    android_dir: str | None = None
+    bundle: BundleConfig | None = None  # the Android bundle, after the gate (``--android``); None: no bundle
     keep_model: bool = False  # when the data changed since training: keep the model (and warn) instead of retraining
 
 
@@ -69,12 +71,15 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
         return _train_is_done(cfg, run)
     if stage == "report":
         return None  # always rendered again: it is cheap and reads everything
-    manifest = read_json_or_none(run.manifest_path)
+    if stage == "bundle":
+        return _bundle_current(cfg, run)
+    manifest = runfiles.read_or_none(runfiles.Manifest, run.manifest_path)
     if not manifest:
         return None
     if stage == "export":
         return _exports_current(cfg, run, manifest)
-    report = read_json_or_none(run.reports / f"{stage}.json")
+    report = (runfiles.read_or_none(runfiles.EvaluateReport, run.evaluate_path) if stage == "evaluate"
+              else runfiles.read_or_none(runfiles.BenchmarkReport, run.benchmark_path))
     key, mine = ("settings", cfg.evaluate) if stage == "evaluate" else ("config", cfg.benchmark)
     if report and report.get("manifest_sha256") == sha256_file(run.manifest_path) and _same(report.get(key), asdict(mine)):
         return "same exports, same settings"
@@ -82,7 +87,6 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
 
 
 def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
-    from .exporters.android_guide import bundle_is_whole
     from .exporters.run import reusable_entries
 
     if manifest.get("state", "complete") != "complete" or manifest.get("failures"):
@@ -91,14 +95,23 @@ def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | 
     if set(manifest.get("config", {}).get("precisions", [])) != set(cfg.export.precisions) \
             or not wanted <= set(reusable_entries(run, manifest, cfg.export)):
         return None
-    if cfg.android_dir:  # the bundle must hold this run's int8 file, unchanged
-        sidecar = read_json_or_none(Path(cfg.android_dir) / "metadata.json") or {}
-        source = {e["name"]: e["sha256"] for e in manifest.get("exports", [])}.get(sidecar.get("source_export"))
-        bundled = Path(cfg.android_dir) / str(sidecar.get("model_file", ""))
-        if not source or source != sidecar.get("source_sha256") or not bundled.is_file() \
-                or sha256_file(bundled) != sidecar.get("model_sha256") or not bundle_is_whole(Path(cfg.android_dir)):
-            return None
     return "made from this model with the same settings; SHA-256 verified"
+
+
+def _bundle_current(cfg: PipelineConfig, run: RunDir) -> str | None:
+    """No bundle asked for, or the bundle folder already holds the chosen file with its verdict."""
+    if cfg.bundle is None:
+        return "no --android: no bundle asked for"
+    from .release.bundle import bundle_is_current
+    from .release.choose import choose
+
+    try:
+        choice = choose(run, cfg.bundle.model, cfg.bundle.require, cfg.bundle.allow_failed)
+    except SkinscanError:
+        return None  # the stage runs and records why nothing can be bundled
+    if bundle_is_current(run, Path(cfg.bundle.out), choice):
+        return f"{cfg.bundle.out} already holds {choice.name} (gate {choice.verdict.verdict}); SHA-256 verified"
+    return None
 
 
 def _train_is_done(cfg: PipelineConfig, run: RunDir) -> str | None:
@@ -157,18 +170,20 @@ def _run_stages(cfg: PipelineConfig, run: RunDir, say: Reporter) -> dict:
 def _verdict(stage: str, run: RunDir) -> bool:
     """A reused stage's verdict, read from its own files."""
     if stage == "evaluate":
-        return bool((read_json_or_none(run.reports / "evaluate.json") or {}).get("gate", {}).get("passed"))
+        return bool((runfiles.read_or_none(runfiles.EvaluateReport, run.evaluate_path) or {}).get("gate", {}).get("passed"))
     if stage == "benchmark":
-        rows = (read_json_or_none(run.reports / "benchmark.json") or {}).get("rows", [])
+        rows = (runfiles.read_or_none(runfiles.BenchmarkReport, run.benchmark_path) or {}).get("rows", [])
         return not any("error" in r for r in rows)
     return True
 
 
 _SUMMARIES = {
     "train": lambda run: f"test accuracy {run.status().get('test_accuracy', float('nan')):.4f}",
-    "export": lambda run: f"{len((read_json_or_none(run.manifest_path) or {}).get('exports', []))} exports",
+    "export": lambda run: f"{len((runfiles.read_or_none(runfiles.Manifest, run.manifest_path) or {}).get('exports', []))} exports",
     "evaluate": lambda run: "gate " + ("passed" if _verdict("evaluate", run) else "failed"),
-    "benchmark": lambda run: f"{len((read_json_or_none(run.reports / 'benchmark.json') or {}).get('rows', []))} rows",
+    "benchmark": lambda run: f"{len((runfiles.read_or_none(runfiles.BenchmarkReport, run.benchmark_path) or {}).get('rows', []))} rows",
+    "report": lambda run: str(run.reports / "index.html"),
+    "bundle": lambda run: "",
 }
 
 
@@ -197,11 +212,6 @@ def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, b
 
     manifest = export_run(RunDir.open(run.root), cfg.export, reporter=say)
     summary = f"{len(manifest['exports'])} exports"
-    if cfg.android_dir:
-        from .exporters.android import build_android_bundle
-
-        bundle = build_android_bundle(run, Path(cfg.android_dir))
-        summary += f"; Android bundle {bundle['model_path']}"
     failed = [f["name"] for f in manifest["failures"]]
     if failed:
         summary += f"; failed: {', '.join(failed)}"
@@ -214,9 +224,10 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
     results = evaluate_run(RunDir.open(run.root), cfg.evaluate, reporter=say)
     gate = results["gate"]
     say.row("evaluate", results)
-    verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(gate['failures'])}"
+    verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(map(failure_text, gate['failures']))}"
     exports = [m for m in results["models"] if m["name"] != "keras" and not m.get("client")]
-    client = " + MediaPipe client" if len(exports) < len(results["models"]) - 1 else ""
+    clients = len(results["models"]) - 1 - len(exports)
+    client = f" + {clients} MediaPipe client row(s)" if clients else ""
     return f"{results['num_images']} images, {len(exports)} exports{client}; {verdict}", gate["passed"]
 
 
@@ -236,12 +247,25 @@ def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, b
     from .reporting import build_report
 
     page = build_report(RunDir.open(run.root))  # writes RUN/MODEL_CARD.md too
-    if cfg.android_dir:  # the bundle carries the card, which exists only now
-        from .exporters.android import build_android_bundle
-
-        build_android_bundle(run, Path(cfg.android_dir))
     return str(page), True
 
 
+def _run_bundle(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
+    """After the gate and the benchmark: the bundle of the report's recommended file (which the
+    model card, written by the report stage, goes with). Nothing to bundle is a failed stage, not
+    a crash: the summary says why."""
+    from .release.bundle import write_bundle
+    from .release.choose import PASSED, choose
+
+    try:
+        choice = choose(run, cfg.bundle.model, cfg.bundle.require, cfg.bundle.allow_failed)
+    except SkinscanError as e:
+        say.message(f"no Android bundle: {e}", "warn")
+        return f"no bundle: {e}", False
+    done = write_bundle(run, Path(cfg.bundle.out), choice)
+    return (f"{done['model_path']} ({choice.name}, gate {choice.verdict.verdict}): {choice.why}",
+            choice.verdict.verdict == PASSED)
+
+
 _STAGE_RUNNERS = {"train": _run_train, "export": _run_export, "evaluate": _run_evaluate,
-                  "benchmark": _run_benchmark, "report": _run_report}
+                  "benchmark": _run_benchmark, "report": _run_report, "bundle": _run_bundle}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import runfiles
 from .config import TrainConfig
 from .data import scan, split_items, training_model
 from .errors import SkinscanError
@@ -25,7 +26,7 @@ from .fingerprint import clear_training_state, data_fingerprint, save_file_list
 from .grouping import build_grouping, duplicates_report, short_summary, summary_line
 from .hostinfo import tool_versions
 from .progress import SILENT, Reporter, reporter_or_silent
-from .rundir import RunDir, atomic_write_text, read_json, read_json_or_none, split_pairs, timestamp, write_json
+from .rundir import RunDir, atomic_write_text, read_json_or_none, split_pairs, timestamp, write_json
 from .runlock import LOCK_NAME, run_lock
 
 
@@ -210,7 +211,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
     if cfg.resume:
         if not run.config_path.exists():
             raise SkinscanError(f"--resume: {run.root} has no run to continue (config.json missing)")
-        saved = TrainConfig.from_dict(read_json(run.config_path)["train"])
+        saved = TrainConfig.from_dict(run.config()["train"])
         # Where to train is this command's choice; what to train is the saved run's.
         saved.resume, saved.out, saved.strategy, saved.cpu_replicas = True, cfg.out, cfg.strategy, cfg.cpu_replicas
         saved.mixed_precision = cfg.mixed_precision
@@ -248,7 +249,7 @@ def _train_locked(cfg: TrainConfig, run: RunDir, placement, say: Reporter, repla
             if replace:  # the data changed (pipeline): nothing of the old model may be resumed
                 clear_training_state(run)
             run.root.mkdir(parents=True, exist_ok=True)
-            write_json(run.root / "duplicates.json", duplicates)
+            runfiles.save(runfiles.Duplicates, run.duplicates_path, duplicates)
             write_json(run.skipped_path, skipped)
             write_json(run.split_path, split)
             atomic_write_text(run.labels_path, "\n".join(labels) + "\n")
@@ -271,7 +272,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
     chief = placement.is_chief
     if chief:
         run.set_status("incomplete", phase="prepare")
-        write_json(run.config_path, {
+        runfiles.save(runfiles.RunConfig, run.config_path, {
             "train": cfg.to_dict(), "labels": labels, "classes": split["classes"],
             "data_root": split["root"], "layout": split["layout"], "split_sha256": split["sha256"],
             "split_counts": split.get("counts"), "data_fingerprint": state.get("data_fingerprint"),
@@ -355,7 +356,7 @@ def _train(cfg: TrainConfig, run: RunDir, placement, split: dict, labels: list[s
     run.set_status("complete", train_seconds=round(train_seconds, 1), test_accuracy=result["accuracy"])
     return {"chief": True, "run": str(run.root), "test_accuracy": result["accuracy"], "n_test": result["n_images"],
             "train_seconds": train_seconds, "labels": labels, "report_text": result["report_text"],
-            "duplicates": short_summary(read_json_or_none(run.root / "duplicates.json"))}
+            "duplicates": short_summary(read_json_or_none(run.duplicates_path))}
 
 
 def _interrupted_message(run: RunDir, phase: str, chief: bool) -> str:

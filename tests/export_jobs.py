@@ -62,5 +62,31 @@ def toy_format(exported: Path, root: Path, image: Path) -> dict:
                             "--min-time", 0.05, "--warmup", 1, "--images", 4, "--no-floor"], env=env)
     out["predict"] = cli(["predict", run, image, "--model", "keras-h5", "--json"], env=env)
     out["predict_keras"] = cli(["predict", run, image, "--json"], env=env)
+    out["report"] = cli(["report", run], env=env)
+    out["tables"] = cli([sys.executable, "-c", TOY_TABLES, str(run)], env=env, python=True)
     out["without_plugin"] = cli(["evaluate", run, "--model", "keras-h5", *LENIENT])
     return out
+
+
+#: What the tables derived from the format specs say of the toy format, in a process that loaded it.
+TOY_TABLES = """
+import json, sys
+from skinscan_edge import formats, model_card, quant_order
+from skinscan_edge.hostinfo import floor_ms
+from skinscan_edge.plots import latency_plot_rows
+from skinscan_edge.rundir import RunDir
+run = RunDir(sys.argv[1])
+bench = json.loads(run.benchmark_path.read_text())
+spec = formats.spec("keras-h5")
+print(json.dumps({
+    "precisions": formats.precisions(), "spec": [spec.quant.precision, spec.quant.floor, spec.format],
+    "floor_ms": floor_ms(1e9, spec.precision, {"fp32_gflops": 100.0, "int8_gops": 400.0}),
+    "target": spec.precision in formats.target_precisions("fp32"),
+    "plot": [r["model"] for r in latency_plot_rows(bench)[1]],
+    "card_dtype": next(l for l in model_card.render_model_card(run).splitlines() if l.startswith("- dtype")),
+    "order_checked": quant_order.slower_quantized([  # two files of the toy's format, the int8 one slower
+        {"model": "keras-h5", "format": "keras-h5", "precision": "fp32", "device": "cpu", "threads": 1, "latency_p50_ms": 1.0},
+        {"model": "keras-h5-q", "format": "keras-h5", "precision": "int8", "device": "cpu", "threads": 1,
+         "latency_p50_ms": 2.0}], 1),
+}))
+"""

@@ -21,10 +21,14 @@ import pytest
 
 import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 from skinscan_edge.errors import SkinscanError
-from skinscan_edge.commands import options
-from skinscan_edge.exporters import android, android_guide, golden
-from skinscan_edge.exporters.android import build_android_bundle, read_metadata, write_metadata
+from skinscan_edge import tflite_metadata as android
+from skinscan_edge.config import BundleConfig
+from skinscan_edge.release import golden
+from skinscan_edge.release import guide as android_guide
+from skinscan_edge.release.bundle import write_bundle
+from skinscan_edge.release.choose import Choice, Verdict, choose
 from skinscan_edge.rundir import RunDir, sha256_file, write_json
+from skinscan_edge.tflite_metadata import read_metadata, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 READER_DIR = Path(__file__).with_name("android_reader")
@@ -113,6 +117,11 @@ def _save(tmp_path: Path, data: bytes, name: str = "m.tflite") -> Path:
     return tmp_path / name
 
 
+def build_android_bundle(run: RunDir, out: Path, name: str = "tflite-int8") -> dict:
+    """The bundle writer on its own, for a file the test declares passed (choose() is tested below)."""
+    return write_bundle(run, out, Choice(name, "named in the test", Verdict("passed")))
+
+
 def _make_run(root: Path, model: bytes, labels=LABELS, fmt="tflite") -> RunDir:
     """A minimal run directory by hand: config, labels, status, split with PNGs, one export."""
     from PIL import Image
@@ -127,7 +136,7 @@ def _make_run(root: Path, model: bytes, labels=LABELS, fmt="tflite") -> RunDir:
         items[split].append([rel, i % 3])
     run = RunDir(root / "run")
     run.root.mkdir()
-    write_json(run.config_path, {"train": {"img_size": SIZE}})
+    write_json(run.config_path, {"train": {"img_size": SIZE}, "labels": labels})
     run.labels_path.write_text("\n".join(labels) + "\n", encoding="utf-8")
     run.set_status("complete")
     write_json(run.split_path, {"root": str(data), "seed": 0, "splits": items})
@@ -135,7 +144,7 @@ def _make_run(root: Path, model: bytes, labels=LABELS, fmt="tflite") -> RunDir:
     (run.exports / "model_int8.tflite").write_bytes(model)
     entry = {"name": "tflite-int8", "file": "model_int8.tflite", "format": fmt, "precision": "int8",
              "size_bytes": len(model), "sha256": hashlib.sha256(model).hexdigest()}
-    write_json(run.manifest_path, {"run": str(run.root), "exports": [entry], "failures": []})
+    write_json(run.manifest_path, {"run": str(run.root), "created": "now", "exports": [entry], "failures": []})
     return run
 
 
@@ -263,7 +272,7 @@ def test_bundle_is_whole_in_a_fresh_folder(bundle):
     """Guide, Kotlin, metadata, labels, golden PNG, model and zip, rendered from package data alone."""
     _, out, summary = bundle
     sidecar = json.loads((out / "metadata.json").read_text())
-    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite"}
+    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite", ".skinscan-edge-bundle"}
     assert summary["files"] == sorted(BUNDLE_FILES - {"skinscan_android_bundle.zip"} | {"skinscan_int8.tflite"})
 
     readme = (out / "README.md").read_text()
@@ -352,23 +361,28 @@ def test_golden_vector_is_litert_on_the_exact_pixels(bundle):
     assert top3[0]["score"] > top3[2]["score"]  # the tiny model is not flat
 
 
-def test_bundle_replaces_stale_files_and_carries_the_model_card(tiny_int8, tmp_path):
+def test_bundle_replaces_its_own_folder_whole_and_carries_the_model_card(tiny_int8, tmp_path):
     run = _make_run(tmp_path, tiny_int8)
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("skinscan_fp32.tflite", "golden_image.jpg", "MODEL_CARD.md", "notes.txt"):
-        (out / name).write_bytes(b"old")
+    (out / "notes.txt").write_text("a user's notes")  # a folder skinscan-edge did not write: refused, kept
+    with pytest.raises(SkinscanError, match="holds files skinscan-edge did not write"):
+        build_android_bundle(run, out)
+    assert (out / "notes.txt").read_text() == "a user's notes"
+    (out / "notes.txt").unlink()
     summary = build_android_bundle(run, out)
-    assert summary["removed_stale"] == ["skinscan_fp32.tflite", "golden_image.jpg", "MODEL_CARD.md"]
-    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite", "notes.txt"}
+    assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite", ".skinscan-edge-bundle"}
     assert "MODEL_CARD" not in (out / "README.md").read_text()
+    (out / "skinscan_fp32.tflite").write_bytes(b"old")  # a stale file inside our own bundle goes with it
 
     (run.root / "MODEL_CARD.md").write_text("# Model card\n")  # the hook: a run that has one
     summary = build_android_bundle(run, out)
+    assert not (out / "skinscan_fp32.tflite").exists()
+    assert not list(tmp_path.glob(".out.*"))  # no temporary folder left beside it
     assert (out / "MODEL_CARD.md").read_text() == "# Model card\n" and "MODEL_CARD.md" in summary["files"]
     assert "`MODEL_CARD.md`" in (out / "README.md").read_text()
     with zipfile.ZipFile(out / "skinscan_android_bundle.zip") as zf:
-        assert "MODEL_CARD.md" in zf.namelist() and "notes.txt" not in zf.namelist()
+        assert "MODEL_CARD.md" in zf.namelist() and ".skinscan-edge-bundle" not in zf.namelist()
     assert android_guide.bundle_is_whole(out)
     (out / "skinscan_android_bundle.zip").unlink()
     assert not android_guide.bundle_is_whole(out)  # the pipeline then rebuilds it
@@ -377,7 +391,7 @@ def test_bundle_replaces_stale_files_and_carries_the_model_card(tiny_int8, tmp_p
 def test_a_synthetic_run_says_so_in_the_guide_and_the_kotlin(tiny_int8, tmp_path):
     run = _make_run(tmp_path, tiny_int8)
     (tmp_path / "data" / "README.txt").write_text("SYNTHETIC demo data\n")
-    write_json(run.config_path, {"train": {"img_size": SIZE}, "data_root": str(tmp_path / "data")})
+    write_json(run.config_path, {"train": {"img_size": SIZE}, "labels": LABELS, "data_root": str(tmp_path / "data")})
     out = tmp_path / "out"
     build_android_bundle(run, out)
     assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
@@ -397,10 +411,11 @@ def test_what_the_demo_writes_is_ignored_by_git(bundle):
     _, out, _ = bundle
     make = (REPO / "Makefile").read_text()
     demo = [re.search(rf"^{var}\s*:=\s*(\S+)", make, re.M).group(1) for var in ("DEMO_DATA", "DEMO_RUN")]
-    default = Path(options.ANDROID_DIR.default)
+    default = Path(BundleConfig().out)
     paths = [(default / p.name).as_posix() for p in out.iterdir()]
     paths += [(default / name).as_posix() for name in ("MODEL_CARD.md", "skinscan_fp32.tflite")]
     paths += [f"{d}/anything" for d in demo] + [".venv-reader/bin/python"]
+    paths += [(default.parent / f".{default.name}.{kind}-123/metadata.json").as_posix() for kind in ("tmp", "old")]
     ignored = _git("check-ignore", "--stdin", stdin="\n".join(paths))
     assert sorted(ignored.stdout.split()) == sorted(paths), f"not ignored: {set(paths) - set(ignored.stdout.split())}"
     tracked = _git("ls-files", "--", default.as_posix()).stdout.split()
@@ -408,8 +423,8 @@ def test_what_the_demo_writes_is_ignored_by_git(bundle):
 
 
 @pytest.mark.parametrize("setup, message", [
-    ("unknown", "unknown export 'tflite-int9'; valid exports: tflite-int8 (did you mean 'tflite-int8'?)"),
-    ("onnx", "export tflite-int8 is onnx; the Android bundle needs a TFLite export"),
+    ("unknown", "--model: unknown export 'tflite-int9'; valid TFLite exports of this run: tflite-int8 (did you mean 'tflite-int8'?)"),
+    ("onnx", "has no TFLite export"),
     ("labels", "9 labels but the model outputs 10 scores"),
     ("tampered", "does not match its manifest SHA-256"),
     ("no-test-images", "no usable image in the test split"),
@@ -424,8 +439,10 @@ def test_bundle_errors_are_one_line(tiny_int8, tmp_path, setup, message):
         split["splits"]["test"] = [["cls0/missing.png", 0]]
         write_json(run.split_path, split)
     with pytest.raises(SkinscanError) as err:
-        build_android_bundle(run, tmp_path / "out", "tflite-int9" if setup == "unknown" else "tflite-int8")
+        choice = choose(run, model="tflite-int9" if setup == "unknown" else "tflite-int8", allow_failed=True)
+        write_bundle(run, tmp_path / "out", choice)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))  # nothing half-written
 
 
 # --- the real reader: MediaPipe Tasks ---------------------------------------------------------
@@ -515,69 +532,92 @@ def test_mediapipe_reads_a_float_model(tiny_fp32, reader_python, tmp_path):
 
 
 # --- a real bundle: the session's InceptionV3 int8 export (75 px, synthetic data) ---------------
-def _check_a_real_bundle(run: RunDir, reader_python: Path, tmp_path: Path) -> None:
+#: Every kind of file a bundle can hold: float I/O (fp32, fp16 weights, dynamic range) and uint8 I/O.
+BUNDLE_KINDS = [("tflite-fp32", "float32"), ("tflite-fp16", "float32"), ("tflite-dynamic", "float32"),
+                ("tflite-int8", "uint8"), ("tflite-qat-int8", "uint8")]
+
+
+@pytest.mark.parametrize("export, io_dtype", BUNDLE_KINDS)
+def test_every_kind_of_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path,
+                                                                     export, io_dtype):
+    """The session's InceptionV3 export bundled (evaluated or not: --allow-failed), then MediaPipe's
+    ImageClassifier on the golden PNG must give the guide's scores within the guide's tolerance,
+    which follows the file's output type."""
     from skinscan_edge.config import TrainConfig
-    from skinscan_edge.exporters.run import ExportConfig
     from skinscan_edge.imageio import load_rgb
     from skinscan_edge.stages import PipelineConfig, stage_is_current
 
-    out = tmp_path / "bundle"
-    build_android_bundle(run, out)
+    run, out = exported_run, tmp_path / "bundle"
+    write_bundle(run, out, choose(run, model=export, allow_failed=True))
     sidecar = json.loads((out / "metadata.json").read_text())
+    assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == io_dtype
     got = _classify(reader_python, out / sidecar["model_file"], tmp_path, load_rgb(out / "golden_image.png"),
                     image=out / "golden_image.png")
     assert got["image_sha256"] == sidecar["golden"]["pixels_sha256"]  # MediaPipe decodes the same pixels
     rows, tolerance = _readme_golden(out / "README.md")
-    assert tolerance == 1 / 256
+    assert tolerance == (1 / 256 if io_dtype == "uint8" else golden.FLOAT_TOLERANCE) == sidecar["golden"]["tolerance"]
     scores = {c["name"]: c["score"] for c in got["image"]}
     for _, label, score in rows:
         assert abs(scores[label] - score) <= tolerance + 1e-6, (label, scores[label], score)
     assert "trained on SYNTHETIC demo data" in (out / "README.md").read_text()
-
-    # The pipeline finds the export stage finished only while the bundle is whole.
-    made = json.loads(run.manifest_path.read_text())["config"]
-    cfg = PipelineConfig(train=TrainConfig.from_dict(run.config()["train"]), android_dir=str(out),
-                         export=ExportConfig(precisions=made["precisions"], calib_samples=made["calib_samples"]))
-    assert stage_is_current("export", cfg, run)
+    if export != "tflite-int8":
+        return
+    # The pipeline finds the bundle stage finished only while the bundle is whole.
+    cfg = PipelineConfig(train=TrainConfig.from_dict(run.config()["train"]),
+                         bundle=BundleConfig(out=str(out), model="tflite-int8", allow_failed=True))
+    assert stage_is_current("bundle", cfg, run)
     (out / "skinscan_android_bundle.zip").unlink()
-    assert stage_is_current("export", cfg, run) is None
-
-
-def test_a_real_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path):
-    _check_a_real_bundle(exported_run, reader_python, tmp_path)
+    assert stage_is_current("bundle", cfg, run) is None
 
 
 # --- the client path: evaluate --client mediapipe (skinscan_edge.client) -----------------------
-def test_client_scores_the_bundle_from_the_original_files_and_measures_the_gap(bundle, reader_python, tmp_path):
-    """MediaPipe gets the original 48x40 PNGs and resizes them itself; the gap against LiteRT on the
-    project's pixels is measured, and the probe names MediaPipe's resize exactly."""
-    from skinscan_edge.client import CLIENT_ROW, score_client
-    from skinscan_edge.config import EvaluateConfig
-    from skinscan_edge.imageio import load_rgb
+def test_client_scores_each_export_guided_and_naive_and_measures_the_gap(bundle, reader_python, tmp_path):
+    """Guided: the photos scaled as the guide says (imageio.to_input_size), then MediaPipe at the
+    input size; naive: MediaPipe gets the original 48x40 PNGs and resizes them itself. The gap
+    against LiteRT on the project's pixels is measured, and the probe names MediaPipe's resize."""
+    from PIL import Image
+
+    from skinscan_edge.client import client_row_name, score_client
+    from skinscan_edge.imageio import load_rgb, to_input_size
 
     run, out, _ = bundle
     items = run.split_items("test")
-    probs, info, gap = score_client(run, EvaluateConfig(client="mediapipe", android_dir=str(out)), items, LABELS)
-    assert probs.shape == (len(items), len(LABELS)) and info["name"] == CLIENT_ROW and info["precision"] == "int8"
-    # The same file through MediaPipe by hand (tests/android_reader/classify.py) gives the same scores.
+    entry = json.loads(run.manifest_path.read_text())["exports"][0]
+    scored, tensor = score_client(run, [entry], items, LABELS)
+    s = scored["tflite-int8"]
+    assert s["guided"].shape == s["naive"].shape == (len(items), len(LABELS))
+    assert s["info"]["name"] == client_row_name("tflite-int8") and s["info"]["precision"] == "int8"
+    # The same file through MediaPipe by hand (tests/android_reader/classify.py) gives the naive scores ...
     got = _classify(reader_python, out / "skinscan_int8.tflite", tmp_path, load_rgb(items[0][0]), image=items[0][0])
-    assert [c["score"] for c in sorted(got["image"], key=lambda c: c["index"])] == pytest.approx(probs[0].tolist(), abs=1e-6)
+    assert [c["score"] for c in sorted(got["image"], key=lambda c: c["index"])] == pytest.approx(s["naive"][0].tolist(), abs=1e-6)
+    # ... and, on the image scaled with the guide's arithmetic, the guided ones.
+    guided = tmp_path / "guided.png"
+    Image.fromarray(to_input_size(load_rgb(items[0][0]), SIZE)).save(guided)
+    got = _classify(reader_python, out / "skinscan_int8.tflite", tmp_path, load_rgb(guided), image=guided)
+    assert [c["score"] for c in sorted(got["image"], key=lambda c: c["index"])] == pytest.approx(s["guided"][0].tolist(), abs=1e-6)
     litert = _litert(out / "skinscan_int8.tflite", np.stack([load_rgb(p, SIZE) for p, _ in items]))
-    assert gap["prob_max_abs_diff"] == pytest.approx(float(np.abs(litert - probs).max()), abs=1e-6)
-    assert gap["num_top1_differ"] == int((litert.argmax(1) != probs.argmax(1)).sum())
-    t = gap["tensor"]
-    assert t["files"] == len(items) and t["source_shapes"] == [[40, 48, 3]]
-    assert t["best_match"].startswith("stretch, corner-aligned bilinear warp")
-    assert t["candidates_mean_abs"][t["best_match"]] < 0.5 < t["project_mean_abs"]  # the resize differs, measurably
-    assert t["decoder_mean_abs"] == 0.0  # PNG: both decoders give the same pixels
+    gap = s["gap"]
+    assert gap["prob_max_abs_diff"] == pytest.approx(float(np.abs(litert - s["naive"]).max()), abs=1e-6)
+    assert gap["num_top1_differ"] == int((litert.argmax(1) != s["naive"].argmax(1)).sum())
+    assert tensor["files"] == len(items) and tensor["source_shapes"] == [[40, 48, 3]]
+    assert tensor["best_match"].startswith("stretch, corner-aligned bilinear warp")
+    assert tensor["candidates_mean_abs"][tensor["best_match"]] < 0.5 < tensor["project_mean_abs"]
+    assert tensor["decoder_mean_abs"] == 0.0  # PNG: both decoders give the same pixels
 
 
-def test_client_refuses_a_bundle_from_another_run(bundle, tmp_path, tiny_fp32):
-    from skinscan_edge.client import bundle_model
+def test_to_input_size_halves_then_steps_as_the_kotlin_example():
+    """The guide's arithmetic: a 2x2 mean while both sides are at least twice the size, then one
+    bilinear step without antialiasing (checked against TensorFlow's half-pixel bilinear resize)."""
+    from skinscan_edge._tf import tf
+    from skinscan_edge.imageio import to_input_size
 
-    run, out, _ = bundle
-    with pytest.raises(SkinscanError, match="no Android bundle in .*; run `skinscan-edge export .* --android"):
-        bundle_model(run, str(tmp_path / "empty"))
-    other = _make_run(tmp_path / "other", tiny_fp32)
-    with pytest.raises(SkinscanError, match="is not from this run's exports"):
-        bundle_model(other, str(out))
+    img = np.random.default_rng(0).integers(0, 256, (90, 100, 3)).astype(np.uint8)
+    # 100x90 to 40: halved once (both sides >= 80), to 50x45, then one bilinear step to 40x40.
+    half = np.rint(img.reshape(45, 2, 50, 2, 3).mean(axis=(1, 3)))
+    reference = tf().image.resize(half[None].astype(np.float32), (40, 40), method="bilinear", antialias=False)
+    got = to_input_size(img, 40)
+    assert got.shape == (40, 40, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - np.rint(reference.numpy()[0]).astype(int)).max() <= 1  # rounding only
+    square = img[:80, :80]
+    np.testing.assert_array_equal(to_input_size(square, 40), np.rint(square.reshape(40, 2, 40, 2, 3).mean(axis=(1, 3))))
+    np.testing.assert_array_equal(to_input_size(square, 80), square)  # already the input size: untouched

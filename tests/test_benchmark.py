@@ -225,9 +225,7 @@ def tiny_run(tmp_path_factory):
     model.save(run.model_path)
     run.exports.mkdir()
     write_json(run.manifest_path, {"exports": _make_exports(model, run.exports), "failures": []})
-    write_json(run.reports / "evaluate.json", {"models": [{"name": "keras", "accuracy": 0.5},
-                                                          {"name": "tflite-int8", "accuracy": "n/a"}],
-                                               "gate": {"passed": True}})
+    write_json(run.evaluate_path, _evaluation([{"name": "keras", "accuracy": 0.5}, {"name": "tflite-int8", "accuracy": 0.25}]))
     return run
 
 
@@ -266,8 +264,9 @@ def test_every_row_is_filled_or_says_why(tiny_run, small_floor):
     # MACs: the Keras graph and the ONNX graph agree on 30*30*8*27 + 28*28*8*9 + 8*3
     assert rows["keras", "cpu"]["gmacs"] * 1e9 == pytest.approx(30 * 30 * 8 * 27 + 28 * 28 * 8 * 9 + 24)
     assert rows["onnx-fp32", "cpu"]["gmacs"] == pytest.approx(rows["keras", "cpu"]["gmacs"])
-    # accuracy joined from evaluate.json, defensively ("n/a" is not a number)
-    assert rows["keras", "cpu"]["accuracy"] == 0.5 and rows["tflite-int8", "cpu"]["accuracy"] is None
+    # accuracy joined from evaluate.json (test_read_evaluation_is_defensive: only from a whole, current one)
+    assert rows["keras", "cpu"]["accuracy"] == 0.5 and rows["tflite-int8", "cpu"]["accuracy"] == 0.25
+    assert rows["tflite-fp32", "cpu"]["accuracy"] is None  # not evaluated
     assert results["floor"]["1"]["fp32_gflops"] > 0 and results["floor"]["1"]["int8_gops"] > 0
     reports = tiny_run.reports
     assert json.loads((reports / "benchmark.json").read_text())["rows"] == results["rows"]
@@ -301,9 +300,19 @@ def test_gpu_worker_skips_when_onnxruntime_lacks_cuda(tiny_run):
     assert out == {"skipped": out["skipped"]} and "CUDAExecutionProvider" in out["skipped"]
 
 
+def _evaluation(models: list) -> dict:
+    """A whole evaluate.json of the current schema (runfiles.EvaluateReport) around ``models``."""
+    return {"schema_version": 2, "run": "r", "split": "test", "created": "now", "labels": ["a"], "num_images": 1,
+            "img_size": 75, "gate": {"passed": True, "failures": [], "max_accuracy_drop_pp": 1, "max_recall_drop_pp": 2},
+            "models": [{"format": "tflite", "precision": "fp32", "delta_accuracy_pp": 0.0, "top1_agreement": 1.0, **m}
+                       for m in models]}
+
+
 @pytest.mark.parametrize("content, expected", [
-    ({"models": [{"name": "keras", "accuracy": 0.9}, {"name": "onnx-int8", "accuracy": 0.88}]},
+    (_evaluation([{"name": "keras", "accuracy": 0.9}, {"name": "onnx-int8", "accuracy": 0.88}]),
      {"keras": 0.9, "onnx-int8": 0.88}),
+    ({**_evaluation([{"name": "keras", "accuracy": 0.9}]), "schema_version": 1}, {}),  # an older schema: not misread
+    ({"models": [{"name": "keras", "accuracy": 0.9}]}, {}),  # not a whole evaluate.json
     ({"models": {"keras": {"accuracy": 0.7}}}, {}),  # a dict is not evaluate.json's shape
     ({"models": [{"accuracy": 0.1}, "junk", {"name": "x"}]}, {}),
     ([1, 2, 3], {}),

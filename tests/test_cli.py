@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 
-COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "pipeline", "predict", "report", "explain"]
+COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "bundle", "pipeline", "predict", "report", "explain"]
 
 
 def test_help_does_not_import_tensorflow():
@@ -56,15 +56,17 @@ def test_every_option_of_every_command_is_explained_in_its_help(command):
 def _groups(command):
     """The config groups each command's options come from, and the flag prefix they carry."""
     from skinscan_edge.commands import options as o
-    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, GateConfig, TrainConfig
+    from skinscan_edge.config import (BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig,
+                                      GateConfig, TrainConfig)
 
     train, export, gate = (TrainConfig, o.TRAIN, ""), (ExportConfig, o.EXPORT, ""), (GateConfig, o.GATE, "")
     return {"train": [train], "export": [export], "evaluate": [(EvaluateConfig, o.EVALUATE, ""), gate],
             "benchmark": [(BenchmarkConfig, o.BENCHMARK, "")], "explain": [(ExplainConfig, o.EXPLAIN, "")],
+            "bundle": [(BundleConfig, o.BUNDLE, "")],
             "pipeline": [train, export, gate, (BenchmarkConfig, o.BENCHMARK, "bench")]}[command]
 
 
-@pytest.mark.parametrize("command", ["train", "export", "evaluate", "benchmark", "pipeline", "explain"])
+@pytest.mark.parametrize("command", ["train", "export", "evaluate", "benchmark", "bundle", "pipeline", "explain"])
 def test_every_option_default_is_the_library_default(command):
     """An option bound to a config field shows, and uses, that field's default: the CLI, the
     Python API and the saved config cannot disagree (pipeline's --bench-batch included)."""
@@ -85,6 +87,10 @@ def test_every_option_default_is_the_library_default(command):
             checked += 1
     assert checked == sum(len(opts) if not prefix else len(options.PIPELINE_BENCHMARK)
                           for _, opts, prefix in _groups(command))
+    if command == "pipeline":  # the bundle's folder, under pipeline's name for it
+        from skinscan_edge.config import BundleConfig
+
+        assert str(params["--android-dir"].default) == BundleConfig().out
 
 
 # --- bad arguments: exit code 2 and one line, through the real entry point ----------------------

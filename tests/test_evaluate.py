@@ -238,7 +238,7 @@ def test_clean_fp32_exports_agree_and_pass(evaluated):
         assert rows[name]["top1_agreement"] == 1.0 and rows[name]["num_flips"] == 0
         assert rows[name]["prob_max_abs_diff"] < 1e-4
         assert rows[name]["delta_accuracy_pp"] == 0.0
-        assert not any(line.startswith(f"{name}:") for line in results["gate"]["failures"])
+        assert not any(f["model"] == name for f in results["gate"]["failures"])
 
 
 def test_damaged_export_fails_the_gate_with_its_name_metric_and_amount(evaluated):
@@ -247,11 +247,17 @@ def test_damaged_export_fails_the_gate_with_its_name_metric_and_amount(evaluated
     drop = -damaged["delta_accuracy_pp"]
     assert drop > 10 and damaged["top1_agreement"] < 0.9
     assert results["gate"]["passed"] is False
-    assert (f"tflite-damaged: accuracy dropped {drop:.2f} pp vs Keras (limit 1.00 pp, over by {drop - 1:.2f})"
-            in results["gate"]["failures"])
+    failures = results["gate"]["failures"]  # records: model, metric, limit, value
+    assert {"model": "tflite-damaged", "metric": "accuracy_drop_pp", "limit": 1.0, "value": pytest.approx(drop)} \
+        in failures
     cls, pp = damaged["worst_recall_drop_class"], damaged["worst_recall_drop_pp"]
-    assert f"tflite-damaged: recall of {cls} dropped {pp:.2f} pp vs Keras" in " ".join(results["gate"]["failures"])
-    assert all(line.startswith("tflite-damaged: ") for line in results["gate"]["failures"])
+    assert {"model": "tflite-damaged", "metric": "recall_drop_pp", "class": cls, "limit": 2.0,
+            "value": pytest.approx(pp)} in failures
+    assert all(f["model"] == "tflite-damaged" for f in failures)
+    from skinscan_edge.metrics import failure_text  # worded in one place, for every reader
+
+    assert failure_text(failures[0]) == (f"tflite-damaged: accuracy dropped {drop:.2f} pp vs Keras "
+                                         f"(limit 1.00 pp, over by {drop - 1:.2f})")
 
 
 def test_bad_image_is_skipped_with_its_reason_and_reports_are_written(evaluated):

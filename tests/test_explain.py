@@ -97,7 +97,7 @@ def test_wreck_keeps_float_model(wrecked):
 def test_gate_fails_plain_int8_and_passes_mixed(wrecked):
     assert wrecked["export"].exit_code == 0, wrecked["export"].output[-3000:]
     results = json.loads((wrecked["run"].reports / "evaluate.json").read_text())
-    failed = {f.split(": ")[0] for f in results["gate"]["failures"]}
+    failed = {f["model"] for f in results["gate"]["failures"]}
     assert "tflite-int8" in failed  # the wreck works: int8 loses accuracy on val
     manifest = json.loads(wrecked["run"].manifest_path.read_text())
     mixed = {e["name"]: e for e in manifest["exports"]}["tflite-int8-mixed"]

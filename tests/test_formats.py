@@ -98,3 +98,21 @@ def test_without_the_plugin_the_format_is_a_one_line_error(toy_format):
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]  # (keras' progress bar came first)
     assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
     assert errors[0].startswith("error: unknown format 'keras-h5'; valid formats: keras, onnx, tflite")
+
+
+def test_a_toy_format_appears_in_every_table_plot_and_check(toy_format):
+    """Every table that lists formats derives from the one spec: none may leave the toy out."""
+    run = toy_format["run"]
+    assert toy_format["report"].exit_code == 0, toy_format["report"].output
+    for name in ("reports/evaluate.md", "reports/benchmark.md", "reports/benchmark.csv", "reports/index.html",
+                 "MODEL_CARD.md"):
+        assert "keras-h5" in (run / name).read_text(), f"{name} leaves the toy format out"
+    assert "| keras-h5 | keras-h5 | fp32 |" in (run / "reports/evaluate.md").read_text()
+    assert toy_format["tables"].exit_code == 0, toy_format["tables"].output
+    tables = json.loads(toy_format["tables"].stdout)
+    assert "h5" in tables["precisions"] and tables["spec"] == ["fp32", "fp32", "keras-h5"]
+    assert tables["floor_ms"] == pytest.approx(20.0)  # held against the fp32 peak, as its spec says
+    assert tables["target"] and "keras-h5" in tables["plot"]
+    assert "`keras-h5`" in tables["card_dtype"]
+    # the quantization-order check compares a format's files with each other, the toy's too
+    assert len(tables["order_checked"]) == 1 and "keras-h5-q" in tables["order_checked"][0]

@@ -96,10 +96,12 @@ def test_card_figures_come_from_the_run_files(demo_run):
         assert f"{m['delta_accuracy_pp']:+.2f} [{m['delta_accuracy_ci95_low_pp']:+.2f}, " \
                f"{m['delta_accuracy_ci95_high_pp']:+.2f}]" in line
         assert f"| {m['top1_agreement']:.4f} |" in line
-        assert line.endswith("| fail |") == any(f.startswith(m["name"] + ": ") for f in evaluation["gate"]["failures"])
+        assert line.endswith("| fail |") == any(f["model"] == m["name"] for f in evaluation["gate"]["failures"])
     assert "**The gate: FAILED.**" in text
+    from skinscan_edge.metrics import failure_text
+
     for failure in evaluation["gate"]["failures"]:
-        assert f"- {failure}" in text
+        assert f"- {failure_text(failure)}" in text
 
     # Speed: benchmark rows, and the honest note that no phone was measured
     for r in bench["rows"]:

@@ -47,7 +47,7 @@ def test_notebook_has_its_parameters_and_download_cells():
     assert len(_tagged(nb, "parameters")) == 1 and len(_tagged(nb, "kaggle-download")) == 1
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed without outputs
     source = "\n".join(c.source for c in nb.cells)
-    for name in ("kagglehub", 'device="auto"', "android_dir=ANDROID_DIR", "skinscan_android_bundle.zip", "report(RUN_DIR)"):
+    for name in ("kagglehub", 'device="auto"', "BundleConfig(out=ANDROID_DIR)", "zip_path", "report(RUN_DIR)"):
         assert name in source
 
 

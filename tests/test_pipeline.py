@@ -57,7 +57,7 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
 def _piped_config(run):
     """The PipelineConfig that `piped` ran with (conftest's TRAIN_ARGS, EXPORT_ARGS, PIPELINE_ARGS)."""
     from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
-    from skinscan_edge.exporters.converters import EVERY_PRECISION
+    from skinscan_edge.formats import EVERY_PRECISION
     from skinscan_edge.stages import PipelineConfig
 
     train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
@@ -124,8 +124,9 @@ def test_report_recommends_the_fastest_export_that_passed_the_gate(piped):
     run, _ = piped
     evaluation = json.loads((run / "reports/evaluate.json").read_text())
     bench = json.loads((run / "reports/benchmark.json").read_text())
-    failed = {f.split(":")[0] for f in evaluation["gate"]["failures"]}
-    passed = [m["name"] for m in evaluation["models"] if m["name"] != "keras" and m["name"] not in failed]
+    failed = {f["model"] for f in evaluation["gate"]["failures"]}
+    passed = [m["name"] for m in evaluation["models"]
+              if m["name"] != "keras" and m["name"] not in failed and m["format"] == "tflite"]  # phones run TFLite
     p50 = {r["model"]: r["latency_p50_ms"] for r in bench["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"}
     expected = min(passed, key=lambda n: p50[n])
     html = (run / "reports/index.html").read_text()

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from skinscan_edge.exporters.converters import Converter, ExportSpec, register_export
+from skinscan_edge.exporters.converters import Converter
+from skinscan_edge.formats import ExportSpec, Quantization, register_export
 from skinscan_edge.runtimes import Runtime, register_runtime
 
 
 class H5Converter(Converter):
-    format = "keras-h5"
-
     def convert(self, ctx, path: Path) -> tuple[dict, str]:
         tmp = path.with_name(f".{path.name}.tmp.h5")
         ctx.model.save(str(tmp), save_format="h5", include_optimizer=False)
@@ -43,4 +42,4 @@ class H5Runtime(Runtime):
         return self.model.predict(np.asarray(images, np.float32), verbose=0).astype(np.float32)
 
 
-register_export(ExportSpec("keras-h5", "h5", "fp32", "model.h5", H5Converter()))
+register_export(ExportSpec("keras-h5", "h5", Quantization.for_fp32(), "model.h5", "keras-h5", H5Converter()))

@@ -24,7 +24,7 @@ def command(
     names = options.csv_names(models)
     result = benchmark(run, BenchmarkConfig(models=tuple(names) if names else None, **bench_opts), reporter=reporter())
     typer.echo(f"host: {result.results['host_line']}")
-    typer.echo(f"wrote {result.run / 'reports' / 'benchmark.json'} (+ .md, .csv, .png)")
+    typer.echo(f"wrote {result.json_path} (+ .md, .csv, .png)")
     if result.errors:
         typer.echo(f"{len(result.errors)} row(s) failed: " + "; ".join(f"{r['model']}: {r['error']}" for r in result.errors),
                    err=True)

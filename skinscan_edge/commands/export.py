@@ -1,4 +1,5 @@
-"""`skinscan-edge export`: TFLite and ONNX at every precision, QAT, and the Android bundle."""
+"""`skinscan-edge export`: TFLite and ONNX at every precision, and QAT. (The Android bundle is
+`skinscan-edge bundle`, after the gate.)"""
 
 from __future__ import annotations
 
@@ -21,9 +22,6 @@ def command(
     qat: bool = typer.Option(False, "--qat", help="Also run quantization-aware training (tfmot) and write it as full-integer TFLite."),
     precision: Optional[List[str]] = typer.Option(None, "--precision", help="Precision by name, repeatable: fp32, fp16, dynamic, int8, qat (same as the flags)."),
     seed: int = typer.Option(options.default_of(options.C.ExportConfig, "seed"), "--seed", help="Seed of the calibration sample and QAT."),
-    android: bool = options.ANDROID,
-    android_dir: Path = options.ANDROID_DIR,
-    android_model: str = typer.Option(options.ANDROID_MODEL, "--model", "--android-export", help="Which export goes into the Android bundle."),
     export_opts: dict = None,
     gate_opts: dict = None,
 ) -> None:
@@ -39,14 +37,9 @@ def command(
 
     wanted = list(precision or [])
     wanted += [p for p, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8), ("qat", qat)) if on]
-    if android and android_model == "tflite-int8" and "int8" not in wanted:
-        wanted.append("int8")
     cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], seed=seed, gate=GateConfig(**gate_opts), **export_opts)
-    result = export(run, cfg, android_dir=android_dir if android else None, android_model=android_model,
-                    reporter=reporter())
-    typer.echo(f"manifest: {result.run / 'exports' / 'manifest.json'} ({len(result.exports)} exports)")
-    if result.android:
-        typer.echo(f"android bundle: {android_dir} ({result.android['model_path']})")
+    result = export(run, cfg, reporter=reporter())
+    typer.echo(f"manifest: {result.manifest_path} ({len(result.exports)} exports)")
     for f in result.failures:
         typer.echo(f"error: export {f['name']} failed: {f['error']}", err=True)
     if not result.ok:

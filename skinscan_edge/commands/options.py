@@ -121,15 +121,21 @@ EVALUATE = (
     Opt("num_threads", ("--threads",), "CPU threads for TFLite and onnxruntime (default: runtime's choice).", Optional[int]),
     Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
     Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
-    Opt("client", ("--client",), "Also score the Android bundle through a real client: 'mediapipe' runs its .tflite in MediaPipe's ImageClassifier on the original image files (built once into .venv-reader), as row 'android-bundle (mediapipe)', gated like any export.", Optional[str]),
-    Opt("android_dir", ("--android-dir",), "The Android bundle folder --client reads (default: the export's, android_assets/bundle).", Optional[Path],
-        parse=lambda v: str(v) if v else None),
+    Opt("client", ("--client",), "Also score every TFLite export through a real client: 'mediapipe' runs it, with TFLite Model Metadata, in MediaPipe's ImageClassifier (built once into .venv-reader), as row '<export> (mediapipe)': on the photos prepared as the Android guide says (gated like any export), and on the original files (shown, not gated).", Optional[str]),
     Opt("arm64", ("--arm64/--no-arm64",), "Also run every TFLite export (and the ONNX int8 file of --onnx-target arm) on arm64 kernels under QEMU, one row per file and emulated CPU, gated like any export and compared with the x86 run (docs/arm64.md; set up with `make arm64-env`).", bool),
     Opt("arm64_limit", ("--arm64-limit",), "With --arm64: score a seeded sample of this many images (emulation is slow); the rows' intervals widen accordingly.", Optional[int], metavar="N"),
     Opt("arm64_cpus", ("--arm64-cpu",), "With --arm64: emulated CPUs, comma-separated: max (dot-product + i8mm), cortex-a53 (no dot-product), max-sme, cortex-a76.", str,
         parse=lambda v: csv_names(v) or [], metavar="CPUS"),
     Opt("arm64_models", ("--arm64-models",), "With --arm64: only these files on arm64, comma-separated (e.g. tflite-int8, the bundle's); float files emulate 10x slower. Default: every TFLite export and the ONNX int8 of --onnx-target arm.",
         Optional[str], parse=csv_names, metavar="NAMES"),
+)
+
+BUNDLE = (
+    Opt("out", ("--out", "--android-dir"), "The bundle folder (created; a bundle skinscan-edge wrote there before is replaced whole; the default is git-ignored).", Path,
+        parse=str),
+    Opt("model", ("--model",), "The export to bundle. Default: the report's recommendation, the fastest TFLite export that passed the gate (a phone's latency where the run has benchmark --adb rows; ties within the benchmark's noise go to the full-integer file).", Optional[str]),
+    Opt("require", ("--require",), "'full-integer': choose only among uint8-in/out files, as NPU and Edge TPU delegates need.", Optional[str]),
+    Opt("allow_failed", ("--allow-failed",), "Bundle a file that failed the gate (or was never evaluated); the bundle's README, metadata.json and model card then say FAILED. Without it such a file is refused.", bool),
 )
 
 BENCHMARK = (
@@ -156,7 +162,9 @@ EXPLAIN = (
 PIPELINE_BENCHMARK = ("device", "threads", "batches", "min_time_s")
 
 
-def _flags(opt: Opt, prefix: str) -> tuple[str, ...]:
+def _flags(opt: Opt, prefix: str, rename: dict | None = None) -> tuple[str, ...]:
+    if rename and opt.field in rename:
+        return rename[opt.field]
     if not prefix:
         return opt.flags
     # --device stays --device in pipeline: it says where the pipeline benchmarks, nothing else.
@@ -164,9 +172,11 @@ def _flags(opt: Opt, prefix: str) -> tuple[str, ...]:
                  for f in opt.flags)
 
 
-def group(cls, opts: tuple[Opt, ...], into: str, prefix: str = "", only: tuple[str, ...] | None = None):
+def group(cls, opts: tuple[Opt, ...], into: str, prefix: str = "", only: tuple[str, ...] | None = None,
+          rename: dict[str, tuple[str, ...]] | None = None):
     """Decorator: add ``opts`` to the command's options (defaults from ``cls``) and pass the
-    command their values as one dict, ``into=`` (field name -> parsed value)."""
+    command their values as one dict, ``into=`` (field name -> parsed value). ``rename`` gives
+    some fields other flags in this command (pipeline's ``--android-dir`` for the bundle's out)."""
     chosen = [o for o in opts if only is None or o.field in only]
 
     def decorate(fn):
@@ -174,7 +184,7 @@ def group(cls, opts: tuple[Opt, ...], into: str, prefix: str = "", only: tuple[s
         params = [p for p in sig.parameters.values() if p.name != into]
         names = {o.field: f"{into}__{o.field}" for o in chosen}
         for o in chosen:
-            option = typer.Option(_shown(default_of(cls, o.field), o.type), *_flags(o, prefix), help=o.help,
+            option = typer.Option(_shown(default_of(cls, o.field), o.type), *_flags(o, prefix, rename), help=o.help,
                                   metavar=o.metavar, hidden=o.hidden, show_default=o.field != "critical_classes")
             params.append(inspect.Parameter(names[o.field], inspect.Parameter.KEYWORD_ONLY, default=option,
                                             annotation=o.type))
@@ -207,6 +217,3 @@ def gate_group(fn):
 
 
 DATA = typer.Option(..., "--data", help="Image folder: one subfolder per class (Kaggle IMG_CLASSES/ is found automatically), or train/ val/ test/ subfolders.")
-ANDROID = typer.Option(False, "--android", help="Also fill the Android bundle: int8 .tflite with TFLite Model Metadata, labels.txt, metadata.json, lossless golden image, guide, Kotlin example, and a zip of them. With the default --model tflite-int8 it also makes the int8 files.")
-ANDROID_DIR = typer.Option(Path("android_assets/bundle"), "--android-dir", help="Folder of the Android bundle (created; the default is git-ignored).")
-ANDROID_MODEL = "tflite-int8"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import options, user_errors
-from ..config import BenchmarkConfig
+from ..config import BenchmarkConfig, BundleConfig
 from ..progress import RichReporter
 
 
@@ -17,25 +17,26 @@ from ..progress import RichReporter
 @options.export_group
 @options.gate_group
 @options.group(BenchmarkConfig, options.BENCHMARK, "bench_opts", prefix="bench", only=options.PIPELINE_BENCHMARK)
+@options.group(BundleConfig, options.BUNDLE, "bundle_opts", only=("out", "require"), rename={"out": ("--android-dir",)})
 def command(
     data: Path = options.DATA,
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name of --data>). Re-running with the same --out skips the stages that are finished and valid."),
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
     keep_model: bool = typer.Option(False, "--keep-model", help="When the data folder changed since training, keep the trained model (with a warning in the summary and the report) instead of training again."),
-    android: bool = options.ANDROID,
-    android_dir: Path = options.ANDROID_DIR,
+    android: bool = typer.Option(False, "--android", help="Also write the Android bundle after the gate and the benchmark (stage 6, `skinscan-edge bundle`): the report's recommended file, and score every TFLite export through MediaPipe in evaluate."),
     train_opts: dict = None,
     export_opts: dict = None,
     gate_opts: dict = None,
     bench_opts: dict = None,
+    bundle_opts: dict = None,
 ) -> None:
-    """Train, export (every precision), evaluate, benchmark and write RUN/reports/index.html.
+    """Train, export (every precision), evaluate, benchmark, write RUN/reports/index.html, and, with --android, the Android bundle.
 
     Each stage's settings and input hashes are kept in RUN/pipeline.json; running the same command again skips the stages that are finished and valid, resumes an interrupted training, and redoes what changed. Exit codes: 0 done and the gate passed; 1 done, but an export failed, the gate failed or a benchmark row failed; 2 a problem with the input; 130 interrupted.
     """
     from ..api import pipeline
     from ..config import EvaluateConfig, ExportConfig, GateConfig, TrainConfig
-    from ..exporters.converters import EVERY_PRECISION
+    from ..formats import EVERY_PRECISION
     from ..stages import PipelineConfig
 
     out = out or Path("runs") / data.resolve().name
@@ -43,10 +44,9 @@ def command(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
         export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"],
                             gate=GateConfig(**gate_opts), **export_opts),
-        evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None,  # what the phone sees
-                                android_dir=str(android_dir) if android else None),
+        evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None),  # what the phone sees
         benchmark=BenchmarkConfig(**bench_opts),
-        android_dir=str(android_dir) if android else None, keep_model=keep_model,
+        bundle=BundleConfig(**bundle_opts) if android else None, keep_model=keep_model,
     )
     display = PipelineReporter()
     result = pipeline(cfg, reporter=display)

@@ -1,6 +1,6 @@
 """``RUN/exports/manifest.json``: the only way later commands find exports.
 
-Shape::
+Its typed definition is ``runfiles.Manifest``; in short::
 
     {"run": "...", "created": "...", "tool_versions": {...}, "state": "complete",
      "requested": ["tflite-fp32", ...], "calibration": {"split": "train", "seed": 0, ...},
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import runfiles
 from ..errors import SkinscanError, did_you_mean
-from ..rundir import RunDir, read_json, sha256_file, write_json
+from ..rundir import RunDir, sha256_file
 
 COMPLETE = "complete"
 
@@ -35,7 +36,7 @@ def read_manifest(run: RunDir) -> dict:
             f"no exports in {run.root} (missing {run.manifest_path.relative_to(run.root)}); "
             f"run `skinscan-edge export {run.root}` first"
         )
-    return read_json(run.manifest_path)
+    return runfiles.load(runfiles.Manifest, run.manifest_path).model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def completeness(manifest: dict) -> tuple[int, int]:
@@ -102,4 +103,4 @@ def _verify(run: RunDir, name: str, entry: dict) -> Path:
 
 
 def write_manifest(run: RunDir, manifest: dict) -> None:
-    write_json(run.manifest_path, manifest)
+    runfiles.save(runfiles.Manifest, run.manifest_path, manifest)

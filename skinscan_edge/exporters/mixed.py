@@ -34,7 +34,6 @@ TIMING_RUNS = 20
 class MixedTFLite(Converter):
     """tflite-int8-mixed: LiteRT's denylisted_nodes (float input and output, int8 body)."""
 
-    format = "tflite"
     calibrated = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
@@ -57,7 +56,6 @@ class MixedTFLite(Converter):
 class MixedOnnx(Converter):
     """onnx-int8-mixed: onnxruntime quantize_static with nodes_to_exclude (onnx-int8's recipe)."""
 
-    format = "onnx"
     calibrated = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:

@@ -20,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import runfiles
 from ..config import ExportConfig
 from ..errors import SkinscanError
 from ..progress import Reporter, plain, reporter_or_silent
-from ..rundir import RunDir, read_json, read_json_or_none, sha256_file, timestamp
+from ..rundir import RunDir, read_json, sha256_file, timestamp
 from ..runlock import holds_run_lock
-from .converters import EXPORTS, PRECISIONS, Context
+from ..formats import spec
+from .converters import Context
 from .manifest import COMPLETE, write_manifest
 
-__all__ = ["ExportConfig", "EXPORTS", "PRECISIONS", "export_run", "calibration_set", "reusable_entries"]
+__all__ = ["ExportConfig", "export_run", "calibration_set", "reusable_entries"]
 
 
 def calibration_set(run: RunDir, n: int, seed: int, class_floor: int = 0) -> tuple[list[str], np.ndarray]:
@@ -73,8 +75,11 @@ def reusable_entries(run: RunDir, manifest: dict | None, cfg: ExportConfig) -> d
         return {}
     good = {}
     for entry in manifest.get("exports", []):
-        spec = EXPORTS.get(entry["name"])
-        if spec and spec.converter.float_twin and not entry.get("float_twin"):
+        try:
+            twin = _converters()[entry["name"]].float_twin
+        except SkinscanError:  # a plugin's format whose plugin is not loaded now: checked like any file
+            twin = False
+        if twin and not entry.get("float_twin"):
             continue  # made before exports had a float twin: convert again to add it
         try:
             verify_entry(run, entry)
@@ -109,10 +114,10 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     cfg.validate()
     onnx_target = resolve_target(cfg.onnx_target)
     names = cfg.names()
-    old = read_json_or_none(run.manifest_path)
+    old = runfiles.read_or_none(runfiles.Manifest, run.manifest_path)
     reuse = reusable_entries(run, old, cfg)
     todo = [n for n in names if n not in reuse]
-    needs_calib = any(EXPORTS[n].converter.calibrated for n in todo)
+    needs_calib = any(_converters()[n].calibrated for n in todo)
     calib_files, calib = (calibration_set(run, cfg.calib_samples, cfg.seed, cfg.calib_class_floor)
                           if needs_calib else ([], None))
     if not needs_calib and old:  # every calibrated file is reused: so is the record of its calibration
@@ -142,7 +147,7 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
             if cfg.jobs > 1:
                 pool = None
                 for name in todo:
-                    if EXPORTS[name].converter.background:
+                    if _converters()[name].background:
                         # Written by hand rather than a pool map: one long job beside a loop of short ones.
                         pool = pool or stack.enter_context(
                             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
@@ -163,8 +168,8 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
 
 def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say: Reporter) -> None:
     """One export: convert (or collect the second process's result) and record it or its failure."""
-    spec = EXPORTS[name]
-    path = run.exports / spec.file
+    export = spec(name)
+    path = run.exports / export.file
     say.message(f"[bold]{name}[/] " + ("waiting for the second process…" if job else "converting…"))
     t0 = time.time()
     try:
@@ -172,7 +177,7 @@ def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say:
             future, t0 = job
             info, notes = future.result()
         else:
-            info, notes = spec.converter.convert(ctx, path)
+            info, notes = _converters()[name].convert(ctx, path)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # record and go on with the other formats
@@ -181,7 +186,7 @@ def _convert_one(run: RunDir, name: str, ctx: Context, job, manifest: dict, say:
         say.message(f"[red]✗[/] {name:<16} failed: {msg[:200]}", "error")
         return
     seconds = time.time() - t0
-    manifest["exports"].append({"name": name, "file": path.name, "format": spec.format, "precision": spec.precision,
+    manifest["exports"].append({"name": name, "file": path.name, "format": export.format, "precision": export.precision,
                                 "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
                                 "convert_seconds": round(seconds, 2), **info, "notes": notes})
     say.message(f"[green]✓[/] {name:<16} {path.stat().st_size / 1e6:7.1f} MB  {seconds:6.1f} s  {path.name}", "ok")
@@ -199,4 +204,19 @@ def _in_worker(name: str, run_root: str, cfg: dict, calib, tmp: str) -> tuple[di
 
     ctx = Context(run, run.load_model(), calib, Path(tmp) / name, ExportConfig(**cfg), say)
     ctx.tmp.mkdir(parents=True, exist_ok=True)
-    return EXPORTS[name].converter.convert(ctx, run.exports / EXPORTS[name].file)
+    return _converters()[name].convert(ctx, run.exports / spec(name).file)
+
+
+class _Converters(dict):
+    """Each export's converter, built on first use (``formats.ExportSpec.make_converter``)."""
+
+    def __missing__(self, name: str):
+        self[name] = spec(name).make_converter()
+        return self[name]
+
+
+_converters_cache = _Converters()
+
+
+def _converters() -> _Converters:
+    return _converters_cache

@@ -1,6 +1,6 @@
-"""The Android bundle: a .tflite carrying standard TFLite Model Metadata, plus labels, a sidecar
-and a golden vector, so MediaPipe's ``ImageClassifier`` and the TFLite Task Library load it with
-no extra code.
+"""Standard TFLite Model Metadata in a ``.tflite``, so MediaPipe's ``ImageClassifier`` and the
+TFLite Task Library load it with no extra code: written and read here, below both the Android
+bundle (``release``) and evaluate's MediaPipe-client row, which both need it.
 
 How the metadata is written, and why by hand. The standard writer (tflite-support's
 ``MetadataPopulator``) cannot be installed here: tflite-support pins protobuf<4 and TensorFlow 2.21
@@ -15,11 +15,11 @@ the copy mediapipe ships). The model flatbuffer is edited only through LiteRT's 
 flatbuffer goes in as a buffer named ``TFLITE_METADATA`` and ``labels.txt`` is appended to the model
 as an uncompressed zip, the layout MetadataPopulator produces and MediaPipe's extractor reads.
 
->>> # from skinscan_edge.exporters.android import build_android_bundle
->>> # build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))["model_path"]
+>>> # data = write_metadata(Path("model_int8.tflite").read_bytes(), labels=labels, ...)
+>>> # read_metadata(data)["labels"] == labels
 
-Over 350 lines on purpose: most of it is the metadata schema excerpt and its packer, which
-belong together; the guide and the golden image live in android_guide.py and golden.py.
+Over 300 lines on purpose: most of it is the metadata schema excerpt and its packer, which
+belong together.
 """
 
 from __future__ import annotations
@@ -30,18 +30,17 @@ import zipfile
 from functools import cache
 from pathlib import Path
 
-from .. import INPUT_NAME, OUTPUT_NAME, __version__
-from ..errors import SkinscanError
-from ..rundir import RunDir, atomic_write_bytes, atomic_write_text, write_json
-from .golden import (GOLDEN_IMAGE, LEGACY_GOLDEN_IMAGE, golden_tolerance, kernel_scores, output_quantization,
-                     write_golden_image)
-from .manifest import entries, verify_entry
+from . import INPUT_NAME, OUTPUT_NAME
+from .errors import SkinscanError
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_FILE_ID = b"M001"
 #: Every field we write predates schema 1.0.1 (see the History in metadata_schema.fbs).
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
+#: The MediaPipe Python release whose ImageClassifier reads our metadata in the tests and in
+#: evaluate's client row (the same C++ task as MediaPipe Tasks for Android).
+MEDIAPIPE_PYTHON = "1.2.3"
 MODEL_AUTHOR = "skinscan-edge"
 MODEL_LICENSE = "Apache-2.0"
 #: The model divides by 127.5 and subtracts 1 itself, so readers must pass raw 0..255 pixels.
@@ -325,96 +324,3 @@ def read_metadata(model: bytes | str | Path) -> dict:
 
 def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else str(value)
-
-
-# --- the bundle --------------------------------------------------------------------------
-def build_android_bundle(run: RunDir, out_dir: Path, export_name: str = "tflite-int8") -> dict:
-    """Fill ``out_dir`` with a whole Android bundle from one verified TFLite export of ``run``.
-
-    Writes ``skinscan_<precision>.tflite`` (with metadata), ``labels.txt``, ``metadata.json``,
-    ``golden_image.png`` (the first usable test-split image at the input size, lossless), the guide
-    ``README.md`` and ``ImageClassifierExample.kt`` rendered for this bundle, ``MODEL_CARD.md`` when
-    the run has one, and ``skinscan_android_bundle.zip`` of them all; returns a flat summary.
-
-    >>> # from skinscan_edge.rundir import RunDir
-    >>> # summary = build_android_bundle(RunDir.open("runs/demo"), Path("android_assets/bundle"))
-    >>> # summary["model_path"], summary["golden_top3"][0], summary["zip_path"]
-    """
-    import hashlib
-
-    from ..reporting import is_synthetic
-    from ..runtimes import TFLiteRuntime
-    from . import android_guide as guide
-
-    from .manifest import check_complete, read_manifest
-
-    check_complete(run, read_manifest(run))  # never bundle from an export that did not finish
-    (entry,) = entries(run, [export_name])
-    if entry["format"] != "tflite":
-        tflite = [e["name"] for e in entries(run) if e["format"] == "tflite"]
-        raise SkinscanError(f"export {export_name} is {entry['format']}; the Android bundle needs a TFLite "
-                            f"export: {', '.join(tflite) or 'none in this run'}")
-    source = verify_entry(run, entry)
-    labels, img_size = run.labels(), run.img_size()
-    precision = re.sub(r"[^a-z0-9]+", "_", str(entry.get("precision", export_name)).lower()).strip("_")
-    data = write_metadata(
-        source.read_bytes(), labels=labels, img_size=img_size, author=MODEL_AUTHOR, license=MODEL_LICENSE,
-        name=f"Skinscan InceptionV3 ({precision})", version=f"{__version__}+{entry['sha256'][:12]}",
-        description=f"Screens a photo of a skin lesion into {len(labels)} classes. A screening aid for "
-        "triage, not a diagnosis.",
-    )
-    out_dir = Path(out_dir)
-    model_path = out_dir / f"skinscan_{precision}.tflite"
-    card = run.root / guide.MODEL_CARD
-    # One model per bundle (a second .tflite would leave metadata.json ambiguous); no JPEG golden
-    # image from an older bundle; no model card the run no longer has.
-    stale = sorted(p.name for p in out_dir.glob("skinscan_*.tflite") if p != model_path)
-    stale += [n for n in (LEGACY_GOLDEN_IMAGE, *([] if card.is_file() else [guide.MODEL_CARD]))
-              if (out_dir / n).is_file()]
-    for name in stale:
-        (out_dir / name).unlink()
-    atomic_write_bytes(model_path, data)
-    atomic_write_text(out_dir / LABELS_FILE, "\n".join(labels) + "\n")
-
-    runtime = TFLiteRuntime(model_path)
-    golden = write_golden_image(run, out_dir / GOLDEN_IMAGE, img_size)
-    pixels = golden.pop("pixels")
-    probs = runtime.predict(pixels[None])[0]
-    top3 = [{"index": int(i), "label": labels[i], "score": round(float(probs[i]), 6)}
-            for i in (-probs).argsort(kind="stable")[:3]]  # ties: lower index first
-    output = output_quantization(runtime)
-    sha = hashlib.sha256(data).hexdigest()
-    sidecar = {
-        "model_file": model_path.name, "model_sha256": sha, "model_size_bytes": len(data),
-        "source_export": export_name, "source_file": entry["file"], "source_sha256": entry["sha256"],
-        "labels": labels, "input_size": img_size,
-        "input": {"name": INPUT_NAME, "shape": [1, img_size, img_size, 3], "layout": "NHWC",
-                  "color_space": "RGB", "dtype": str(runtime.input_dtype.__name__), "value_range": [0, 255]},
-        "output": {"name": OUTPUT_NAME, "shape": [1, len(labels)], "meaning": "softmax probabilities", **output},
-        "normalization": {"mean": NORM_MEAN, "std": NORM_STD, "in_model": True,
-                          "note": "the model maps 0..255 to [-1, 1] itself; pass raw RGB pixels"},
-        "tflite_metadata": {"name": METADATA_NAME, "min_parser_version": MIN_PARSER_VERSION,
-                            "associated_files": [LABELS_FILE]},
-        "golden": {**golden, "image": GOLDEN_IMAGE, "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-                   **golden_tolerance(output, kernel_scores(model_path, pixels) if output["scale"] else None),
-                   "top3": top3},
-    }
-    write_json(out_dir / "metadata.json", sidecar)
-    names = [model_path.name, LABELS_FILE, "metadata.json", GOLDEN_IMAGE, guide.README, guide.KOTLIN]
-    if card.is_file():  # the model card, once the run has one (RUN/MODEL_CARD.md)
-        atomic_write_bytes(out_dir / guide.MODEL_CARD, card.read_bytes())
-        names.append(guide.MODEL_CARD)
-    synthetic = is_synthetic(run.config().get("data_root"))
-    atomic_write_text(out_dir / guide.README, guide.render_guide(sidecar, synthetic=synthetic,
-                                                                 model_card=card.is_file()))
-    atomic_write_text(out_dir / guide.KOTLIN, guide.render_kotlin(sidecar, synthetic=synthetic))
-    zip_path = guide.write_bundle_zip(out_dir, names)
-    return {
-        "model_path": str(model_path), "model_sha256": sha, "model_size_mb": round(len(data) / 1e6, 3),
-        "source_export": export_name, "input_dtype": sidecar["input"]["dtype"], "input_size": img_size,
-        "labels_path": str(out_dir / LABELS_FILE), "metadata_path": str(out_dir / "metadata.json"),
-        "golden_image": str(out_dir / GOLDEN_IMAGE), "golden_top3": top3,
-        "golden_tolerance": sidecar["golden"]["tolerance"], "readme": str(out_dir / guide.README),
-        "kotlin": str(out_dir / guide.KOTLIN), "zip_path": str(zip_path), "files": sorted(names),
-        "removed_stale": stale,
-    }

@@ -15,19 +15,19 @@ import zipfile
 from pathlib import Path
 
 from .. import __version__
+from ..model_card import CARD_NAME
 from ..rundir import atomic_write_bytes
+from ..tflite_metadata import MEDIAPIPE_PYTHON
 
 README = "README.md"
 KOTLIN = "ImageClassifierExample.kt"
 #: Copied from the run (RUN/MODEL_CARD.md) into the bundle when the run has one.
-MODEL_CARD = "MODEL_CARD.md"
+MODEL_CARD = CARD_NAME
 BUNDLE_ZIP = "skinscan_android_bundle.zip"
 GOLDEN_START, GOLDEN_END = "<!-- golden:start -->", "<!-- golden:end -->"
 #: The MediaPipe Tasks for Android release the Kotlin example is written against (its Gradle line).
 #: ImageClassifier, BaseOptions and BitmapImageBuilder have kept these signatures since 0.10.0.
 MEDIAPIPE_TASKS_VISION = "0.10.29"
-#: The MediaPipe Python release whose ImageClassifier checks every bundle in the tests (same C++ core).
-MEDIAPIPE_PYTHON = "1.2.3"
 #: Zip entries carry this date (the zip format's earliest), not the clock, so the zip is reproducible.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -64,7 +64,11 @@ def _env():
 
 
 def _context(sidecar: dict, *, synthetic: bool, model_card: bool) -> dict:
-    return {"md": sidecar, "golden": sidecar["golden"], "labels": sidecar["labels"],
+    from ..metrics import failure_text
+
+    gate = sidecar.get("gate") or {"verdict": "not evaluated"}
+    return {"md": sidecar, "golden": sidecar["golden"], "labels": sidecar["labels"], "gate": gate,
+            "failure_texts": [failure_text(f) for f in gate.get("failures", [])],
             "size": sidecar["input_size"], "version": __version__, "synthetic": synthetic,
             "model_card": MODEL_CARD if model_card else None, "zip_name": BUNDLE_ZIP, "readme": README,
             "kotlin": KOTLIN, "golden_start": GOLDEN_START, "golden_end": GOLDEN_END,
@@ -92,7 +96,7 @@ def golden_section(readme_text: str) -> str:
 def bundle_is_whole(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds every file a bundle always has (the model is named in metadata.json;
     the pipeline checks it by SHA-256). A bundle from an older skinscan-edge lacks some."""
-    from .android import LABELS_FILE
+    from ..tflite_metadata import LABELS_FILE
     from .golden import GOLDEN_IMAGE
 
     names = (README, KOTLIN, BUNDLE_ZIP, "metadata.json", LABELS_FILE, GOLDEN_IMAGE)
