@@ -48,17 +48,23 @@ def golden_tolerance(output: dict, kernels: dict | None = None) -> dict:
         steps = max(1, int(np.rint(worst / step)))
         missing = f"; not measured: {kernels['not_measured']}" if kernels.get("not_measured") else ""
         spread = f"the largest difference from these scores, {family}'s" if worst > 0 else "none differs from these"
-        return {"tolerance": steps * step, "tolerance_steps": steps, "kernel_scores": kernels["scores"],
-                "tolerance_basis": f"{steps} step(s) of the {output['dtype']} output, at least one: among the kernel "
-                f"families measured on this image ({', '.join(kernels['scores'])}), {spread}{missing}"}
+        return {"tolerance": steps * step, "tolerance_steps": steps,
+                # a list of records, so that the sidecar's shape does not depend on what was measured
+                "kernel_scores": [{"family": k, "scores": v} for k, v in kernels["scores"].items()],
+                "tolerance_basis": f"{steps} step(s) of the {output['dtype']} output (scale {_fraction(step)}), at "
+                f"least one: among the kernel families measured on this image ({', '.join(kernels['scores'])}), "
+                f"{spread}{missing}"}
     if output["scale"]:
         step = output["scale"]
-        inverse = 1 / step
-        text = f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-9 else f"{step:g}"
-        return {"tolerance": step, "tolerance_basis": f"one step of the {output['dtype']} output, scale {text}"}
+        return {"tolerance": step, "tolerance_basis": f"one step of the {output['dtype']} output, scale {_fraction(step)}"}
     return {"tolerance": FLOAT_TOLERANCE,
             "tolerance_basis": f"float output; MediaPipe and LiteRT agree within {FLOAT_TOLERANCE:g} on the "
             "same pixels on a desktop CPU (a GPU delegate computing in fp16 needs more)"}
+
+
+def _fraction(step: float) -> str:
+    inverse = 1 / step
+    return f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-9 else f"{step:g}"
 
 
 def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> dict:
