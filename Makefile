@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks test-faults lock clean schemas
+.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks test-faults lock clean schemas arm64-env test-arm64
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,3 +87,13 @@ clean:
 .PHONY: docs
 docs: install
 	$(BIN)/mkdocs build --strict
+
+# arm64 kernels under QEMU (docs/arm64.md): Debian's qemu-user-static, an arm64 Python unpacked
+# into .arm64/ and the arm64 wheels of requirements/arm64.txt. Idempotent; needs root for apt-get.
+arm64-env: install
+	scripts/arm64_env.sh
+
+# The arm64 golden check and a small `evaluate --arm64` (tests/test_arm64.py), from scratch where
+# QEMU was never installed. Kept out of `make test` for time; .ci/run calls it.
+test-arm64: arm64-env
+	SKINSCAN_TEST_ARM64=1 $(BIN)/python -m pytest tests/test_arm64.py -p no:cacheprovider

@@ -373,6 +373,11 @@ class EvaluateConfig(GateConfig):
       client: also score every TFLite export through a real client (``mediapipe``: MediaPipe's
         ImageClassifier, in its own venv, on the photos prepared as the Android guide says, gated,
         and on the original files, shown); None: not.
+      arm64: also run every TFLite export (and the ONNX int8 file for --onnx-target arm) on arm64
+        kernels under QEMU, on each of ``arm64_cpus`` (arm64.py; `make arm64-env` sets it up).
+      arm64_limit: score the arm64 rows on a seeded sample of this many images (None: the split).
+      arm64_cpus: emulated CPUs (names in arm64.CPUS).
+      arm64_models: only these of the evaluated files on arm64 (None: every one that can run there).
     """
 
     split: str = "test"
@@ -383,6 +388,11 @@ class EvaluateConfig(GateConfig):
     seed: int = 0
     ece_bins: int = ECE_BINS
     client: str | None = None
+    # --- arm64 (arm64.py) ---
+    arm64: bool = False
+    arm64_limit: int | None = None
+    arm64_cpus: list[str] = field(default_factory=lambda: ["max", "cortex-a53"])
+    arm64_models: list[str] | None = None
 
     RANGES: typing.ClassVar[dict] = {"batch_size": (1, 10**6, "at least 1"), "n_bootstrap": (1, 10**7, "at least 1"),
                                      "ece_bins": (1, 10**4, "at least 1"), "num_threads": (1, 4096, "at least 1")}
@@ -396,6 +406,15 @@ class EvaluateConfig(GateConfig):
             raise SkinscanError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.n_bootstrap < 1:
             raise SkinscanError(f"--bootstrap must be at least 1, got {self.n_bootstrap}")
+        if self.arm64_limit is not None and self.arm64_limit < 1:
+            raise SkinscanError(f"--arm64-limit must be at least 1, got {self.arm64_limit}")
+        from .arm64 import CPUS, find_env  # numpy only
+
+        for cpu in self.arm64_cpus:
+            if cpu not in CPUS:
+                raise SkinscanError("--arm64-cpu: " + did_you_mean(cpu, list(CPUS), "CPU"))
+        if self.arm64:
+            find_env()  # before the slow part: one line naming what is missing
         self.validate_gate()
         return self
 

@@ -126,6 +126,12 @@ def evaluate_run(run: RunDir, config: EvaluateConfig, reporter: Reporter | None 
         if name in twins:
             row["vs_float_twin"] = score_against_twin(y_true, probs["keras"], *twins[name], p, labels, paths, config)
         results["models"].append(row)
+    if config.arm64:  # the same files on arm64 kernels under QEMU (arm64.py); gated below like any row
+        from .arm64 import score_arm64
+
+        with say.bars(transient=False):
+            arm_rows, results["arm64"] = score_arm64(run, config, manifest, chosen, items, probs, labels, say)
+        results["models"] += arm_rows
     gate = config.gate()
     failures = metrics.check_gate(results, gate)
     results["gate"] = {"passed": not failures, "failures": failures, **asdict(gate)}

@@ -77,6 +77,9 @@ def render_evaluate_markdown(results: dict, max_flips: int = 20) -> str:
              "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(results)]
     lines += twin_lines(results)
+    from .arm64 import render_markdown as arm64_markdown  # the arm64 rows' own table ('' without them)
+
+    lines += [arm64_markdown(results)] if results.get("arm64") else []
     scope = ", ".join(gate["critical_classes"]) or "every class"
     agree = f", top-1 agreement >= {gate['min_agreement']}" if gate["min_agreement"] is not None else ""
     lines += ["", f"## Gate: {'PASSED' if gate['passed'] else 'FAILED'}", "",

@@ -124,6 +124,12 @@ EVALUATE = (
     Opt("n_bootstrap", ("--bootstrap",), "Paired-bootstrap resamples for the 95% interval of Δaccuracy.", int),
     Opt("seed", ("--seed",), "Seed of the bootstrap.", int),
     Opt("client", ("--client",), "Also score every TFLite export through a real client: 'mediapipe' runs it, with TFLite Model Metadata, in MediaPipe's ImageClassifier (built once into the user cache folder, or $SKINSCAN_READER_VENV), as row '<export> (mediapipe)': on the photos prepared as the Android guide says (gated like any export), and on the original files (shown, not gated).", Optional[str]),
+    Opt("arm64", ("--arm64/--no-arm64",), "Also run every TFLite export (and the ONNX int8 file of --onnx-target arm) on arm64 kernels under QEMU, one row per file and emulated CPU, gated like any export and compared with the x86 run (docs/arm64.md; set up with `make arm64-env`).", bool),
+    Opt("arm64_limit", ("--arm64-limit",), "With --arm64: score a seeded sample of this many images (emulation is slow); the rows' intervals widen accordingly.", Optional[int], metavar="N"),
+    Opt("arm64_cpus", ("--arm64-cpu",), "With --arm64: emulated CPUs, comma-separated: max (dot-product + i8mm), cortex-a53 (no dot-product), max-sme, cortex-a76.", str,
+        parse=lambda v: csv_names(v) or [], metavar="CPUS"),
+    Opt("arm64_models", ("--arm64-models",), "With --arm64: only these files on arm64, comma-separated (e.g. tflite-int8, the bundle's); float files emulate 10x slower. Default: every TFLite export and the ONNX int8 of --onnx-target arm.",
+        Optional[str], parse=csv_names, metavar="NAMES"),
 )
 
 BUNDLE = (

@@ -28,7 +28,7 @@ from ..tflite_metadata import (LABELS_FILE, METADATA_NAME, MIN_PARSER_VERSION, M
                                NORM_MEAN, NORM_STD, write_metadata)
 from . import guide
 from .choose import PASSED, Choice
-from .golden import GOLDEN_IMAGE, golden_tolerance, output_quantization, write_golden_image
+from .golden import GOLDEN_IMAGE, golden_tolerance, kernel_scores, output_quantization, write_golden_image
 
 SIDECAR = "metadata.json"
 #: Written into every bundle folder: the mark that skinscan-edge made it, so replacing it is safe.
@@ -101,7 +101,8 @@ def _fill(run: RunDir, out_dir: Path, choice: Choice) -> dict:
         "tflite_metadata": {"name": METADATA_NAME, "min_parser_version": MIN_PARSER_VERSION,
                             "associated_files": [LABELS_FILE]},
         "golden": {**golden, "image": GOLDEN_IMAGE, "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-                   **golden_tolerance(output), "top3": top3},
+                   **golden_tolerance(output, kernel_scores(model_path, pixels) if output["scale"] else None),
+                   "top3": top3},
     }
     write_json(out_dir / SIDECAR, sidecar)
     names = [model_path.name, LABELS_FILE, SIDECAR, GOLDEN_IMAGE, guide.README, guide.KOTLIN]

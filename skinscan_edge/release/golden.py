@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import SkinscanError
 from ..rundir import RunDir, atomic_write_bytes
 
@@ -33,18 +35,68 @@ def output_quantization(runtime) -> dict:
             "zero_point": int(zero) if quantized else None}
 
 
-def golden_tolerance(output: dict) -> dict:
-    """What a golden test may allow per score, and why: one output step for a quantized output (the
-    PNG gives every decoder the same pixels, so only the last rounding may differ); for a float
-    output, the agreement the float cross-reader test holds (tests/test_android.py)."""
+def golden_tolerance(output: dict, kernels: dict | None = None) -> dict:
+    """What a golden test may allow per score, and why. With ``kernels`` (:func:`kernel_scores`): the
+    largest difference, over the kernel families measured, from the published (x86 XNNPACK) scores,
+    at least one output step: the PNG gives every decoder the same pixels, so only the kernels'
+    rounding differs, and it differs by family and ISA (docs/arm64.md). Without: one output step for
+    a quantized output; for a float output, the agreement the float cross-reader test holds."""
+    if kernels and output["scale"]:
+        step = output["scale"]
+        base = np.asarray(kernels["scores"]["x86 XNNPACK"])
+        worst, family = max((float(np.abs(np.asarray(v) - base).max()), k) for k, v in kernels["scores"].items())
+        steps = max(1, int(np.rint(worst / step)))
+        missing = f"; not measured: {kernels['not_measured']}" if kernels.get("not_measured") else ""
+        spread = f"the largest difference from these scores, {family}'s" if worst > 0 else "none differs from these"
+        return {"tolerance": steps * step, "tolerance_steps": steps,
+                # a list of records, so that the sidecar's shape does not depend on what was measured
+                "kernel_scores": [{"family": k, "scores": v} for k, v in kernels["scores"].items()],
+                "tolerance_basis": f"{steps} step(s) of the {output['dtype']} output (scale {_fraction(step)}), at "
+                f"least one: among the kernel families measured on this image ({', '.join(kernels['scores'])}), "
+                f"{spread}{missing}"}
     if output["scale"]:
         step = output["scale"]
-        inverse = 1 / step
-        text = f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-9 else f"{step:g}"
-        return {"tolerance": step, "tolerance_basis": f"one step of the {output['dtype']} output, scale {text}"}
+        return {"tolerance": step, "tolerance_basis": f"one step of the {output['dtype']} output, scale {_fraction(step)}"}
     return {"tolerance": FLOAT_TOLERANCE,
             "tolerance_basis": f"float output; MediaPipe and LiteRT agree within {FLOAT_TOLERANCE:g} on the "
             "same pixels on a desktop CPU (a GPU delegate computing in fp16 needs more)"}
+
+
+def _fraction(step: float) -> str:
+    inverse = 1 / step
+    return f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-9 else f"{step:g}"
+
+
+def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> dict:
+    """The golden image's scores on each kernel family a phone or a desktop may run: LiteRT's XNNPACK
+    and builtin kernels on x86 and, where `make arm64-env` set it up, on arm64 under QEMU (arm64.py).
+    Returns ``scores`` (family -> probabilities, rounded to 6 digits) and ``not_measured`` (why not)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from .. import arm64 as a64
+    from .._tf import quiet_stderr
+    from ..arm64_worker import run_tflite
+
+    scores = {}
+    for family, kind in (("x86 XNNPACK", OpResolverType.AUTO),
+                         ("x86 builtin", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
+        interp = Interpreter(model_path=str(model_path), num_threads=1, experimental_op_resolver_type=kind)
+        with quiet_stderr():
+            interp.allocate_tensors()
+        scores[family] = run_tflite(interp, pixels[None])[0][0]  # the arm64 worker's own (de)quantization
+    not_measured = None
+    if arm64:
+        try:
+            for cpu in a64.DEFAULT_CPUS:
+                models = [{"name": k, "path": model_path, "format": "tflite", "kernels": k} for k in ("xnnpack", "builtin")]
+                for m in a64.run_models(models, pixels[None], cpu)["models"]:
+                    family = "XNNPACK" if m["kernels"] == "xnnpack" else "builtin"
+                    scores[f"arm64 {family} ({cpu})"] = m["probs"][0]
+        except SkinscanError as e:
+            not_measured = f"arm64 ({e})"
+    else:
+        not_measured = "arm64 (not asked)"
+    return {"scores": {k: [round(float(x), 6) for x in v] for k, v in scores.items()}, "not_measured": not_measured}
 
 
 def write_golden_image(run: RunDir, path: Path, img_size: int) -> dict:
