@@ -33,11 +33,12 @@ demo: install
 	@# No ImageNet download on the build machines: the demo trains the whole base from scratch.
 	@# Exit 1 means the evaluate gate flagged an export: a finding of the demo, shown in the report.
 	@# The gate is sized to the demo's 120 test images, where one image is 0.83 pp: at most two images
-	@# lost overall (2 pp), none of Melanoma's (2 pp of 12 images). The default 1 pp would allow one
-	@# image, and the guide's resize alone moves two on this weak synthetic model (docs: the bundle).
+	@# lost overall (2 pp), none of Melanoma's (2 pp of 12 images). --no-client: this weak synthetic
+	@# model flips 5-15% of its answers on the Android guide's resize (< 1 level of 255 on average),
+	@# so no file would pass the MediaPipe check and the demo would bundle nothing (docs/android.md).
 	$(BIN)/skinscan-edge pipeline --data $(DEMO_DATA) --out $(DEMO_RUN) --weights none --img-size $(DEMO_SIZE) \
 	    --epochs 0 --fine-tune-epochs $(DEMO_EPOCHS) --unfreeze-from input --fine-tune-lr 1e-3 --batch-size 16 \
-	    --android --critical-class Melanoma --max-accuracy-drop 2 --bench-threads 2 --bench-batch 1,8 --bench-min-time 0.5; \
+	    --android --no-client --critical-class Melanoma --max-accuracy-drop 2 --bench-threads 2 --bench-batch 1,8 --bench-min-time 0.5; \
 	    rc=$$?; [ $$rc -le 1 ] || exit $$rc
 	@echo "demo finished (SYNTHETIC data, not medical): open $(DEMO_RUN)/reports/index.html"
 

@@ -24,6 +24,7 @@ def command(
     qat: bool = typer.Option(True, "--qat/--no-qat", help="Include the quantization-aware-training export (the slowest one)."),
     keep_model: bool = typer.Option(False, "--keep-model", help="When the data folder changed since training, keep the trained model (with a warning in the summary and the report) instead of training again."),
     android: bool = typer.Option(False, "--android", help="Also write the Android bundle after the gate and the benchmark (stage 6, `skinscan-edge bundle`): the report's recommended file, and score every TFLite export through MediaPipe in evaluate."),
+    client: bool = typer.Option(True, "--client/--no-client", help="With --android: score every TFLite export through MediaPipe (evaluate --client mediapipe), gated on photos prepared as the Android guide says. --no-client leaves that check out (the bundle then carries no MediaPipe figures)."),
     train_opts: dict = None,
     export_opts: dict = None,
     gate_opts: dict = None,
@@ -44,7 +45,7 @@ def command(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
         export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"],
                             gate=GateConfig(**gate_opts), **export_opts),
-        evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android else None),  # what the phone sees
+        evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android and client else None),  # what the phone sees
         benchmark=BenchmarkConfig(**bench_opts),
         bundle=BundleConfig(**bundle_opts) if android else None, keep_model=keep_model,
     )
