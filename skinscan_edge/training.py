@@ -232,7 +232,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, replace: bool = Fa
 
 #: What train writes before config.json: a folder holding only these was never trained (a kill
 #: during the scan or split), so a new train may start over in it.
-_BEFORE_CONFIG = {LOCK_NAME, "duplicates.json", "skipped.json", "split.json", "labels.txt", "data_files.json", "status.json"}
+_BEFORE_CONFIG = {LOCK_NAME, runfiles.Duplicates.FILE, "skipped.json", "split.json", "labels.txt", "data_files.json", "status.json"}
 
 
 def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:

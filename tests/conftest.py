@@ -211,3 +211,12 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _not_verbose(monkeypatch):
+    """`--verbose` (set in-process by a CLI test through CliRunner) lives in the environment; every
+    test starts without it, so one test's --verbose never adds tracebacks to another's output."""
+    from skinscan_edge._tf import VERBOSE_ENV
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)

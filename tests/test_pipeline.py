@@ -25,15 +25,15 @@ def test_pipeline_reuses_finished_stages_and_runs_the_rest(piped):
     run, result = piped
     assert result.exit_code == 0, result.output
     assert stages(run) == {"train": "skipped", "export": "skipped", "evaluate": "ran", "benchmark": "ran",
-                           "report": "ran"}
+                           "report": "ran", "bundle": "skipped"}  # no --android: nothing to bundle
     for name in ("evaluate.json", "benchmark.json", "index.html"):
         assert (run / "reports" / name).is_file()
     card = (run / "MODEL_CARD.md").read_text()  # written by the report stage, linked from the page
     assert "## Evaluation" in card and "**The gate: PASSED.**" in card
     assert '<a href="../MODEL_CARD.md">' in (run / "reports" / "index.html").read_text()
     assert result.stdout.strip().splitlines()[-1] == f"report: {run / 'reports' / 'index.html'}"
-    for i, stage in enumerate(("train", "export", "evaluate", "benchmark", "report"), 1):
-        assert f"stage {i}/5: {stage}" in result.output
+    for i, stage in enumerate(("train", "export", "evaluate", "benchmark", "report", "bundle"), 1):
+        assert f"stage {i}/6: {stage}" in result.output
     ran = json.loads((run / "pipeline.json").read_text())["stages"]
     assert all(ran[s]["peak_rss_mib"] > 100 for s in ("evaluate", "benchmark", "report"))  # each stage's own peak
     assert "peak RSS MiB" in result.output

@@ -34,7 +34,7 @@ def jpegs(tmp_path) -> list[str]:
 
 def test_cache_reads_back_the_decoded_pixels_and_is_rebuilt_for_another_split_or_size(tmp_path, jpegs):
     from skinscan_edge.imageio import load_batch
-    from skinscan_edge.imagecache import build_cache, cache_path, open_cache
+    from skinscan_edge.imagecache import build_cache, cache_path, digest_path, open_cache
 
     d = tmp_path / "cache"
     cache = build_cache(d, "train", SHA, 24, jpegs)
@@ -46,7 +46,8 @@ def test_cache_reads_back_the_decoded_pixels_and_is_rebuilt_for_another_split_or
     assert open_cache(d, "train", SHA, 32, len(jpegs)) is None  # another size
     assert open_cache(d, "train", SHA, 24, len(jpegs) - 1) is None  # another image count
     build_cache(d, "train", SHA, 32, jpegs)  # the size changed: rebuilt, the stale file removed
-    assert sorted(p.name for p in d.iterdir()) == [cache_path(d, "train", SHA, 32).name]
+    new = cache_path(d, "train", SHA, 32)
+    assert sorted(p.name for p in d.iterdir()) == sorted([new.name, digest_path(new).name])  # + its row digests
 
 
 def test_disk_cached_batches_hold_the_right_pixels_while_later_batches_are_read(tmp_path, jpegs):
@@ -91,7 +92,7 @@ ic.build_cache(Path(sys.argv[1]), "train", sys.argv[2], 24, sys.argv[3:] * 20)
 
 
 def test_a_killed_build_leaves_nothing_that_is_trusted(tmp_path, jpegs):
-    from skinscan_edge.imagecache import build_cache, cache_path, open_cache
+    from skinscan_edge.imagecache import build_cache, cache_path, digest_path, open_cache
 
     d = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(d), SHA, *jpegs], env=ENV)
@@ -104,7 +105,10 @@ def test_a_killed_build_leaves_nothing_that_is_trusted(tmp_path, jpegs):
     assert not cache_path(d, "train", SHA, 24).exists()
     assert open_cache(d, "train", SHA, 24, len(jpegs) * 20) is None
     build_cache(d, "train", SHA, 24, jpegs * 20)  # the next build starts over and clears the leftover
-    assert [p.name for p in d.iterdir()] == [cache_path(d, "train", SHA, 24).name]
+    from skinscan_edge.imagecache import digest_path
+
+    built = cache_path(d, "train", SHA, 24)
+    assert sorted(p.name for p in d.iterdir()) == sorted([built.name, digest_path(built).name])
 
 
 def test_an_interrupted_build_removes_its_temporary_file(tmp_path, jpegs, monkeypatch):
@@ -131,6 +135,12 @@ def test_the_loader_reads_the_cache_when_the_run_has_one(tmp_path, jpegs):
     marked = np.load(cache.path).copy()
     marked[3] = 7  # proof that the rows come from the cache, not from the JPEGs
     np.save(cache.path, marked)
+    import xxhash
+
+    from skinscan_edge.imagecache import digest_path  # the marked row with its own digest: a cache, not damage
+    digests = np.fromfile(digest_path(cache.path), dtype="<u8")
+    digests[3] = xxhash.xxh3_64_intdigest(marked[3])
+    digests.tofile(digest_path(cache.path))
     assert np.array_equal(decoded[1], load_split_images(run, "test", [3, 1])[1])
     assert (load_split_images(run, "test", [3, 1])[0] == 7).all()
     assert (split_image_loader(run, "test")(Path(jpegs[3])) == 7).all()
