@@ -75,7 +75,8 @@ from skinscan_edge import formats, model_card, quant_order
 from skinscan_edge.hostinfo import floor_ms
 from skinscan_edge.plots import latency_plot_rows
 from skinscan_edge.rundir import RunDir
-run = RunDir(sys.argv[1])
+from pathlib import Path
+run = RunDir(Path(sys.argv[1]))
 bench = json.loads(run.benchmark_path.read_text())
 spec = formats.spec("keras-h5")
 print(json.dumps({
