@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import runfiles
 from .formats import EXPORTS
+from .metrics import failure_text
 from .rundir import RunDir, atomic_write_text, read_json_or_none
 
 from .tflite_metadata import MODEL_AUTHOR, MODEL_LICENSE
@@ -183,7 +184,7 @@ def _evaluation(evaluation: dict | None, run: RunDir) -> list[str]:
     lines += ["", f"**The gate: {'PASSED' if gate['passed'] else 'FAILED'}.** An export fails when its "
                   f"accuracy drops more than {gate['max_accuracy_drop_pp']} pp below Keras or its recall "
                   f"drops more than {gate['max_recall_drop_pp']} pp ({scope}){agree}."]
-    lines += [f"- {f}" for f in failures]
+    lines += [f"- {failure_text(f)}" for f in failures]
     for m in models:  # QAT retrains: its Keras row mixes that with quantization; its twin row does not
         if t := m.get("vs_float_twin"):
             lines += ["", f"**`{m['name']}` against its float twin (not gated).** Against its own fine-tuned float "

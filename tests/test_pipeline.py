@@ -53,8 +53,8 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
     again = invoke(pipeline_args(demo_data, run))
     assert again.exit_code == 0, again.output
     assert stages(run) == {"train": "skipped", "export": "skipped", "evaluate": "skipped",
-                           "benchmark": "skipped", "report": "ran"}
-    assert again.output.count("skipped (") == 4
+                           "benchmark": "skipped", "report": "ran", "bundle": "skipped"}
+    assert again.output.count("skipped (") == 5  # the bundle too: no --android
 
 
 def _piped_config(run):
