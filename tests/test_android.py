@@ -276,6 +276,8 @@ def test_bundle_is_whole_in_a_fresh_folder(bundle):
     sidecar = json.loads((out / "metadata.json").read_text())
     assert {p.name for p in out.iterdir()} == BUNDLE_FILES | {"skinscan_int8.tflite", ".skinscan-edge-bundle"}
     assert summary["files"] == sorted(BUNDLE_FILES - {"skinscan_android_bundle.zip"} | {"skinscan_int8.tflite"})
+    for key in ("model_path", "labels_path", "metadata_path", "golden_image", "readme", "kotlin", "zip_path"):
+        assert Path(summary[key]).parent == out and Path(summary[key]).is_file(), key  # not the staging folder
 
     readme = (out / "README.md").read_text()
     for heading in ("# Skinscan on Android", "## Input contract", "## Output", "## Labels",

@@ -35,7 +35,7 @@ def _fake_run(root: Path, exports: dict[str, bool], p50: dict[str, float], phone
         data = name.encode() * 10
         (run.exports / files[name]).write_bytes(data)
         entries.append({"name": name, "file": files[name], "format": name.split("-")[0],
-                        "precision": name.split("-", 1)[1].replace("dynamic", "dynamic"), "size_bytes": len(data),
+                        "precision": name.split("-", 1)[1], "size_bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest()})
     runfiles.save(runfiles.Manifest, run.manifest_path, {"run": str(root), "created": "now", "exports": entries})
     models = [{"name": "keras", "format": "keras", "precision": "fp32", "accuracy": 0.9, "delta_accuracy_pp": 0.0,

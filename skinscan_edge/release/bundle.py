@@ -54,7 +54,8 @@ def write_bundle(run: RunDir, out_dir: Path, choice: Choice) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {k: (str(out_dir / Path(v).name) if k.endswith(("_path", "readme", "kotlin")) else v)
+    # The summary named the staging folder's files; every one of them now lives in out_dir.
+    return {k: (str(out_dir / Path(v).relative_to(tmp)) if isinstance(v, str) and v.startswith(f"{tmp}{os.sep}") else v)
             for k, v in summary.items()}
 
 
