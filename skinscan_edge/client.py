@@ -71,6 +71,13 @@ def _build_failed(venv: Path, what: str, done: subprocess.CompletedProcess) -> S
                          f"set {READER_VENV_ENV} to a writable folder with {READER_MB} MB free and retry")
 
 
+def ready_reader(venv: Path | None = None) -> Path | None:
+    """The reader venv's python when it is already built (its stamp file is there); never builds it."""
+    venv = Path(venv or reader_venv())
+    python, stamp = venv / "bin" / "python", venv / f".installed-{MEDIAPIPE}"
+    return python if stamp.exists() and python.exists() else None
+
+
 def reader_python(venv: Path | None = None, reporter: Reporter | None = None) -> Path:
     """The reader venv's python with mediapipe installed; built once (a stamp file marks it done).
 
@@ -82,9 +89,10 @@ def reader_python(venv: Path | None = None, reporter: Reporter | None = None) ->
 
     say = reporter_or_silent(reporter)
     venv = Path(venv or reader_venv())
-    python, stamp = venv / "bin" / "python", venv / f".installed-{MEDIAPIPE}"
-    if stamp.exists() and python.exists():
+    python = ready_reader(venv)
+    if python:
         return python
+    python, stamp = venv / "bin" / "python", venv / f".installed-{MEDIAPIPE}"
     say.message(f"building the MediaPipe reader venv in {venv} ({MEDIAPIPE}, about {READER_MB} MB; once; "
                 f"set {READER_VENV_ENV} to put it elsewhere)")
     with say.bars():

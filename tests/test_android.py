@@ -543,18 +543,23 @@ BUNDLE_KINDS = [("tflite-fp32", "float32"), ("tflite-fp16", "float32"), ("tflite
 
 @pytest.mark.parametrize("export, io_dtype", BUNDLE_KINDS)
 def test_every_kind_of_bundle_scores_in_mediapipe_as_its_guide_says(exported_run, reader_python, tmp_path,
-                                                                     export, io_dtype):
+                                                                     monkeypatch, export, io_dtype):
     """The session's InceptionV3 export bundled (evaluated or not: --allow-failed), then MediaPipe's
     ImageClassifier on the golden PNG must give the guide's scores within the guide's tolerance,
-    which follows the file's output type."""
+    which follows the file's output type. A user who ran `evaluate --client mediapipe` has the reader
+    venv: the bundle then measures MediaPipe's kernels among the families its tolerance covers."""
+    from skinscan_edge import client
     from skinscan_edge.config import TrainConfig
     from skinscan_edge.imageio import load_rgb
     from skinscan_edge.stages import PipelineConfig, stage_is_current
 
+    monkeypatch.setenv(client.READER_VENV_ENV, str(READER_VENV))
     run, out = exported_run, tmp_path / "bundle"
     write_bundle(run, out, choose(run, model=export, allow_failed=True))
     sidecar = json.loads((out / "metadata.json").read_text())
     assert sidecar["input"]["dtype"] == sidecar["output"]["dtype"] == io_dtype
+    if io_dtype == "uint8":
+        assert "MediaPipe 1.2.3 (x86)" in [k["family"] for k in sidecar["golden"]["kernel_scores"]]
     got = _classify(reader_python, out / sidecar["model_file"], tmp_path, load_rgb(out / "golden_image.png"),
                     image=out / "golden_image.png")
     assert got["image_sha256"] == sidecar["golden"]["pixels_sha256"]  # MediaPipe decodes the same pixels

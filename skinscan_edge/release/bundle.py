@@ -102,7 +102,8 @@ def _fill(run: RunDir, out_dir: Path, choice: Choice) -> dict:
         "tflite_metadata": {"name": METADATA_NAME, "min_parser_version": MIN_PARSER_VERSION,
                             "associated_files": [LABELS_FILE]},
         "golden": {**golden, "image": GOLDEN_IMAGE, "pixels_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-                   **golden_tolerance(output, kernel_scores(model_path, pixels) if output["scale"] else None),
+                   **golden_tolerance(output, kernel_scores(model_path, pixels, image=out_dir / GOLDEN_IMAGE)
+                                    if output["scale"] else None),
                    "top3": top3},
     }
     write_json(out_dir / SIDECAR, sidecar)

@@ -67,15 +67,19 @@ def _fraction(step: float) -> str:
     return f"1/{inverse:.0f}" if abs(inverse - round(inverse)) < 1e-9 else f"{step:g}"
 
 
-def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> dict:
+def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True, image: Path | None = None) -> dict:
     """The golden image's scores on each kernel family a phone or a desktop may run: LiteRT's XNNPACK
-    and builtin kernels on x86 and, where `make arm64-env` set it up, on arm64 under QEMU (arm64.py).
-    Returns ``scores`` (family -> probabilities, rounded to 6 digits) and ``not_measured`` (why not)."""
+    and builtin kernels on x86; MediaPipe's own (its TFLite build, as the guide's Android app runs it)
+    on ``image`` when its reader venv is already built (client.ready_reader); and, where `make
+    arm64-env` set it up, LiteRT on arm64 under QEMU (arm64.py). Returns ``scores`` (family ->
+    probabilities, rounded to 6 digits) and ``not_measured`` (why not)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from .. import arm64 as a64
     from .._tf import quiet_stderr
     from ..arm64_worker import run_tflite
+    from ..client import classify_files, ready_reader
+    from ..tflite_metadata import MEDIAPIPE_PYTHON
 
     scores = {}
     for family, kind in (("x86 XNNPACK", OpResolverType.AUTO),
@@ -84,7 +88,17 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> d
         with quiet_stderr():
             interp.allocate_tensors()
         scores[family] = run_tflite(interp, pixels[None])[0][0]  # the arm64 worker's own (de)quantization
-    not_measured = None
+    not_measured = []
+    # MediaPipe on the same PNG: the tolerance must hold for the reader the guide names. Its TFLite
+    # build's XNNPACK rounds a QAT file's output up to two steps apart from LiteRT 2.3.0's on an
+    # AVX2 host (a CI run), where the LiteRT families agreed.
+    python = ready_reader() if image is not None else None
+    if python is not None:
+        n = len(scores["x86 XNNPACK"])
+        scores[f"MediaPipe {MEDIAPIPE_PYTHON} (x86)"] = classify_files(python, model_path, [str(image)], n)[0]
+    else:
+        not_measured.append("MediaPipe (its reader venv is not built here; `evaluate --client mediapipe` builds it)"
+                            if image is not None else "MediaPipe (no image file)")
     if arm64:
         try:
             for cpu in a64.DEFAULT_CPUS:
@@ -93,10 +107,11 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True) -> d
                     family = "XNNPACK" if m["kernels"] == "xnnpack" else "builtin"
                     scores[f"arm64 {family} ({cpu})"] = m["probs"][0]
         except SkinscanError as e:
-            not_measured = f"arm64 ({e})"
+            not_measured.append(f"arm64 ({e})")
     else:
-        not_measured = "arm64 (not asked)"
-    return {"scores": {k: [round(float(x), 6) for x in v] for k, v in scores.items()}, "not_measured": not_measured}
+        not_measured.append("arm64 (not asked)")
+    return {"scores": {k: [round(float(x), 6) for x in v] for k, v in scores.items()},
+            "not_measured": "; ".join(not_measured) or None}
 
 
 def write_golden_image(run: RunDir, path: Path, img_size: int) -> dict:
