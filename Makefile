@@ -14,7 +14,7 @@ DEMO_SIZE ?= 80
 DEMO_PER_CLASS ?= 80
 DEMO_EPOCHS ?= 14
 
-.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks test-faults lock clean schemas arm64-env test-arm64
+.PHONY: install demo test test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13 test-notebook-stacks test-faults test-kills lock clean schemas arm64-env test-arm64
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,14 +60,19 @@ test-notebook-stack-3.13:
 	    requirements/notebook-platform-py313.txt
 test-notebook-stacks: test-notebook-stack test-notebook-stack-3.12 test-notebook-stack-3.13
 
-# The JSON Schemas of the run files (skinscan_edge/runfiles.py), for users' CI; a test keeps them in step.
+# The JSON Schemas of the run files (skinscan_edge/core/runfiles.py), for users' CI; a test keeps them in step.
 schemas: install
-	$(BIN)/python -c "from skinscan_edge.runfiles import write_schemas; write_schemas('schemas')"
+	$(BIN)/python -c "from skinscan_edge.core.runfiles import write_schemas; write_schemas('schemas')"
 
 # Fault injection (issue 28, docs/reliability.md): train, export, evaluate, report and predict run
 # out of disk at a seeded sample of points (a tmpfs: needs root, as CI runs). FAULT_POINTS per command.
 test-faults: install
 	SKINSCAN_FAULTS=1 $(BIN)/python -m pytest tests/test_fault_injection.py -q -s
+
+# The kill sweep (issue 28, docs/reliability.md): train, export and pipeline SIGKILLed at a seeded
+# sample of moments (traced writes and times), then resumed to the uninterrupted result.
+test-kills: install
+	SKINSCAN_KILLS=1 $(BIN)/python -m pytest tests/test_kill_sweep.py -q -s
 
 # After a change of dependencies: re-resolve $(LOCK) in a fresh venv (the newest versions the
 # ranges allow), then run `make test` on it before committing the new lock.

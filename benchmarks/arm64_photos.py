@@ -5,7 +5,7 @@
 
 Every image under PHOTOS_DIR (recursively) is decoded at the run's input size by the project's
 loader, run through each export on x86 (this host's kernels) and in the arm64 Python under QEMU
-(skinscan_edge/arm64.py), and compared: top-1 agreement and output steps, which need no labels.
+(skinscan_edge/evaluation/arm64.py), and compared: top-1 agreement and output steps, which need no labels.
 The photos are out-of-distribution for a Skinscan model; this measures the kernels, not accuracy.
 """
 
@@ -31,11 +31,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
 
-    from skinscan_edge import arm64
-    from skinscan_edge.errors import BadImage, SkinscanError
-    from skinscan_edge.imageio import load_rgb
-    from skinscan_edge.models import model_entries, open_model, verified_path
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.evaluation import arm64
+    from skinscan_edge.core.errors import BadImage, SkinscanError
+    from skinscan_edge.data.imageio import load_rgb
+    from skinscan_edge.runtimes.models import model_entries, open_model, verified_path
+    from skinscan_edge.core.rundir import RunDir
 
     try:
         run = RunDir.open(a.run)

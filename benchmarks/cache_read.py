@@ -45,7 +45,7 @@ def _drain(ds) -> int:
 
 def _reader_dataset(read, labels, count: int):
     """What ``image_batches`` builds around a cache, with ``read(indices) -> uint8 rows``."""
-    from skinscan_edge._tf import tf
+    from skinscan_edge.core.tf import tf
 
     tf_, y_all = tf(), np.asarray(labels, np.int32)
 
@@ -59,7 +59,7 @@ def _reader_dataset(read, labels, count: int):
 
 
 def variants(paths, labels, cache) -> dict:
-    from skinscan_edge.data import image_batches
+    from skinscan_edge.data.folder import image_batches
 
     row = SIZE * SIZE * 3
     fd = os.open(cache.path, os.O_RDONLY)
@@ -92,10 +92,10 @@ def variants(paths, labels, cache) -> dict:
 
 
 def main() -> None:
-    from skinscan_edge.data import detect_layout
-    from skinscan_edge.hostinfo import host_info, host_line
-    from skinscan_edge import imagecache
-    from skinscan_edge.imagecache import build_cache
+    from skinscan_edge.data.folder import detect_layout
+    from skinscan_edge.core.host import host_info, host_line
+    from skinscan_edge.data import imagecache
+    from skinscan_edge.data.imagecache import build_cache
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)

@@ -24,12 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skinscan_edge import metrics  # noqa: E402
-from skinscan_edge.client import classify_files, measure_preprocessing, reader_python  # noqa: E402
-from skinscan_edge.hostinfo import host_line, host_info  # noqa: E402
-from skinscan_edge.imageio import load_rgb  # noqa: E402
-from skinscan_edge.rundir import RunDir, write_json  # noqa: E402
-from skinscan_edge.runtimes import TFLiteRuntime  # noqa: E402
+from skinscan_edge.core import metrics  # noqa: E402
+from skinscan_edge.evaluation.client import classify_files, measure_preprocessing, reader_python  # noqa: E402
+from skinscan_edge.core.host import host_line, host_info  # noqa: E402
+from skinscan_edge.data.imageio import load_rgb  # noqa: E402
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import write_json  # noqa: E402
+from skinscan_edge.runtimes.interface import TFLiteRuntime  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Precision and recall of near-duplicate detection (skinscan_edge.dedup) on real photos.
+"""Precision and recall of near-duplicate detection (skinscan_edge.data.dedup) on real photos.
 
 Corpus: the 70 real HAM10000 photos in ../shared/real-photos/ham10000-sample (70 different
 lesions, so no pair among them is a duplicate), read from there and never copied, plus 500
@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skinscan_edge import dedup
-from skinscan_edge.demo_data import CLASS_NAMES, render_image
-from skinscan_edge.hostinfo import host_info, host_line
-from skinscan_edge.imageio import load_rgb
+from skinscan_edge.data import dedup
+from skinscan_edge.data.demo import CLASS_NAMES
+from skinscan_edge.data.lesions import render_image
+from skinscan_edge.core.host import host_info, host_line
+from skinscan_edge.data.imageio import load_rgb
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,7 +73,7 @@ EDITS = {
     "brightness +15": lambda x: np.clip(x.astype(int) + 15, 0, 255).astype(np.uint8),
     "rotate 90": lambda x: np.rot90(x).copy(),
 }
-#: Edits the detector is not meant to find (skinscan_edge.dedup's docstring); measured all the same.
+#: Edits the detector is not meant to find (skinscan_edge.data.dedup's docstring); measured all the same.
 NOT_CLAIMED = {"centred crop 12.5% per side", "one-sided crop 3% (left)", "one-sided crop 5% (left)",
                "one-sided crop 10% (left)", "uneven crop 2/6/4/3%", "rotate 90"}
 

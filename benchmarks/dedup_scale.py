@@ -36,7 +36,8 @@ HERE = Path(__file__).resolve().parent
 
 def write_images(root: Path, n: int, size: int) -> int:
     """n synthetic JPEGs (1% planted near-duplicates); reused when already written."""
-    from skinscan_edge.demo_data import CLASS_NAMES, render_image, slugify
+    from skinscan_edge.data.demo import CLASS_NAMES, slugify
+    from skinscan_edge.data.lesions import render_image
 
     stamp = root / f".complete-{n}-{size}"
     if stamp.exists():
@@ -83,7 +84,7 @@ def _planted_pair(a: str, b: str) -> bool:
 
 def real_photos_scan(workers: int, repeats: int = 3) -> dict:
     """Scan CPU seconds per image, with and without hashing, on the real 600×450 photos."""
-    from skinscan_edge.data import scan
+    from skinscan_edge.data.folder import scan
 
     photos = next((p / "shared" / "real-photos" / "ham10000-sample" for p in HERE.parents
                    if (p / "shared" / "real-photos" / "ham10000-sample").is_dir()), None)
@@ -101,10 +102,10 @@ def real_photos_scan(workers: int, repeats: int = 3) -> dict:
 
 
 def main() -> None:
-    from skinscan_edge import dedup
-    from skinscan_edge.data import scan
-    from skinscan_edge.grouping import build_grouping
-    from skinscan_edge.hostinfo import host_info, host_line
+    from skinscan_edge.data import dedup
+    from skinscan_edge.data.folder import scan
+    from skinscan_edge.data.grouping import build_grouping
+    from skinscan_edge.core.host import host_info, host_line
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=27000)

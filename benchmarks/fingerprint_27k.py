@@ -1,4 +1,4 @@
-"""Time the data fingerprint (skinscan_edge.fingerprint) on 27,000 tiny files.
+"""Time the data fingerprint (skinscan_edge.data.fingerprint) on 27,000 tiny files.
 
 The pipeline recomputes it on every call (and evaluate and report once each), so it must stay
 cheap: one listing and one stat per file, nothing opened. Usage:
@@ -29,8 +29,8 @@ def make_files(root: Path, n: int, classes: int = 10) -> None:
 
 
 def main() -> None:
-    from skinscan_edge.fingerprint import data_fingerprint, diff
-    from skinscan_edge.hostinfo import host_info, host_line
+    from skinscan_edge.data.fingerprint import data_fingerprint, diff
+    from skinscan_edge.core.host import host_info, host_line
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--scratch", type=Path, default=None)

@@ -12,7 +12,7 @@ most 64 MiB. So the model goes there as data, not as a framework:
    are cast back to float32 (bfloat16 for the bf16 variant) on load. Before writing, the float32
    artifact's outputs are checked against Keras' on the run's test sample (``check_parity``).
 2. ``time BUNDLE OUT`` (on the GPU machine; jax only): compiles each artifact and times it with
-   the benchmark's own harness, ``skinscan_edge.benchmarking.measure_runtime`` (first
+   the benchmark's own harness, ``skinscan_edge.benchmark.measure.measure_runtime`` (first
    inference, warm-up, batch-1 p50/p90/p99, images/s per batch), and checks each variant's
    outputs against the CPU reference made in step 1.
 3. ``record RUN RESULTS`` (here): appends the GPU rows to ``RUN/reports/benchmark.json`` and
@@ -51,8 +51,8 @@ WEIGHTS_FILE = "weights_fp16.npz"
 def load_model(model_path: Path, size: int | None = None):
     """The run's model by the project's loader; with ``size``, the same layers and weights
     rebuilt for a ``size`` px input (InceptionV3 + global average pooling does not depend on it)."""
-    from skinscan_edge._tf import keras
-    from skinscan_edge.runtimes import KerasRuntime
+    from skinscan_edge.core.tf import keras
+    from skinscan_edge.runtimes.interface import KerasRuntime
 
     model = KerasRuntime(Path(model_path)).model
     if size is None or size == model.input_shape[1]:
@@ -72,7 +72,7 @@ def lower(model, bf16: bool = False):
     import tf2jax
     from absl import logging as absl_logging
 
-    from skinscan_edge._tf import tf
+    from skinscan_edge.core.tf import tf
 
     t = tf()
     # tf2jax logs every constant it converts to bfloat16, values included: keep the terminal quiet.
@@ -157,7 +157,7 @@ def check_parity(model_path: Path, images: np.ndarray, batch: int = 8) -> float:
     a serialize/deserialize round trip as on the GPU machine)."""
     from jax import export
 
-    from skinscan_edge.runtimes import KerasRuntime
+    from skinscan_edge.runtimes.interface import KerasRuntime
 
     rt = KerasRuntime(Path(model_path))
     fn, params = lower(rt.model)
@@ -176,9 +176,10 @@ def export_bundle(run_dir: Path, bundle: Path, sizes: list[str], images: int = 3
     import jax
     from jax import export
 
-    from skinscan_edge.bench_worker import sample_images
-    from skinscan_edge.imageio import load_batch
-    from skinscan_edge.rundir import RunDir, sha256_file, write_json
+    from skinscan_edge.benchmark.worker import sample_images
+    from skinscan_edge.data.imageio import load_batch
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import sha256_file, write_json
 
     run = RunDir.open(run_dir)
     bundle.mkdir(parents=True, exist_ok=True)
@@ -225,7 +226,7 @@ def export_bundle(run_dir: Path, bundle: Path, sizes: list[str], images: int = 3
 
 
 def load_keras_probs(model, images: np.ndarray) -> np.ndarray:
-    from skinscan_edge.runtimes import KerasRuntime
+    from skinscan_edge.runtimes.interface import KerasRuntime
 
     return KerasRuntime(None, model=model).predict(images)
 
@@ -273,8 +274,8 @@ def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: floa
     """Time every (size, variant) of the bundle; write and return OUT/gpu_xla_results.json."""
     import jax
 
-    from skinscan_edge.benchmarking import batch_of, measure_runtime, time_calls
-    from skinscan_edge.config import BenchmarkConfig
+    from skinscan_edge.benchmark.measure import batch_of, measure_runtime, time_calls
+    from skinscan_edge.core.config_stages import BenchmarkConfig
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     cfg = BenchmarkConfig(device="gpu", batches=tuple(manifest["batches"]), min_time_s=min_time_s)
@@ -325,9 +326,9 @@ def time_bundle(bundle: Path, out: Path, min_time_s: float = 1.0, budget_s: floa
 # --- here again: the rows into the run's benchmark.json -----------------------------------------
 def record(run_dir: Path, results_path: Path) -> Path:
     """Append the GPU rows to RUN/reports/benchmark.json (replacing earlier XLA rows) and re-render."""
-    from skinscan_edge import runfiles
-    from skinscan_edge.benchmarking import write_results
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core import runfiles
+    from skinscan_edge.benchmark.harness import write_results
+    from skinscan_edge.core.rundir import RunDir
 
     run = RunDir.open(run_dir)
     bench_path = run.root / runfiles.BenchmarkReport.FILE

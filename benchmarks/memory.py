@@ -69,7 +69,7 @@ def run_notebook(data: Path, out: Path, size: int, epochs: int, batch: int) -> d
         c.source = (c.source.replace('LABELS = str(Path(REPO_DIR) / "convert" / "kaggle_labels.json")', "LABELS = None")
                     .replace('critical_classes=["Melanoma"]', 'critical_classes=["mel"]'))  # HAM10000's folder
     nb.cells.append(nbformat.v4.new_code_cell(
-        "from skinscan_edge.workers import PEAKS, peak_rss_bytes\n"
+        "from skinscan_edge.core.workers import PEAKS, peak_rss_bytes\n"
         "print('MEMORY', peak_rss_bytes() // 2**20, max(PEAKS, default=0) // 2**20)"))
     t0 = time.time()
     nbclient.NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": str(out)}}).execute()

@@ -34,7 +34,7 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
 def _photos(folder: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    from skinscan_edge.data import image_batches, scan
+    from skinscan_edge.data.folder import image_batches, scan
 
     found = scan(folder)
     pairs = [(str(found.root / p), y) for part in found.items.values() for p, y in part][:n]
@@ -47,10 +47,10 @@ def _photos(folder: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _variants(size: int, classes: int, block: str) -> dict:
-    from skinscan_edge._tf import keras
-    from skinscan_edge.data import augmentation, training_model
-    from skinscan_edge.model import build_model, unfreeze_from
-    from skinscan_edge.features import stem_function, top_model
+    from skinscan_edge.core.tf import keras
+    from skinscan_edge.data.folder import augmentation, training_model
+    from skinscan_edge.training.model import build_model, unfreeze_from
+    from skinscan_edge.training.features import stem_function, top_model
 
     k = keras()
     mp = k.mixed_precision
@@ -71,7 +71,7 @@ def _variants(size: int, classes: int, block: str) -> dict:
 
 def measure(x: np.ndarray, y: np.ndarray, rounds: int = 2, steps: int = 1, block: str = "mixed7") -> dict:
     """Rates (images/s, medians over ``rounds``) of every variant on the uint8 batch ``x``, alternated."""
-    from skinscan_edge._tf import tf as _tf
+    from skinscan_edge.core.tf import tf as _tf
 
     tf = _tf()
     res: dict = {"batch": len(x), "block": block, "rounds": rounds, "timed_steps_per_round": steps}
@@ -107,7 +107,7 @@ def measure(x: np.ndarray, y: np.ndarray, rounds: int = 2, steps: int = 1, block
 
 
 def main() -> None:
-    from skinscan_edge.hostinfo import host_info, host_line
+    from skinscan_edge.core.host import host_info, host_line
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photos", type=Path)

@@ -33,8 +33,9 @@ def build_scratch_run(root: Path, precisions: list[str], n_images: int = 48, see
     from PIL import Image
 
     from skinscan_edge.exporters.run import ExportConfig, export_run
-    from skinscan_edge.model import build_model
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.training.model import build_model
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     run = RunDir(root)
     data = root / "data"
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=HERE / "results_299.md")
     args = p.parse_args(argv)
 
-    from skinscan_edge.benchmarking import BenchmarkConfig, run_benchmark
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.benchmark.harness import BenchmarkConfig, run_benchmark
+    from skinscan_edge.core.rundir import RunDir
 
     if args.scratch and not RunDir(args.scratch).manifest_path.exists():
         build_scratch_run(args.scratch, args.precisions.split(","))

@@ -7,7 +7,7 @@ unless it says otherwise, and write one flat JSON (units in the keys):
     python benchmarks/scale.py /tmp/scale27k-full --out benchmarks/scale_results.json
 
 Steps (``--steps``, comma-separated):
-  scan      skinscan_edge.data.scan over every file (each is decoded once), and the split;
+  scan      skinscan_edge.data.folder.scan over every file (each is decoded once), and the split;
   pipeline  no model: uint8 299 px batches per second from JPEGs (uncached), then from the disk
             cache and from tf.data's in-memory cache (epochs of each in turn, medians; also CPU
             microseconds per image); the disk cache's build rate; augmentation's CPU rate;
@@ -62,7 +62,7 @@ def _drain(ds, limit_batches=None) -> int:
 
 
 def step_scan(data: Path, res: dict) -> dict:
-    from skinscan_edge.data import scan, split_items
+    from skinscan_edge.data.folder import scan, split_items
 
     result, res["scan_s"] = _timed(lambda: scan(data))
     res["scan_images"] = sum(len(v) for v in result.items.values())
@@ -73,10 +73,10 @@ def step_scan(data: Path, res: dict) -> dict:
 
 
 def step_pipeline(split: dict, n: int, tmp: Path, res: dict) -> None:
-    from skinscan_edge._tf import tf
-    from skinscan_edge.data import augmentation, image_batches
-    from skinscan_edge.imagecache import build_cache
-    from skinscan_edge.rundir import split_pairs
+    from skinscan_edge.core.tf import tf
+    from skinscan_edge.data.folder import augmentation, image_batches
+    from skinscan_edge.data.imagecache import build_cache
+    from skinscan_edge.core.rundir import split_pairs
 
     pairs = split_pairs(split, "train")[:n]
     paths, labels = [str(p) for p, _ in pairs], [y for _, y in pairs]
@@ -114,9 +114,9 @@ def step_pipeline(split: dict, n: int, tmp: Path, res: dict) -> None:
 
 
 def step_model(res: dict) -> None:
-    from skinscan_edge._tf import keras, tf
-    from skinscan_edge.data import training_model
-    from skinscan_edge.model import build_model, freeze_base, unfreeze_from
+    from skinscan_edge.core.tf import keras, tf
+    from skinscan_edge.data.folder import training_model
+    from skinscan_edge.training.model import build_model, freeze_base, unfreeze_from
 
     k = keras()
     model = build_model(10, SIZE, weights="none")
@@ -137,13 +137,13 @@ def step_model(res: dict) -> None:
 
 
 def step_phase1(split: dict, n: int, res: dict) -> None:
-    from skinscan_edge._tf import keras
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.data import augmentation, image_batches, training_model
-    from skinscan_edge._tf import tf
-    from skinscan_edge.features import extract_features, feature_function, fit_head_on_features
-    from skinscan_edge.model import build_model, freeze_base
-    from skinscan_edge.rundir import split_pairs
+    from skinscan_edge.core.tf import keras
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.data.folder import augmentation, image_batches, training_model
+    from skinscan_edge.core.tf import tf
+    from skinscan_edge.training.features import extract_features, feature_function, fit_head_on_features
+    from skinscan_edge.training.model import build_model, freeze_base
+    from skinscan_edge.core.rundir import split_pairs
 
     k = keras()
     tr = split_pairs(split, "train")[:n]
@@ -195,9 +195,9 @@ def step_phase2(data: Path, split: dict | None, res: dict) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from phase2_cpu import measure
 
-    from skinscan_edge.data import scan, split_items
-    from skinscan_edge.imageio import load_batch
-    from skinscan_edge.rundir import split_pairs
+    from skinscan_edge.data.folder import scan, split_items
+    from skinscan_edge.data.imageio import load_batch
+    from skinscan_edge.core.rundir import split_pairs
 
     split = split or split_items(scan(data), 1337, 0.15, 0.15)
     res["phase2_data"] = str(data)
@@ -286,7 +286,7 @@ def step_rss(data: Path, subset: Path, tmp: Path, res: dict) -> None:
 
 def make_subset(data: Path, per_class_share: float, out: Path) -> Path:
     """Hard links to the first share of each class folder (same layout)."""
-    from skinscan_edge.data import detect_layout
+    from skinscan_edge.data.folder import detect_layout
 
     _, root = detect_layout(data)
     for folder in sorted(d for d in root.iterdir() if d.is_dir()):
@@ -300,7 +300,7 @@ def make_subset(data: Path, per_class_share: float, out: Path) -> Path:
 
 def main() -> None:
     global SIZE
-    from skinscan_edge.hostinfo import host_info, host_line
+    from skinscan_edge.core.host import host_info, host_line
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)

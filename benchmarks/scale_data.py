@@ -1,7 +1,7 @@
 """Write a SYNTHETIC data set of Kaggle size and layout, for benchmarks/scale.py.
 
 The ten folders carry the Kaggle skin-diseases-image-dataset's names and published per-folder
-counts (27,153 images in all); each image is drawn by ``skinscan_edge.demo_data`` (synthetic,
+counts (27,153 images in all); each image is drawn by ``skinscan_edge.data.demo`` (synthetic,
 not medical) at 640 px and cropped to 640x480, the size of a typical clinical photo, then saved
 as a JPEG. Worker processes split the file list; the same seed gives the same bytes.
 
@@ -49,7 +49,8 @@ def _painter_names() -> dict[str, str]:
 def _write(job: tuple[str, str, int, int, int, str]) -> int:
     from PIL import Image
 
-    from skinscan_edge.demo_data import CLASS_NAMES, IMAGE_NOTE, render_image
+    from skinscan_edge.data.demo import CLASS_NAMES, IMAGE_NOTE
+    from skinscan_edge.data.lesions import render_image
 
     folder, painter, index, seed, cls, out = job
     rng = np.random.default_rng([seed, cls, index])
@@ -63,7 +64,7 @@ def _write(job: tuple[str, str, int, int, int, str]) -> int:
 
 def generate(out: Path, workers: int = 2, unique: int | None = None, seed: int = 0) -> dict:
     """Write the set: ``unique`` drawn images (all when None), the rest hard links to them."""
-    from skinscan_edge.demo_data import CLASS_NAMES
+    from skinscan_edge.data.demo import CLASS_NAMES
 
     painters = _painter_names()
     total = sum(KAGGLE_COUNTS.values())
@@ -82,7 +83,7 @@ def generate(out: Path, workers: int = 2, unique: int | None = None, seed: int =
         prefix = CLASS_NAMES.index(painters[folder])
         for i in range(drawn[folder], n):
             (d / f"{prefix}_{i:05d}.jpg").hardlink_to(d / f"{prefix}_{i % drawn[folder]:05d}.jpg")
-    (out / "README.txt").write_text("SYNTHETIC images (skinscan_edge.demo_data), not medical; Kaggle layout.\n")
+    (out / "README.txt").write_text("SYNTHETIC images (skinscan_edge.data.demo), not medical; Kaggle layout.\n")
     return {"images": sum(KAGGLE_COUNTS.values()) if unique else len(jobs), "drawn": len(jobs), "generate_s": round(seconds, 1), "workers": workers,
             "mean_jpeg_kib": round(float(np.mean(sizes)) / 1024, 1), "width_px": WIDTH, "height_px": HEIGHT,
             "ms_per_image_per_worker": round(1000 * seconds * workers / len(jobs), 1)}

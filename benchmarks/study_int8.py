@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 import skinscan_edge  # noqa: F401
-from skinscan_edge.rundir import RunDir, read_json, sha256_file, write_json
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import read_json, sha256_file, write_json
+from skinscan_edge.core.formats import INT8_TARGETS
 
 VARIANTS = {  # name -> quantize_static settings
     "study-qdq-u8s8-pc": dict(fmt="QDQ", act="QUInt8", per_channel=True),
@@ -104,8 +106,9 @@ def litert_options(root: Path, threads: tuple[int, ...] = (1, 2), rounds: int = 
     """Batch-1 p50 of each TFLite file under several interpreter options, interleaved in rounds."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from skinscan_edge.benchmarking import BenchmarkConfig, _tflite_delegation, measure_runtime, sample_images
-    from skinscan_edge.runtimes import TFLiteRuntime
+    from skinscan_edge.benchmark.harness import BenchmarkConfig, _tflite_delegation, sample_images
+    from skinscan_edge.benchmark.measure import measure_runtime
+    from skinscan_edge.runtimes.interface import TFLiteRuntime
 
     run = RunDir(root)
     images = sample_images(run, 8, 0)
@@ -138,8 +141,9 @@ def ort_spinning(root: Path, threads: int = 2, rounds: int = 3) -> list[dict]:
     """Batch-1 p50 of onnx-fp32 / onnx-int8 with intra-op spin-waiting on and off, interleaved."""
     import onnxruntime as ort
 
-    from skinscan_edge.benchmarking import BenchmarkConfig, measure_runtime, sample_images
-    from skinscan_edge.runtimes import OnnxRuntime
+    from skinscan_edge.benchmark.harness import BenchmarkConfig, sample_images
+    from skinscan_edge.benchmark.measure import measure_runtime
+    from skinscan_edge.runtimes.interface import OnnxRuntime
 
     run = RunDir(root)
     images = sample_images(run, 8, 0)
@@ -173,7 +177,7 @@ def _int8_file(model, path: Path, images: np.ndarray, tmp: Path) -> Path:
 def _p50_ms(path: Path, threads: int, x: np.ndarray, min_time_s: float = 1.0) -> float:
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.benchmarking import time_calls
+    from skinscan_edge.benchmark.measure import time_calls
 
     interp = Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
@@ -188,10 +192,10 @@ def _p50_ms(path: Path, threads: int, x: np.ndarray, min_time_s: float = 1.0) ->
 
 def pool_study(out: Path, img: int = 299, threads: tuple[int, ...] = (1, 2), rounds: int = 2) -> list[dict]:
     """The whole int8 network with and without the pool rewrite, then the pools alone."""
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters.graph import export_model, is_rewritable_pool
-    from skinscan_edge.xnnpack import describe_delegation
-    from skinscan_edge.model import build_model
+    from skinscan_edge.runtimes.xnnpack import describe_delegation
+    from skinscan_edge.training.model import build_model
 
     k = keras()
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +259,7 @@ def build_recipes(root: Path) -> None:
         entries.append(dict(_entry("study-tflite-int8-keras-pools", out, "int8", "int8 without the pool rewrite"),
                             format="tflite"))
     fp32 = run.exports / next(e["file"] for e in entries if e["name"] == "onnx-fp32")
-    for target in onnx_export.INT8_TARGETS:
+    for target in INT8_TARGETS:
         out = run.exports / f"study_int8_{target.replace('-', '_')}.onnx"
         onnx_export.quantize_int8(fp32, out, list(calib), target)
         entries.append(_entry(f"study-onnx-int8-{target}", out, "int8", onnx_export.int8_notes(target)))

@@ -11,24 +11,21 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
-
-#: The input contract shared by the Keras model and every export: NHWC, RGB, 0-255.
-INPUT_NAME = "image"
-OUTPUT_NAME = "probs"
+# The version and the input contract (NHWC, RGB, 0-255) live in core/contract.py; re-exported here.
+from skinscan_edge.core.contract import INPUT_NAME, OUTPUT_NAME, __version__  # noqa: E402
 
 # The Python API (skinscan_edge/api.py): the same functions the commands call, for notebooks.
 # Importing it loads no TensorFlow (each function imports what it needs when called).
-from .api import (BenchmarkResult, EvaluateResult, ExplainResult, ExportResult, PipelineResult,  # noqa: E402
-                  Prediction, TrainResult, benchmark, bundle, evaluate, explain, export, pipeline, predict, report,
-                  train)
-from .config import (BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig,  # noqa: E402
-                     GateConfig, TrainConfig)
-from .errors import SkinscanError  # noqa: E402
-from .progress import Reporter, RichReporter  # noqa: E402
-from .stages import PipelineConfig  # noqa: E402
+from skinscan_edge.api import (BenchmarkResult, EvaluateResult, ExplainResult, ExportResult,  # noqa: E402
+                               PipelineConfig, PipelineResult, Prediction, TrainResult, benchmark, bundle,
+                               demo_data, evaluate, explain, export, pipeline, predict, report, train)
+from skinscan_edge.core.config import ExportConfig, TrainConfig
+from skinscan_edge.core.config_stages import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig
+from skinscan_edge.core.config import GateConfig
+from skinscan_edge.core.errors import SkinscanError  # noqa: E402
+from skinscan_edge.core.progress import Reporter, RichReporter  # noqa: E402
 
-__all__ = ["train", "export", "evaluate", "explain", "benchmark", "bundle", "predict", "report", "pipeline",
+__all__ = ["train", "export", "evaluate", "explain", "benchmark", "bundle", "predict", "report", "pipeline", "demo_data",
            "TrainConfig", "ExportConfig", "BundleConfig", "GateConfig", "EvaluateConfig", "ExplainConfig", "BenchmarkConfig",
            "PipelineConfig", "TrainResult", "ExportResult", "EvaluateResult", "ExplainResult", "BenchmarkResult",
-           "Prediction", "PipelineResult", "SkinscanError", "Reporter", "RichReporter", "INPUT_NAME", "OUTPUT_NAME"]
+           "Prediction", "PipelineResult", "SkinscanError", "Reporter", "RichReporter", "INPUT_NAME", "OUTPUT_NAME", "__version__"]

@@ -1,5 +1,5 @@
 """``python -m skinscan_edge``: the same as the ``skinscan-edge`` command."""
 
-from .cli import main
+from skinscan_edge.cli import main
 
 main()

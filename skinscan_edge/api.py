@@ -1,7 +1,7 @@
 """The Python API: what every command does, for notebooks and scripts.
 
 Each function takes the same config dataclass as its command, returns a typed result and
-raises :class:`~skinscan_edge.errors.SkinscanError` (the one-line message the CLI prints)
+raises :class:`~skinscan_edge.core.errors.SkinscanError` (the one-line message the CLI prints)
 instead of exiting. Progress goes to ``reporter``: rich bars by default (in Jupyter too, with
 ipywidgets; plain lines without it); pass ``progress.Reporter()`` for silence. The CLI commands are thin wrappers over
 exactly these functions.
@@ -18,9 +18,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
-from .errors import user_facing
-from .progress import Reporter
+from skinscan_edge.benchmark.harness import run_benchmark
+from skinscan_edge.core.config import ExportConfig, TrainConfig
+from skinscan_edge.core.config_stages import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig
+from skinscan_edge.core.errors import user_facing
+from skinscan_edge.core.formats import EVERY_PRECISION
+from skinscan_edge.core.metrics import failure_text
+from skinscan_edge.core.progress import default_reporter, Reporter, reporter_or_silent
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.runfiles import BenchmarkReport, Manifest
+from skinscan_edge.data.demo import DEFAULT_PER_CLASS, DEFAULT_SIZE, write_demo_dataset
+from skinscan_edge.data.fingerprint import data_change
+from skinscan_edge.evaluation.evaluate import evaluate_run
+from skinscan_edge.evaluation.explain import explain_run
+from skinscan_edge.evaluation.markdown import comparison_rows, TABLE_COLUMNS, twin_rows
+from skinscan_edge.exporters.run import export_run
+from skinscan_edge.release.bundle import write_bundle
+from skinscan_edge.release.choose import choose
+from skinscan_edge.report.page import build_report
+from skinscan_edge.runtimes.prediction import predict_images
+from skinscan_edge.stages import PipelineConfig, run_pipeline, STAGES
+from skinscan_edge.training.fine_tune import train as train_run
+
+#: Re-exported for the commands, which import nothing but this module (and core's configs,
+#: errors and progress): the pipeline's config and stages, every precision, the demo's defaults.
+__all__ = ["train", "export", "evaluate", "explain", "benchmark", "bundle", "predict", "report", "pipeline",
+           "demo_data", "PipelineConfig", "STAGES", "EVERY_PRECISION", "DEFAULT_PER_CLASS", "DEFAULT_SIZE",
+           "TrainResult", "ExportResult", "EvaluateResult", "ExplainResult", "BenchmarkResult", "Prediction",
+           "PipelineResult"]
+
 
 class _DefaultReporter:
     """The ``reporter`` default, named so that ``help()`` shows what it means (a bare
@@ -35,17 +61,12 @@ _DEFAULT = _DefaultReporter()
 
 def _reporter(reporter) -> Reporter:
     if reporter is _DEFAULT:
-        from .progress import default_reporter
-
         return default_reporter()
-    from .progress import reporter_or_silent
 
     return reporter_or_silent(reporter)
 
 
 def _open(run_dir):
-    from .rundir import RunDir
-
     return run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
 
 
@@ -74,8 +95,6 @@ class ExportResult:
 
     @property
     def manifest_path(self) -> Path:
-        from .runfiles import Manifest
-
         return Manifest.path(self.run)
 
     @property
@@ -105,9 +124,17 @@ class EvaluateResult:
     @property
     def failures(self) -> list[str]:
         """The gate's failures as sentences (``results["gate"]["failures"]`` holds them as records)."""
-        from .metrics import failure_text
-
         return [failure_text(f) for f in self.results["gate"]["failures"]]
+
+    @property
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The comparison table (columns, one row of strings per model), as evaluate.md shows it."""
+        return TABLE_COLUMNS, comparison_rows(self.results)
+
+    @property
+    def twin_rows(self) -> list[list[str]]:
+        """Each QAT file against its float twin (quantization alone; not gated), as strings."""
+        return twin_rows(self.results)
 
     @property
     def summary(self) -> str:
@@ -148,8 +175,6 @@ class BenchmarkResult:
 
     @property
     def json_path(self) -> Path:
-        from .runfiles import BenchmarkReport
-
         return BenchmarkReport.path(self.run)
 
     @property
@@ -181,8 +206,6 @@ class PipelineResult:
 @user_facing
 def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainResult:
     """Fine-tune InceptionV3 and write the run directory (``skinscan-edge train``)."""
-    from .training import train as train_run
-
     r = train_run(config, reporter=_reporter(reporter))
     if not r["chief"]:
         return TrainResult(run=Path(config.out), chief=False, task=r["task"])
@@ -194,8 +217,6 @@ def train(config: TrainConfig, reporter: Reporter | None = _DEFAULT) -> TrainRes
 @user_facing
 def export(run_dir, config: ExportConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExportResult:
     """Export at the configured precisions (``skinscan-edge export``)."""
-    from .exporters.run import export_run
-
     run = _open(run_dir)
     manifest = export_run(run, config or ExportConfig(), reporter=_reporter(reporter))
     return ExportResult(run=run.root, manifest=manifest)
@@ -206,9 +227,6 @@ def bundle(run_dir, config: BundleConfig | None = None) -> dict:
     """Write the Android bundle from an evaluated export (``skinscan-edge bundle``): by default the
     report's recommendation; a file that failed the gate only with ``allow_failed``. Returns a
     flat summary (``model_path``, ``source_export``, ``verdict``, ``why``, ``zip_path``...)."""
-    from .release.bundle import write_bundle
-    from .release.choose import choose
-
     config = (config or BundleConfig()).validate()
     run = _open(run_dir)
     choice = choose(run, model=config.model, require=config.require, allow_failed=config.allow_failed)
@@ -218,17 +236,18 @@ def bundle(run_dir, config: BundleConfig | None = None) -> dict:
 @user_facing
 def evaluate(run_dir, config: EvaluateConfig | None = None, reporter: Reporter | None = _DEFAULT) -> EvaluateResult:
     """Score Keras and every export on the same images and gate them (``skinscan-edge evaluate``)."""
-    from .evaluation import evaluate_run
-
-    run = _open(run_dir)
-    return EvaluateResult(run=run.root, results=evaluate_run(run, config or EvaluateConfig(), reporter=_reporter(reporter)))
+    run, say = _open(run_dir), _reporter(reporter)
+    if change := data_change(run):  # still the saved split: the warning says the data moved on
+        say.message(f"warning: {change.warning()}; evaluating the split saved at training", "warn")
+    results = evaluate_run(run, config or EvaluateConfig(), reporter=say)
+    if results.get("leak_warning"):
+        say.message(f"warning: {results['leak_warning']}", "warn")
+    return EvaluateResult(run=run.root, results=results)
 
 
 @user_facing
 def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | None = _DEFAULT) -> ExplainResult:
     """Per-layer quantization error of int8 exports (``skinscan-edge explain``)."""
-    from .explain import explain_run
-
     run = _open(run_dir)
     results = explain_run(run, config or ExplainConfig(), reporter=_reporter(reporter))
     names = (config.models if config and config.models else None)
@@ -239,8 +258,6 @@ def explain(run_dir, config: ExplainConfig | None = None, reporter: Reporter | N
 @user_facing
 def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter | None = _DEFAULT) -> BenchmarkResult:
     """Latency, throughput, memory and the floor for every model (``skinscan-edge benchmark``)."""
-    from .benchmarking import run_benchmark
-
     run = _open(run_dir)
     return BenchmarkResult(run=run.root, results=run_benchmark(run.root, config or BenchmarkConfig(),
                                                                  reporter=_reporter(reporter)))
@@ -249,8 +266,6 @@ def benchmark(run_dir, config: BenchmarkConfig | None = None, reporter: Reporter
 @user_facing
 def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: int | None = None) -> list[Prediction]:
     """Top-k labels for image files or folders (``skinscan-edge predict``), through any model."""
-    from .prediction import predict_images
-
     paths = [Path(p) for p in ([images] if isinstance(images, (str, Path)) else images)]
     out = []
     for r in predict_images(_open(run_dir), paths, model=model, top_k=top_k, num_threads=num_threads):
@@ -262,8 +277,6 @@ def predict(run_dir, images, model: str = "keras", top_k: int = 3, num_threads: 
 @user_facing
 def report(run_dir) -> Path:
     """Render ``RUN/reports/index.html`` (``skinscan-edge report``) and return its path."""
-    from .reporting import build_report
-
     return build_report(_open(run_dir))
 
 
@@ -272,7 +285,15 @@ def pipeline(config, reporter: Reporter | None = _DEFAULT) -> PipelineResult:
     """Train, export, evaluate, benchmark and report, skipping what is done (``skinscan-edge pipeline``).
 
     ``config`` is a ``pipeline.PipelineConfig``."""
-    from .stages import run_pipeline
-
     state = run_pipeline(config, reporter=_reporter(reporter))
     return PipelineResult(run=Path(config.train.out), stages=state["stages"], ok=state["ok"])
+
+
+@user_facing
+def demo_data(out, per_class: int = DEFAULT_PER_CLASS, size: int = DEFAULT_SIZE, seed: int = 0, overwrite: bool = False,
+              reporter: Reporter | None = _DEFAULT) -> dict:
+    """Write the SYNTHETIC demo dataset (``skinscan-edge demo-data``): procedurally drawn, NOT medical
+    images, one folder per class and a README.txt that says so. Returns its summary (counts, seed,
+    the planted near-duplicates, the time taken)."""
+    return write_demo_dataset(Path(out), per_class=per_class, size=size, seed=seed, reporter=_reporter(reporter),
+                              overwrite=overwrite)

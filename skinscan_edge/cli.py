@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from .commands import benchmark as benchmark_cmd
-from .commands import bundle as bundle_cmd
-from .commands import demo as demo_cmd
-from .commands import evaluate as evaluate_cmd
-from .commands import explain as explain_cmd
-from .commands import export as export_cmd
-from .commands import pipeline as pipeline_cmd
-from .commands import predict as predict_cmd
-from .commands import report as report_cmd
-from .commands import train as train_cmd
+from skinscan_edge.commands import (benchmark as benchmark_cmd, bundle as bundle_cmd, demo as demo_cmd,
+    evaluate as evaluate_cmd, explain as explain_cmd, export as export_cmd, pipeline as pipeline_cmd,
+    predict as predict_cmd, report as report_cmd, train as train_cmd)
+from skinscan_edge.core.tf import set_verbose
 
 app = typer.Typer(
     name="skinscan-edge",
@@ -30,8 +24,6 @@ def _options(verbose: bool = typer.Option(
         False, "--verbose", help="Show TensorFlow's native start-up and converter lines (hidden by default), "
         "in worker processes too. Give it before the command: skinscan-edge --verbose train ...")) -> None:
     if verbose:
-        from ._tf import set_verbose
-
         set_verbose(True)
 
 

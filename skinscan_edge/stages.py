@@ -16,16 +16,25 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import runfiles
-from .config import BenchmarkConfig, BundleConfig, EvaluateConfig, ExportConfig, TrainConfig
-from .errors import SkinscanError
-from .formats import EVERY_PRECISION
-from .fingerprint import data_change
-from .metrics import failure_text
-from .progress import Reporter, reporter_or_silent
-from .rundir import RunDir, read_json_or_none, sha256_file, timestamp, write_json
-from .runlock import run_lock
-from .workers import PEAKS, peaks_since, reset_peak_rss
+from skinscan_edge.benchmark.harness import run_benchmark
+from skinscan_edge.core import runfiles
+from skinscan_edge.core.config import ExportConfig, TrainConfig
+from skinscan_edge.core.config_stages import BenchmarkConfig, BundleConfig, EvaluateConfig
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import read_json_or_none, sha256_file, timestamp, write_json
+from skinscan_edge.core.formats import EVERY_PRECISION
+from skinscan_edge.core.metrics import failure_text
+from skinscan_edge.core.progress import Reporter, reporter_or_silent
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.runlock import run_lock
+from skinscan_edge.core.workers import PEAKS, peaks_since, reset_peak_rss
+from skinscan_edge.data.fingerprint import data_change
+from skinscan_edge.evaluation.evaluate import evaluate_run
+from skinscan_edge.exporters.run import export_run, reusable_entries
+from skinscan_edge.release.bundle import bundle_is_current, write_bundle
+from skinscan_edge.release.choose import choose, PASSED
+from skinscan_edge.report.page import build_report
+from skinscan_edge.training.fine_tune import check_files, train
 
 STAGES = ("train", "export", "evaluate", "benchmark", "report", "bundle")
 STATE_NAME = "pipeline.json"
@@ -88,8 +97,6 @@ def stage_is_current(stage: str, cfg: PipelineConfig, run: RunDir) -> str | None
 
 
 def _exports_current(cfg: PipelineConfig, run: RunDir, manifest: dict) -> str | None:
-    from .exporters.run import reusable_entries
-
     if manifest.get("state", "complete") != "complete" or manifest.get("failures"):
         return None
     wanted = set(cfg.export.validate().names())
@@ -103,8 +110,6 @@ def _bundle_current(cfg: PipelineConfig, run: RunDir) -> str | None:
     """No bundle asked for, or the bundle folder already holds the chosen file with its verdict."""
     if cfg.bundle is None:
         return "no --android: no bundle asked for"
-    from .release.bundle import bundle_is_current
-    from .release.choose import choose
 
     try:
         choice = choose(run, cfg.bundle.model, cfg.bundle.require, cfg.bundle.allow_failed)
@@ -117,7 +122,7 @@ def _bundle_current(cfg: PipelineConfig, run: RunDir) -> str | None:
 
 def _train_is_done(cfg: PipelineConfig, run: RunDir) -> str | None:
     """A finished run is reused only if it was trained with the same settings on the same data
-    (``skinscan_edge.fingerprint``), or, with ``keep_model``, on an older copy of it."""
+    (``skinscan_edge.data.fingerprint``), or, with ``keep_model``, on an older copy of it."""
     if run.status().get("state") != "complete" or not run.model_path.exists():
         return None
     mine, theirs = _train_settings(cfg.train), _train_settings(TrainConfig.from_dict(run.config()["train"]))
@@ -139,7 +144,7 @@ def run_pipeline(cfg: PipelineConfig, reporter: Reporter | None = None) -> dict:
     errored. ``reporter`` sees ``stage`` when a stage starts, a ``row("stage", record)`` when it
     ends, and the stages' own messages and rows.
     """
-    cfg.train.validate()  # every stage's settings are checked before the first one starts
+    check_files(cfg.train.validate())  # every stage's settings are checked before the first one starts
     cfg.export.validate()
     cfg.evaluate.validate()
     with run_lock(cfg.train.out, "pipeline", create=True):  # held across the stages, which take it again
@@ -191,8 +196,6 @@ _SUMMARIES = {
 
 
 def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .training import train
-
     train_cfg = TrainConfig.from_dict(cfg.train.to_dict())
     started = run.config_path.exists()
     if started and _train_settings(TrainConfig.from_dict(run.config()["train"])) != _train_settings(cfg.train):
@@ -211,8 +214,6 @@ def _run_train(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bo
 
 
 def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .exporters.run import export_run
-
     manifest = export_run(RunDir.open(run.root), cfg.export, reporter=say)
     summary = f"{len(manifest['exports'])} exports"
     failed = [f["name"] for f in manifest["failures"]]
@@ -222,8 +223,6 @@ def _run_export(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, b
 
 
 def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .evaluation import evaluate_run
-
     results = evaluate_run(RunDir.open(run.root), cfg.evaluate, reporter=say)
     gate = results["gate"]
     say.row("evaluate", results)
@@ -235,8 +234,6 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
 
 
 def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .benchmarking import run_benchmark
-
     results = run_benchmark(run.root, cfg.benchmark, reporter=say)
     errors = [r for r in results["rows"] if "error" in r]
     timed = [r for r in results["rows"] if r.get("latency_p50_ms")]
@@ -247,8 +244,6 @@ def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str
 
 
 def _run_report(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:
-    from .reporting import build_report
-
     page = build_report(RunDir.open(run.root))  # writes RUN/MODEL_CARD.md too
     return str(page), True
 
@@ -257,9 +252,6 @@ def _run_bundle(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, b
     """After the gate and the benchmark: the bundle of the report's recommended file (which the
     model card, written by the report stage, goes with). Nothing to bundle is a failed stage, not
     a crash: the summary says why."""
-    from .release.bundle import write_bundle
-    from .release.choose import PASSED, choose
-
     try:
         choice = choose(run, cfg.bundle.model, cfg.bundle.require, cfg.bundle.allow_failed)
     except SkinscanError as e:

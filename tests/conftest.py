@@ -86,7 +86,7 @@ class Job:
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
-    from skinscan_edge.demo_data import write_demo_dataset
+    from skinscan_edge.data.demo import write_demo_dataset
 
     root = tmp_path_factory.mktemp("demo") / "data"
     write_demo_dataset(root, per_class=24, size=96, seed=0)
@@ -148,7 +148,7 @@ def train_result(jobs):
 
 @pytest.fixture(scope="session")
 def trained_run(train_result):
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     out, result = train_result
     assert result.exit_code == 0, result.output
@@ -188,7 +188,7 @@ def run_copy(trained_run, tmp_path):
     """A private copy of the trained run (for tests that damage it)."""
     dst = tmp_path / "run"
     shutil.copytree(trained_run.root, dst, ignore=shutil.ignore_patterns("tensorboard", "backup", "checkpoints", "exports"))
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     return RunDir(dst)
 
@@ -217,6 +217,6 @@ def pytest_configure(config):
 def _not_verbose(monkeypatch):
     """`--verbose` (set in-process by a CLI test through CliRunner) lives in the environment; every
     test starts without it, so one test's --verbose never adds tracebacks to another's output."""
-    from skinscan_edge._tf import VERBOSE_ENV
+    from skinscan_edge.core.tf import VERBOSE_ENV
 
     monkeypatch.delenv(VERBOSE_ENV, raising=False)

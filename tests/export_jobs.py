@@ -72,9 +72,9 @@ def toy_format(exported: Path, root: Path, image: Path) -> dict:
 TOY_TABLES = """
 import json, sys
 from skinscan_edge import formats, model_card, quant_order
-from skinscan_edge.hostinfo import floor_ms
-from skinscan_edge.plots import latency_plot_rows
-from skinscan_edge.rundir import RunDir
+from skinscan_edge.core.host import floor_ms
+from skinscan_edge.core.plots import latency_plot_rows
+from skinscan_edge.core.rundir import RunDir
 from pathlib import Path
 run = RunDir(Path(sys.argv[1]))
 bench = json.loads(run.benchmark_path.read_text())

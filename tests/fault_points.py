@@ -183,7 +183,7 @@ def prepare(base: Path, data: Path, export: bool = True) -> dict:
 def sweep(out: Path, points: dict[str, int], seed: int, only: list[str] | None = None) -> dict:
     import numpy as np
 
-    from skinscan_edge.demo_data import write_demo_dataset
+    from skinscan_edge.data.demo import write_demo_dataset
 
     rng = np.random.default_rng(seed)
     data = out / "data"
@@ -264,7 +264,7 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import skinscan_edge  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-    from skinscan_edge import imagecache
+    from skinscan_edge.data import imagecache
 
     # train refuses up front to build a cache that would leave under 1 GiB free; here the writes
     # themselves must meet the limit, on a tmpfs of a few hundred MB.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -24,8 +25,8 @@ EXTRACT = """
 import sys
 import skinscan_edge
 import tf_keras as k
-from skinscan_edge.model import base_layers
-from skinscan_edge.rundir import RunDir
+from skinscan_edge.training.model import base_layers
+from skinscan_edge.core.rundir import RunDir
 model = RunDir.open(sys.argv[1]).load_model()
 size = int(sys.argv[3])
 base = k.applications.InceptionV3(include_top=False, weights=None, input_shape=(size, size, 3))
@@ -82,16 +83,17 @@ def epochs_logged(run: Path) -> list[int]:
 
 
 def interrupt_in_epoch(proc: subprocess.Popen, run: Path, epoch: int, sig: int) -> dict:
-    """Send ``sig`` one second after Keras prints "Epoch {epoch}/": in the middle of that epoch."""
+    """Send ``sig`` one second after train reports "head: epoch {epoch}/N" (its reporter, on stderr,
+    as an epoch begins): in the middle of that epoch."""
     seen = []
-    for line in proc.stdout:
+    for line in proc.stderr:
         seen.append(line)
-        if line.startswith(f"Epoch {epoch}/"):
+        if re.search(rf"\bepoch {epoch}/\d+$", line.rstrip()):
             time.sleep(1.0)
             proc.send_signal(sig)
             break
     out, err = proc.communicate(timeout=300)
-    return {"rc": proc.returncode, "stdout": "".join(seen) + out, "stderr": err,
+    return {"rc": proc.returncode, "stdout": out, "stderr": "".join(seen) + err,
             "status": json.loads((run / "status.json").read_text()),
             "model_exists": (run / "model.keras").exists(), "epochs_logged": epochs_logged(run)}
 

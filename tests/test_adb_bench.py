@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from skinscan_edge.adb_bench import ADB_RUNS, DEVICE_DIR, adb_rows, parse_benchmark_output
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.rundir import RunDir, write_json
+from skinscan_edge.benchmark.adb import ADB_RUNS, DEVICE_DIR, adb_rows, parse_benchmark_output
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import write_json
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "benchmark_model"
@@ -157,10 +158,10 @@ def test_a_missing_binary_or_adb_is_a_one_line_error(phone, monkeypatch, tmp_pat
 
 def test_benchmark_json_carries_the_phone_rows_beside_the_desktop_rows(phone):
     """The sweep's wiring: run_benchmark adds the phone's rows; benchmark.md and the report show them."""
-    from skinscan_edge.benchmarking import run_benchmark
-    from skinscan_edge.config import BenchmarkConfig
-    from skinscan_edge.render import render_benchmark_markdown
-    from skinscan_edge.reporting import phone_rows
+    from skinscan_edge.benchmark.harness import run_benchmark
+    from skinscan_edge.core.config_stages import BenchmarkConfig
+    from skinscan_edge.benchmark.markdown import render_benchmark_markdown
+    from skinscan_edge.report.page import phone_rows
 
     run, _, binary, _ = phone
     write_json(run.config_path, {"train": {"img_size": 75}})
@@ -183,7 +184,7 @@ def test_benchmark_json_carries_the_phone_rows_beside_the_desktop_rows(phone):
 
 
 def test_adb_needs_the_binary_and_the_binary_needs_adb():
-    from skinscan_edge.config import BenchmarkConfig
+    from skinscan_edge.core.config_stages import BenchmarkConfig
 
     for kwargs in ({"adb": "auto"}, {"benchmark_model": "bm"}):
         with pytest.raises(SkinscanError, match="--adb SERIAL and --benchmark-model PATH go together"):

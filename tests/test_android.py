@@ -20,15 +20,16 @@ import numpy as np
 import pytest
 
 import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge import tflite_metadata as android
-from skinscan_edge.config import BundleConfig
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.exporters import metadata as android
+from skinscan_edge.core.config_stages import BundleConfig
 from skinscan_edge.release import golden
 from skinscan_edge.release import guide as android_guide
 from skinscan_edge.release.bundle import write_bundle
 from skinscan_edge.release.choose import Choice, Verdict, choose
-from skinscan_edge.rundir import RunDir, sha256_file, write_json
-from skinscan_edge.tflite_metadata import read_metadata, write_metadata
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import sha256_file, write_json
+from skinscan_edge.exporters.metadata import read_metadata, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 READER_DIR = Path(__file__).with_name("android_reader")
@@ -47,7 +48,7 @@ MD_ARGS = dict(name="tiny", description="a test model", version="9.9.9", author=
 def tiny_saved(tmp_path_factory) -> Path:
     """Input 32x32x3 float 0..255 -> Rescaling -> Conv -> GAP -> Dense(10, softmax), saved as a
     light SavedModel (a tf.Module with one serving signature: "image" in, "probs" out)."""
-    from skinscan_edge._tf import keras, tf
+    from skinscan_edge.core.tf import keras, tf
 
     tf, k = tf(), keras()
     k.utils.set_random_seed(0)
@@ -76,7 +77,7 @@ def tiny_saved(tmp_path_factory) -> Path:
 
 
 def _convert(saved: Path, int8: bool) -> bytes:
-    from skinscan_edge._tf import tf
+    from skinscan_edge.core.tf import tf
 
     tf = tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
@@ -107,7 +108,7 @@ def _image(rng, seed: int, shape=(SIZE, SIZE)) -> np.ndarray:
 
 
 def _litert(path: Path, pixels: np.ndarray) -> np.ndarray:
-    from skinscan_edge.runtimes import TFLiteRuntime
+    from skinscan_edge.runtimes.interface import TFLiteRuntime
 
     return TFLiteRuntime(path).predict(pixels)
 
@@ -159,8 +160,8 @@ def bundle(tiny_int8, tmp_path_factory) -> tuple[RunDir, Path, dict]:
 @pytest.fixture(scope="session")
 def reader_python() -> Path:
     """The reader venv's python, with mediapipe installed (once; cached in <repo>/.venv-reader) by the
-    library's own builder, skinscan_edge.client.reader_python."""
-    from skinscan_edge.client import reader_python as build
+    library's own builder, skinscan_edge.evaluation.client.reader_python."""
+    from skinscan_edge.evaluation.client import reader_python as build
 
     try:
         return build(READER_VENV)
@@ -329,10 +330,10 @@ def test_the_templates_ship_in_the_package():
     """An installed package renders the same bundle: pyproject's package-data covers every template."""
     import tomllib
 
-    package = REPO / "skinscan_edge"
-    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["skinscan_edge"]
-    shipped = {p for g in globs for p in package.glob(g)}
-    templates = {p for p in (package / "templates").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p for pkg, globs in data.items() for g in globs for p in (REPO / pkg.replace(".", "/")).glob(g)}
+    templates = {p for p in (REPO / "skinscan_edge").rglob("*") if p.is_file() and "templates" in p.parts
+                 and "__pycache__" not in p.parts}
     assert templates and templates <= shipped, f"not in package-data: {sorted(map(str, templates - shipped))}"
     assert {"README.md.j2", "ImageClassifierExample.kt.j2"} <= {p.name for p in templates}
 
@@ -345,7 +346,7 @@ def test_kotlin_strings_are_escaped():
 def test_golden_vector_is_litert_on_the_exact_pixels(bundle):
     from PIL import Image
 
-    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.data.imageio import load_rgb
 
     run, out, summary = bundle
     with Image.open(out / "golden_image.png") as im:
@@ -484,7 +485,7 @@ def _readme_golden(readme: Path) -> tuple[list[tuple[int, str, float]], float]:
 
 
 def test_mediapipe_image_classifier_reads_the_bundle(bundle, reader_python, tmp_path):
-    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.data.imageio import load_rgb
 
     run, out, _ = bundle
     model = out / "skinscan_int8.tflite"
@@ -548,9 +549,9 @@ def test_every_kind_of_bundle_scores_in_mediapipe_as_its_guide_says(exported_run
     ImageClassifier on the golden PNG must give the guide's scores within the guide's tolerance,
     which follows the file's output type. A user who ran `evaluate --client mediapipe` has the reader
     venv: the bundle then measures MediaPipe's kernels among the families its tolerance covers."""
-    from skinscan_edge import client
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.evaluation import client
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.data.imageio import load_rgb
     from skinscan_edge.stages import PipelineConfig, stage_is_current
 
     monkeypatch.setenv(client.READER_VENV_ENV, str(READER_VENV))
@@ -580,15 +581,15 @@ def test_every_kind_of_bundle_scores_in_mediapipe_as_its_guide_says(exported_run
     assert stage_is_current("bundle", cfg, run) is None
 
 
-# --- the client path: evaluate --client mediapipe (skinscan_edge.client) -----------------------
+# --- the client path: evaluate --client mediapipe (skinscan_edge.evaluation.client) -----------------------
 def test_client_scores_each_export_guided_and_naive_and_measures_the_gap(bundle, reader_python, tmp_path):
     """Guided: the photos scaled as the guide says (imageio.to_input_size), then MediaPipe at the
     input size; naive: MediaPipe gets the original 48x40 PNGs and resizes them itself. The gap
     against LiteRT on the project's pixels is measured, and the probe names MediaPipe's resize."""
     from PIL import Image
 
-    from skinscan_edge.client import client_row_name, score_client
-    from skinscan_edge.imageio import load_rgb, to_input_size
+    from skinscan_edge.evaluation.client import client_row_name, score_client
+    from skinscan_edge.data.imageio import load_rgb, to_input_size
 
     run, out, _ = bundle
     items = run.split_items("test")
@@ -618,8 +619,8 @@ def test_client_scores_each_export_guided_and_naive_and_measures_the_gap(bundle,
 def test_to_input_size_halves_then_steps_as_the_kotlin_example():
     """The guide's arithmetic: a 2x2 mean while both sides are at least twice the size, then one
     bilinear step without antialiasing (checked against TensorFlow's half-pixel bilinear resize)."""
-    from skinscan_edge._tf import tf
-    from skinscan_edge.imageio import to_input_size
+    from skinscan_edge.core.tf import tf
+    from skinscan_edge.data.imageio import to_input_size
 
     img = np.random.default_rng(0).integers(0, 256, (90, 100, 3)).astype(np.uint8)
     # 100x90 to 40: halved once (both sides >= 80), to 50x45, then one bilinear step to 40x40.

@@ -1,4 +1,4 @@
-"""arm64 kernels under QEMU (skinscan_edge/arm64.py): the Android bundle's golden vector on the
+"""arm64 kernels under QEMU (skinscan_edge/evaluation/arm64.py): the Android bundle's golden vector on the
 phone's kernels, and a small `evaluate --arm64` on the suite's run.
 
 The emulated tests run in `make test-arm64` (run by .ci/run), which first sets up the arm64
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skinscan_edge import arm64
-from skinscan_edge.config import EvaluateConfig
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.evaluation import arm64
+from skinscan_edge.core.config_stages import EvaluateConfig
+from skinscan_edge.core.errors import SkinscanError
 
 from conftest import cli
 from test_android import bundle, tiny_int8, tiny_saved  # noqa: F401  (its tiny model and bundle fixtures)
@@ -114,8 +114,8 @@ def test_evaluate_arm64_on_the_suite_run(exported_run, tmp_path):
     assert rows["tflite-int8 @arm64 max"]["arm64"]["int8_kernels"].startswith(("i8mm", "dot-product"))
     assert rows["tflite-int8 @arm64 cortex-a53"]["arm64"]["int8_kernels"].startswith("NEON")
     # Gated like any row: a gate no file can pass names the arm64 rows too.
-    from skinscan_edge.config import GateConfig
-    from skinscan_edge.metrics import check_gate
+    from skinscan_edge.core.config import GateConfig
+    from skinscan_edge.core.metrics import check_gate
 
     failures = check_gate(results, GateConfig(min_agreement=1.01))
     assert any(f["model"] == "tflite-int8 @arm64 cortex-a53" for f in failures), failures

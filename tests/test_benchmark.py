@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
-from skinscan_edge import bench_worker
-from skinscan_edge import benchmarking as bm
-from skinscan_edge import hostinfo
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.benchmark import worker as bench_worker
+from skinscan_edge.benchmark import harness as bm
+from skinscan_edge.benchmark import measure
+from skinscan_edge.core import host as hostinfo
+from skinscan_edge.core.errors import SkinscanError
 
 IMG = 32
 LABELS = ["a", "b", "c"]
@@ -50,7 +51,7 @@ class FakeRuntime:
     ([1.0, 3.0], {"latency_p50_ms": 2.0, "latency_mean_ms": 2.0, "latency_std_ms": 1.0, "latency_runs": 2}),
 ])
 def test_latency_stats_table(times, expected):
-    stats = bm.latency_stats(times)
+    stats = measure.latency_stats(times)
     for key, value in expected.items():
         assert stats[key] == pytest.approx(value), key
 
@@ -60,7 +61,7 @@ def test_harness_exact_on_fake_clock():
     rt = FakeRuntime(clock, per_image_s=[i / 1000 for i in range(1, 101)])  # 1..100 ms
     cfg = bm.BenchmarkConfig(warmup=0, min_time_s=0.0, min_runs=100, min_batch_runs=4, batches=(1, 4))
     images = np.zeros((2, IMG, IMG, 3), np.uint8)
-    out = bm.measure_runtime(rt, images, cfg, clock=clock)
+    out = measure.measure_runtime(rt, images, cfg, clock=clock)
     # call 0 is the first inference (1 ms); timed calls 1..100 cycle back to 1 ms at the end.
     assert out["first_inference_ms"] == pytest.approx(1.0)
     assert out["latency_runs"] == 100
@@ -81,7 +82,7 @@ def test_harness_with_real_sleeps():
             return np.zeros((len(images), 3), np.float32)
 
     cfg = bm.BenchmarkConfig(warmup=1, min_time_s=0.1, min_runs=10, batches=(1, 4))
-    out = bm.measure_runtime(Sleeper(), np.zeros((1, 8, 8, 3), np.uint8), cfg)
+    out = measure.measure_runtime(Sleeper(), np.zeros((1, 8, 8, 3), np.uint8), cfg)
     assert out["latency_runs"] >= 10 and out["latency_runs"] * out["latency_mean_ms"] >= 100
     # sleep never returns early (a loaded host only adds time, so no upper bound is asserted here:
     # exact arithmetic is checked on the fake clock above)
@@ -158,7 +159,7 @@ def test_host_info_names_the_cpu_and_versions():
 
 # --- a tiny real run: Keras, TFLite fp32/int8, ONNX fp32, one tampered export -----------------
 def _tiny_model():
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
 
     k = keras()
     return k.Sequential([
@@ -171,8 +172,8 @@ def _tiny_model():
 def _make_exports(model, out: Path) -> list[dict]:
     import tf2onnx
 
-    from skinscan_edge._tf import tf
-    from skinscan_edge.rundir import sha256_file
+    from skinscan_edge.core.tf import tf
+    from skinscan_edge.core.files import sha256_file
 
     tfm = tf()
     spec = [tfm.TensorSpec([None, IMG, IMG, 3], tfm.float32, name="image")]
@@ -205,7 +206,8 @@ def tiny_run(tmp_path_factory):
     """A complete run directory at 32 px with a 3-class model and four exports."""
     from PIL import Image
 
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     root = tmp_path_factory.mktemp("bench") / "run"
     data = root.parent / "data"
@@ -248,7 +250,7 @@ def test_every_row_is_filled_or_says_why(tiny_run, small_floor):
         if "skipped" in r or "error" in r:
             assert (r.get("skipped") or r.get("error")).strip(), key
             continue
-        for metric in (*bm.ROW_METRICS, "throughput_b1_ips", "throughput_b2_ips", "floor_ms", "x_floor"):
+        for metric in (*measure.ROW_METRICS, "throughput_b1_ips", "throughput_b2_ips", "floor_ms", "x_floor"):
             assert isinstance(r[metric], float) and r[metric] > 0, (key, metric)
         assert r["x_floor"] == pytest.approx(r["latency_p50_ms"] / r["floor_ms"])
         assert r["floor_fp32_gflops"] > 0  # re-measured in the model's own process
@@ -352,7 +354,7 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
     import numpy as np
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (the parent) process
-    code = "from skinscan_edge.bench_worker import peak_rss_mb; print(peak_rss_mb())"
+    code = "from skinscan_edge.benchmark.worker import peak_rss_mb; print(peak_rss_mb())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                                  check=True).stdout)
     assert ballast.sum() > 0 and child < 300, f"child reported {child:.0f} MB"

@@ -56,8 +56,9 @@ def test_every_option_of_every_command_is_explained_in_its_help(command):
 def _groups(command):
     """The config groups each command's options come from, and the flag prefix they carry."""
     from skinscan_edge.commands import options as o
-    from skinscan_edge.config import (BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig, ExportConfig,
-                                      GateConfig, TrainConfig)
+    from skinscan_edge.core.config import ExportConfig, TrainConfig
+    from skinscan_edge.core.config_stages import BenchmarkConfig, BundleConfig, EvaluateConfig, ExplainConfig
+    from skinscan_edge.core.config import GateConfig
 
     train, export, gate = (TrainConfig, o.TRAIN, ""), (ExportConfig, o.EXPORT, ""), (GateConfig, o.GATE, "")
     return {"train": [train], "export": [export], "evaluate": [(EvaluateConfig, o.EVALUATE, ""), gate],
@@ -88,7 +89,7 @@ def test_every_option_default_is_the_library_default(command):
     assert checked == sum(len(opts) if not prefix else len(options.PIPELINE_BENCHMARK)
                           for _, opts, prefix in _groups(command))
     if command == "pipeline":  # the bundle's folder, under pipeline's name for it
-        from skinscan_edge.config import BundleConfig
+        from skinscan_edge.core.config_stages import BundleConfig
 
         assert str(params["--android-dir"].default) == BundleConfig().out
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinscan_edge import imageio
-from skinscan_edge.data import detect_layout, load_label_map, scan, split_items
-from skinscan_edge.errors import BadImage, SkinscanError
+from skinscan_edge.data import imageio
+from skinscan_edge.data.folder import detect_layout, load_label_map, scan, split_items
+from skinscan_edge.core.errors import BadImage, SkinscanError
 
 REPO = Path(__file__).resolve().parents[1]
 SKINSCAN_LABELS = ["Dermatitis Atopik", "Eksim", "Infeksi Jamur", "Infeksi Virus", "Karsinoma Sel Basal",

@@ -1,4 +1,4 @@
-"""Near-duplicates (skinscan_edge.dedup) and group-aware splits (skinscan_edge.grouping), on
+"""Near-duplicates (skinscan_edge.data.dedup) and group-aware splits (skinscan_edge.data.grouping), on
 synthetic images and hand-made splits; no training."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinscan_edge.data import ScanResult, scan, split_items
-from skinscan_edge.dedup import HASH_RADIUS, candidate_pairs, find_near_duplicates, fingerprint, thumbnails
-from skinscan_edge.demo_data import CLASS_NAMES, render_image
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.grouping import (Grouping, build_grouping, duplicates_report, leak_summary, leaked_images,
-                                    read_group_by)
+from skinscan_edge.data.folder import ScanResult, scan, split_items
+from skinscan_edge.data.dedup import HASH_RADIUS, candidate_pairs, find_near_duplicates, fingerprint, thumbnails
+from skinscan_edge.data.demo import CLASS_NAMES
+from skinscan_edge.data.lesions import render_image
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.data.grouping import (Grouping, build_grouping, duplicates_report, leak_summary, leaked_images,
+                                         read_group_by)
 
 #: The 70 real HAM10000 photos in ../shared/real-photos/ (of the checkout, or of a folder above a worktree).
 _SAMPLE = Path("shared") / "real-photos" / "ham10000-sample"
@@ -247,7 +248,7 @@ def test_real_photos_have_no_false_pairs_and_their_edits_are_found():
     rels = sorted(result.fingerprints)[:35]
     fps = [result.fingerprints[r] for r in rels]
     assert find_near_duplicates(fps) == []  # 35 different lesions: no pair
-    from skinscan_edge.imageio import load_rgb
+    from skinscan_edge.data.imageio import load_rgb
 
     copies = [fingerprint(edit(load_rgb(result.root / rels[i]))) for i, edit in enumerate(EDITS.values())]
     found = {(min(p.a, p.b), max(p.a, p.b)) for p in find_near_duplicates(fps + copies)}
@@ -263,8 +264,8 @@ def test_group_by_reads_the_ham10000_metadata():
 
 
 def test_a_presplit_folder_keeps_its_split_and_its_leaks_are_counted(tmp_path):
-    from skinscan_edge.demo_data import render_jpeg
-    from skinscan_edge.grouping import summary_line
+    from skinscan_edge.data.demo import render_jpeg
+    from skinscan_edge.data.grouping import summary_line
 
     for split, n in (("train", 8), ("test", 3)):
         for c in ("Eksim", "Kutil"):

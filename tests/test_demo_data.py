@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from skinscan_edge import demo_data
-from skinscan_edge.demo_data import CLASS_NAMES, IMAGE_NOTE, slugify, write_demo_dataset
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.imageio import load_rgb
+from skinscan_edge.data import demo as demo_data
+from skinscan_edge.data.demo import CLASS_NAMES, IMAGE_NOTE, slugify, write_demo_dataset
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.data.imageio import load_rgb
 
 SKINSCAN_LABELS = [
     "Dermatitis Atopik", "Eksim", "Infeksi Jamur", "Infeksi Virus", "Karsinoma Sel Basal",
@@ -78,8 +78,8 @@ def test_readme_and_every_image_say_synthetic(small):
 
 
 def test_planted_near_duplicates_are_grouped_and_the_cross_class_copy_is_a_conflict(small):
-    from skinscan_edge.data import scan
-    from skinscan_edge.grouping import build_grouping
+    from skinscan_edge.data.folder import scan
+    from skinscan_edge.data.grouping import build_grouping
 
     root, summary = small
     grouping = build_grouping(scan(root))

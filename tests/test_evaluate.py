@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 import skinscan_edge  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from skinscan_edge.cli import app
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.evaluation import EvaluateConfig, evaluate_run
-from skinscan_edge.rundir import RunDir, sha256_file, write_json
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.evaluation.evaluate import EvaluateConfig, evaluate_run
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import sha256_file, write_json
 
 LABELS = ["Acne", "Actinic keratosis", "Basal cell carcinoma", "Dermatofibroma", "Eczema",
           "Melanocytic nevus", "Melanoma", "Psoriasis", "Seborrheic keratosis", "Vascular lesion"]
@@ -25,7 +26,7 @@ SIZE, PER_CLASS, SOFTMAX_SCALE = 32, 4, 8.0
 
 
 def _build_model(colors, scale=1 / 127.5, offset=-1.0):
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
 
     k = keras()
     inp = k.Input((SIZE, SIZE, 3), name="image")
@@ -43,7 +44,7 @@ def _build_model(colors, scale=1 / 127.5, offset=-1.0):
 
 def _to_tflite(model, path, tmp):
     """fp32 TFLite through a light SavedModel: input 'image', output {'probs': ...}."""
-    from skinscan_edge._tf import tf
+    from skinscan_edge.core.tf import tf
 
     t = tf()
 
@@ -160,8 +161,8 @@ def test_predictions_match_each_runtime_run_directly(evaluated):
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.imageio import load_rgb
-    from skinscan_edge.rundir import load_keras_model
+    from skinscan_edge.data.imageio import load_rgb
+    from skinscan_edge.core.rundir import load_keras_model
 
     run, results = evaluated
     saved = np.load(run.reports / "evaluate_predictions.npz")
@@ -254,7 +255,7 @@ def test_damaged_export_fails_the_gate_with_its_name_metric_and_amount(evaluated
     assert {"model": "tflite-damaged", "metric": "recall_drop_pp", "class": cls, "limit": 2.0,
             "value": pytest.approx(pp)} in failures
     assert all(f["model"] == "tflite-damaged" for f in failures)
-    from skinscan_edge.metrics import failure_text  # worded in one place, for every reader
+    from skinscan_edge.core.metrics import failure_text  # worded in one place, for every reader
 
     assert failure_text(failures[0]) == (f"tflite-damaged: accuracy dropped {drop:.2f} pp vs Keras "
                                          f"(limit 1.00 pp, over by {drop - 1:.2f})")
@@ -380,8 +381,8 @@ def test_qat_is_also_scored_against_its_float_twin_and_only_it(piped):
 
 
 def test_the_gate_ignores_the_float_twin_row(piped):
-    from skinscan_edge.config import GateConfig
-    from skinscan_edge.metrics import check_gate
+    from skinscan_edge.core.config import GateConfig
+    from skinscan_edge.core.metrics import check_gate
 
     run, _ = piped
     results = json.loads((run / "reports" / "evaluate.json").read_text())
@@ -396,6 +397,6 @@ def test_the_gate_ignores_the_float_twin_row(piped):
     qat["vs_float_twin"].update(ruinous)
     assert check_gate(results, strict) == before  # the twin row is never gated
     as_a_row = check_gate({**results, "models": [{**qat, **ruinous}]}, strict)  # those numbers would fail...
-    from skinscan_edge.metrics import failure_text
+    from skinscan_edge.core.metrics import failure_text
 
     assert "tflite-qat-int8: accuracy dropped 90.00 pp vs Keras" in failure_text(as_a_row[0])  # ...where the gate reads

@@ -71,7 +71,7 @@ def wrecked_run(trained_root: Path, dst: Path) -> dict:
 
 def _wreck_saved_model(run_dir: Path) -> None:
     """Wreck RUN/model.keras in place; print the largest change of the float model's output."""
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     run = RunDir(run_dir)
     model = run.load_model()
@@ -84,7 +84,7 @@ def _wreck_saved_model(run_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def wrecked(jobs):
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     out = dict(jobs["wreck"].result())
     assert out["wreck"].exit_code == 0, out["wreck"].output[-3000:]
@@ -163,8 +163,8 @@ def _tflite_sums(verify, interp, images):
 
 def _sets(wrecked, entry):
     """The image sets quant_debug.json names: the manifest's calibration files, the flipped files."""
-    from skinscan_edge.explain import calibration_images
-    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.evaluation.explain import calibration_images
+    from skinscan_edge.data.imageio import load_batch
 
     run = wrecked["run"]
     _, calib = calibration_images(run, json.loads(run.manifest_path.read_text()))
@@ -177,7 +177,7 @@ def test_tflite_numbers_recomputed(wrecked):
     """Every number of tflite-int8, on both image sets, from LiteRT's instrumented model's raw tensors."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.quant_debug import TFLiteDebug
+    from skinscan_edge.exporters.quant_debug import TFLiteDebug
 
     run = wrecked["run"]
     results = json.loads((run.reports / "quant_debug.json").read_text())

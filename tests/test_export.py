@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import IMG, invoke
-from skinscan_edge.rundir import sha256_file
+from skinscan_edge.core.files import sha256_file
 
 ALL = ["tflite-fp32", "onnx-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8", "tflite-qat-int8"]
 #: Stated minimum top-1 agreement with Keras on the test split, per quantized export. QAT is
@@ -23,8 +23,8 @@ MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.8
 @pytest.fixture(scope="module")
 def predictions(exported_run):
     """Keras and every export on the same test-split images, through the real runtimes."""
-    from skinscan_edge.imageio import load_batch
-    from skinscan_edge.models import model_entries, open_model
+    from skinscan_edge.data.imageio import load_batch
+    from skinscan_edge.runtimes.models import model_entries, open_model
 
     items = exported_run.split_items("test")
     x = load_batch([p for p, _ in items], IMG)
@@ -78,7 +78,7 @@ def test_quantized_exports_agree_on_top1(predictions, name):
 def test_int8_tflite_is_full_integer(exported_run, name):
     from ai_edge_litert.interpreter import Interpreter
 
-    from skinscan_edge.exporters.manifest import entries
+    from skinscan_edge.core.manifest import entries
 
     entry = entries(exported_run, [name])[0]
     interp = Interpreter(model_path=str(exported_run.exports / entry["file"]))
@@ -93,7 +93,7 @@ def test_int8_tflite_is_full_integer(exported_run, name):
 @pytest.mark.parametrize("name", ["tflite-int8", "tflite-qat-int8"])
 def test_int8_tflite_is_one_xnnpack_partition_in_the_manifest(exported_run, name):
     """InceptionV3's pools rewritten in both full-integer files (the QAT one through exporters/qat.py)."""
-    from skinscan_edge.exporters.manifest import entries
+    from skinscan_edge.core.manifest import entries
 
     entry = entries(exported_run, [name])[0]
     assert entry["xnnpack_partitions"] == 1, entry.get("builtin_ops")
@@ -101,7 +101,7 @@ def test_int8_tflite_is_one_xnnpack_partition_in_the_manifest(exported_run, name
 
 
 def test_dynamic_range_file_is_not_called_int8(exported_run):
-    from skinscan_edge.exporters.manifest import entries
+    from skinscan_edge.core.manifest import entries
 
     entry = entries(exported_run, ["tflite-dynamic"])[0]
     assert entry["precision"] == "dynamic" and "int8" not in entry["file"]
@@ -109,7 +109,7 @@ def test_dynamic_range_file_is_not_called_int8(exported_run):
 
 
 def test_qat_reports_layers_it_could_not_annotate(exported_run):
-    from skinscan_edge.exporters.manifest import entries
+    from skinscan_edge.core.manifest import entries
 
     notes = entries(exported_run, ["tflite-qat-int8"])[0]["notes"]
     assert "normalize (Rescaling)" in notes
@@ -185,7 +185,7 @@ if multiprocessing.parent_process() is not None:  # in export's worker processes
 # --- the QAT float twin ---------------------------------------------------------------------
 def _tiny_qat(lr: float, freeze_bn: bool = False):
     """A Conv+BN+ReLU+Dense model, annotated and fine-tuned a few steps (weights move at lr)."""
-    from skinscan_edge._tf import keras, tf
+    from skinscan_edge.core.tf import keras, tf
     from skinscan_edge.exporters.qat import annotate, calibrate_ranges, fine_tune, freeze_batch_norm
 
     k = keras()
@@ -207,7 +207,7 @@ def _tiny_qat(lr: float, freeze_bn: bool = False):
 
 
 def test_float_twin_is_the_qat_model_without_fake_quant_and_the_check_catches_a_wrong_one():
-    from skinscan_edge.errors import SkinscanError
+    from skinscan_edge.core.errors import SkinscanError
     from skinscan_edge.exporters.qat import TWIN_TOLERANCE, check_twin, float_twin
 
     model, qat_model, images = _tiny_qat(lr=0.05)
@@ -237,8 +237,8 @@ def test_frozen_batch_norm_keeps_its_statistics_while_the_weights_train():
 
 
 def test_manifest_lists_the_qat_float_twin_and_it_loads(exported_run):
-    from skinscan_edge.exporters.manifest import entries, verify_float_twin
-    from skinscan_edge.models import open_model
+    from skinscan_edge.core.manifest import entries, verify_float_twin
+    from skinscan_edge.runtimes.models import open_model
 
     by_name = {e["name"]: e for e in entries(exported_run)}
     assert [n for n, e in by_name.items() if e.get("float_twin")] == ["tflite-qat-int8"]

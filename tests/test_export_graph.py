@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.core.errors import SkinscanError
 
 
 @pytest.mark.parametrize("h, w, pool, expected", [
@@ -40,7 +40,7 @@ def _images(n=6, size=12):
 
 
 def test_export_model_swaps_only_the_pools_and_copies_weights():
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters.graph import export_model
 
     k = keras()
@@ -56,9 +56,9 @@ def test_export_model_swaps_only_the_pools_and_copies_weights():
 
 def test_inception_export_graph_equals_keras_within_1e_5():
     """All nine InceptionV3 pools rewritten; the base's last block is unchanged to 1e-5 (relative)."""
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters.graph import export_model
-    from skinscan_edge.model import build_model
+    from skinscan_edge.training.model import build_model
 
     k = keras()
     model = build_model(4, 75, weights="none")
@@ -81,8 +81,8 @@ def _tflite(model, precision, tmp_path, rewrite=True):
 
 
 def test_fp32_tflite_of_the_export_graph_equals_keras(tmp_path):
-    from skinscan_edge._tf import keras
-    from skinscan_edge.runtimes import TFLiteRuntime
+    from skinscan_edge.core.tf import keras
+    from skinscan_edge.runtimes.interface import TFLiteRuntime
 
     k = keras()
     model = _small_model(k)
@@ -99,7 +99,7 @@ def test_fp32_tflite_of_the_export_graph_equals_keras(tmp_path):
 def test_manifest_fields_name_xnnpack_partitions_and_builtin_ops(tmp_path):
     """describe() (what the manifest records per TFLite file): the int8 export graph is one
     XNNPACK partition; Keras' pools would have cut it and stayed on builtin kernels."""
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters import tflite
 
     model = _small_model(keras())
@@ -122,7 +122,7 @@ def test_manifest_fields_name_xnnpack_partitions_and_builtin_ops(tmp_path):
     ("arm64", set(), "arm"),
 ])
 def test_auto_target_from_cpu_flags(machine, flags, target):
-    from skinscan_edge.exporters.onnx import choose_target
+    from skinscan_edge.core.formats import choose_target
 
     assert choose_target(machine, flags) == target
 
@@ -137,16 +137,18 @@ def test_explicit_target_sets_quantize_static_arguments(target, act, weight, red
     import onnxruntime.quantization as q
     import onnxruntime.quantization.shape_inference as si
 
+    from skinscan_edge.core.formats import int8_settings
+    from skinscan_edge.core.host import resolve_target
     from skinscan_edge.exporters import onnx as onnx_export
 
     seen = {}
     monkeypatch.setattr(si, "quant_pre_process", lambda src, dst, **kw: open(dst, "wb").close())
     monkeypatch.setattr(q, "quantize_static", lambda src, dst, reader, **kw: (seen.update(kw), open(dst, "wb").close()))
-    onnx_export.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [], onnx_export.resolve_target(target))
+    onnx_export.quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [], resolve_target(target))
     assert (seen["activation_type"], seen["weight_type"]) == (q.QuantType[act], q.QuantType[weight])
     assert seen["reduce_range"] is reduce_range
     assert seen["quant_format"] == q.QuantFormat.QDQ and seen["per_channel"] is True
-    settings = onnx_export.int8_settings(target)
+    settings = int8_settings(target)
     assert settings["target"] == target and settings["reduce_range"] is reduce_range
     assert ("reduce_range" in onnx_export.int8_notes(target)) is reduce_range
 
@@ -186,7 +188,7 @@ def test_qat_pool_rewrite_leaves_the_fake_quant_model_and_its_float_twin_unchang
     the QAT model computes what it computed with Keras' pools, fake-quant on and off (1e-5)."""
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
 
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters.qat import _fake_quant_off, check_twin, float_twin
 
     k = keras()
@@ -215,7 +217,7 @@ def test_qat_pool_rewrite_leaves_the_fake_quant_model_and_its_float_twin_unchang
 def test_qat_tflite_is_one_xnnpack_partition(tmp_path):
     """What the manifest records for the QAT file: one partition with the rewrite; Keras'
     pools (tfmot's, before the rewrite) cut it at the builtin AVERAGE_POOL_2D kernels."""
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters import tflite
 
     model = _qat_model_with_bn(keras())

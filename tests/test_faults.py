@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.core.errors import SkinscanError
 
 HERE = Path(__file__).resolve().parent
 SIZE = 75
@@ -37,7 +37,8 @@ def _images(root: Path, n: int = 6, size=(90, 80)) -> list[Path]:
 
 def _fake_run(tmp_path: Path, n: int = 6):
     """A run directory with what the cache readers need: config (image size) and a keyed split."""
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     data = tmp_path / "data"
     paths = _images(data, n)
@@ -51,8 +52,8 @@ def _fake_run(tmp_path: Path, n: int = 6):
 
 # --- D1: a corrupted image cache is never used ------------------------------------------------
 def test_d1_a_cache_overwritten_in_place_is_rebuilt_with_one_warning_never_used(tmp_path, capfd):
-    from skinscan_edge import imagecache
-    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.data import imagecache
+    from skinscan_edge.data.imageio import load_batch
 
     run, paths = _fake_run(tmp_path)
     imagecache.build_cache(run.root / "cache", "test", "ab" * 32, SIZE, [str(p) for p in paths])
@@ -73,7 +74,7 @@ def test_d1_a_cache_overwritten_in_place_is_rebuilt_with_one_warning_never_used(
 
 
 def test_d1_a_cache_without_digests_is_rebuilt_not_trusted(tmp_path):
-    from skinscan_edge import imagecache
+    from skinscan_edge.data import imagecache
 
     run, paths = _fake_run(tmp_path)
     imagecache.build_cache(run.root / "cache", "test", "ab" * 32, SIZE, [str(p) for p in paths])
@@ -84,7 +85,7 @@ def test_d1_a_cache_without_digests_is_rebuilt_not_trusted(tmp_path):
 
 # --- D3: a --group-by CSV that is not UTF-8 --------------------------------------------------------
 def test_d3_a_group_by_csv_in_cp1252_is_one_line_naming_the_encoding(tmp_path):
-    from skinscan_edge.grouping import parse_group_by
+    from skinscan_edge.data.grouping import parse_group_by
 
     csv = tmp_path / "meta.csv"
     csv.write_bytes("image_id,lesion_id\ncafé,L1\n".encode("cp1252"))
@@ -98,7 +99,7 @@ def test_d3_a_group_by_csv_in_cp1252_is_one_line_naming_the_encoding(tmp_path):
 
 # --- D6: never delete what the project did not create -------------------------------------------
 def test_d6_reader_venv_pointed_at_a_users_folder_leaves_it_intact(tmp_path, monkeypatch):
-    from skinscan_edge import client
+    from skinscan_edge.evaluation import client
 
     canary = tmp_path / "notes"
     canary.mkdir()
@@ -117,7 +118,7 @@ def test_d6_reader_venv_pointed_at_a_users_folder_leaves_it_intact(tmp_path, mon
     ({"learning_rate": "fast"}, "learning_rate"), ({"val_fraction": 0.7}, "val_fraction"),
 ])
 def test_d10_train_config_refuses_wrong_types_and_ranges_naming_the_field(kwargs, field):
-    from skinscan_edge.config import TrainConfig
+    from skinscan_edge.core.config import TrainConfig
 
     with pytest.raises(SkinscanError) as e:
         TrainConfig(**kwargs)
@@ -133,10 +134,10 @@ def test_d10_train_config_refuses_wrong_types_and_ranges_naming_the_field(kwargs
     ("ExplainConfig", {"worst": 2.5}, "worst"),
 ])
 def test_d10_every_config_checks_types_naming_the_field(cls, kwargs, field):
-    from skinscan_edge import config
+    import skinscan_edge  # the public face: every config
 
     with pytest.raises(SkinscanError) as e:
-        getattr(config, cls)(**kwargs)
+        getattr(skinscan_edge, cls)(**kwargs)
     assert field in str(e.value)
 
 
@@ -151,7 +152,8 @@ def test_d10_the_api_with_wrong_types_raises_skinscan_error_naming_the_field(tmp
 
 
 def test_d10_defaults_and_saved_configs_still_build():
-    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExplainConfig, ExportConfig, TrainConfig
+    from skinscan_edge.core.config import ExportConfig, TrainConfig
+    from skinscan_edge.core.config_stages import BenchmarkConfig, EvaluateConfig, ExplainConfig
 
     TrainConfig(), ExportConfig(), EvaluateConfig(), BenchmarkConfig(), ExplainConfig()
     TrainConfig.from_dict(TrainConfig(img_size=96, labels=None, mixed_precision=True).to_dict())
@@ -198,7 +200,7 @@ def _fake_adb(folder: Path, body: str) -> None:
 
 
 def test_d4_a_hanging_adb_is_one_line(tmp_path, monkeypatch):
-    from skinscan_edge import adb_bench
+    from skinscan_edge.benchmark import adb as adb_bench
 
     _fake_adb(tmp_path / "bin", "sleep 30")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -211,7 +213,7 @@ def test_d4_a_hanging_adb_is_one_line(tmp_path, monkeypatch):
 
 
 def test_d4_when_adb_fails_its_own_message_is_in_the_line(tmp_path, monkeypatch):
-    from skinscan_edge import adb_bench
+    from skinscan_edge.benchmark import adb as adb_bench
 
     _fake_adb(tmp_path / "bin", "echo 'error: device SERIAL1 is not attached (daemon not running)' >&2; exit 1")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
@@ -222,7 +224,7 @@ def test_d4_when_adb_fails_its_own_message_is_in_the_line(tmp_path, monkeypatch)
 
 # --- D5: the reader venv cannot be created ------------------------------------------------------------
 def test_d5_a_reader_venv_that_cannot_be_created_is_one_line_naming_the_variable(tmp_path, monkeypatch):
-    from skinscan_edge import client
+    from skinscan_edge.evaluation import client
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -233,7 +235,7 @@ def test_d5_a_reader_venv_that_cannot_be_created_is_one_line_naming_the_variable
 
 
 def test_item6_the_reader_venv_defaults_to_the_user_cache_folder(tmp_path, monkeypatch):
-    from skinscan_edge import client
+    from skinscan_edge.evaluation import client
 
     monkeypatch.delenv(client.READER_VENV_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -280,7 +282,7 @@ def test_the_cli_boundary_keeps_a_bugs_traceback():
 def test_verbose_adds_the_traceback(capsys, monkeypatch):
     import typer
 
-    from skinscan_edge._tf import VERBOSE_ENV
+    from skinscan_edge.core.tf import VERBOSE_ENV
     from skinscan_edge.commands import user_errors
 
     monkeypatch.setenv(VERBOSE_ENV, "1")
@@ -298,7 +300,7 @@ def test_verbose_adds_the_traceback(capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def reader_python():
     """The reader venv (once, in <repo>/.venv-reader, as tests/test_android.py builds it)."""
-    from skinscan_edge.client import reader_python as build
+    from skinscan_edge.evaluation.client import reader_python as build
 
     try:
         return build(HERE.parent / ".venv-reader")
@@ -309,7 +311,7 @@ def reader_python():
 
 
 def test_d13_grayscale_and_other_modes_are_scored_as_rgb_and_named(reader_python, tmp_path):
-    from skinscan_edge.client import classify_files, probe_model
+    from skinscan_edge.evaluation.client import classify_files, probe_model
 
     size = 8
     model = probe_model(size, tmp_path)  # identity: the scores are the pixels MediaPipe fed
@@ -335,9 +337,10 @@ def test_d13_grayscale_and_other_modes_are_scored_as_rgb_and_named(reader_python
 # --- benchmark checks the labels as evaluate does ------------------------------------------------
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
 def test_benchmark_refuses_a_run_whose_labels_are_gone_or_truncated(tmp_path, damage):
-    from skinscan_edge.benchmarking import run_benchmark
-    from skinscan_edge.config import BenchmarkConfig
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.benchmark.harness import run_benchmark
+    from skinscan_edge.core.config_stages import BenchmarkConfig
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     run = RunDir(tmp_path / "run")
     labels = ["a", "b", "c"]
@@ -353,9 +356,9 @@ def test_benchmark_refuses_a_run_whose_labels_are_gone_or_truncated(tmp_path, da
 
 # --- a kill before training began (found by the kill sweep's design): start over, not stuck --------------
 def test_a_run_killed_before_config_json_can_be_started_again(tmp_path):
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.rundir import RunDir
-    from skinscan_edge.training import _refuse_a_finished_out
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.training.fine_tune import _refuse_a_finished_out
 
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
@@ -376,7 +379,7 @@ def test_worker_timeout_sets_the_coordination_heartbeat_and_barriers():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import skinscan_edge; from skinscan_edge.distribute import make_placement; "
+    code = ("import skinscan_edge; from skinscan_edge.training.distribute import make_placement; "
             "from tensorflow.python.eager import context; make_placement('multi-worker', 1, 7.5); "
             "c = context.context().coordination_service; "
             "print(c.heartbeat_timeout_in_ms, c.cluster_register_timeout_in_ms, c.shutdown_barrier_timeout_in_ms)")

@@ -55,7 +55,7 @@ def test_d12_phase1_weights_are_written_atomically(tmp_path, monkeypatch):
     """A write that fails half-way (a full disk, a kill) leaves the previous file or none, never a torn one."""
     import tf_keras as k
 
-    from skinscan_edge import training
+    from skinscan_edge.training import checkpoints
 
     model = k.Sequential([k.Input((3,)), k.layers.Dense(2)])
     path = tmp_path / "phase1_end.weights.h5"
@@ -68,7 +68,7 @@ def test_d12_phase1_weights_are_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model, "save_weights", torn)
     with pytest.raises(OSError):
-        training._save_weights(model, path, chief=True)
+        checkpoints.save_weights(model, path, chief=True)
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 

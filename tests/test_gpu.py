@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.precision import Gpu, decide
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.training.precision import Gpu, decide
 
 T4, A100, P100, K80 = Gpu("Tesla T4", (7, 5)), Gpu("A100", (8, 0)), Gpu("Tesla P100", (6, 0)), Gpu("K80", (3, 7))
 
@@ -55,12 +55,12 @@ def test_asking_for_it_without_a_capable_gpu_fails_with_the_fix(gpus):
 def test_cli_mixed_precision_on_cpu_fails_before_writing(demo_data, tmp_path, monkeypatch):
     from conftest import invoke
 
-    from skinscan_edge import precision
-    from skinscan_edge.precision import visible_gpus
+    from skinscan_edge.training import fine_tune
+    from skinscan_edge.training.precision import visible_gpus
 
     if visible_gpus():
         pytest.skip("this host has a GPU")
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())  # a CPU without bfloat16, wherever this runs
+    monkeypatch.setattr(fine_tune, "cpu_bf16_flags", lambda: ())  # a CPU without bfloat16, wherever this runs
     out = tmp_path / "run"
     result = invoke(["train", "--data", demo_data, "--out", out, "--img-size", 75, "--weights", "none",
                      "--mixed-precision"])
@@ -73,11 +73,11 @@ def test_mixed_model_has_float32_output_and_saves_as_the_float32_model(tmp_path,
     """Under mixed_float16 the layers compute in float16 but the softmax is float32; the saved
     copy (what every export reads) is float32 throughout, with the same weights, and predicts
     exactly what a model built in float32 with those weights predicts."""
-    from skinscan_edge._tf import keras
+    from skinscan_edge.core.tf import keras
     from skinscan_edge.exporters import tflite
-    from skinscan_edge.model import build_model
-    from skinscan_edge.precision import PrecisionDecision, float32_clone
-    from skinscan_edge.precision import policy as precision_policy
+    from skinscan_edge.training.model import build_model
+    from skinscan_edge.training.precision import PrecisionDecision, float32_clone
+    from skinscan_edge.training.precision import policy as precision_policy
 
     k = keras()
     with precision_policy(PrecisionDecision(True, "test", policy)):
@@ -110,9 +110,10 @@ def test_trained_run_records_its_precision(trained_run):
 
 @pytest.mark.parametrize("driver, expected", [(False, ["cpu"]), (True, ["cpu", "gpu"])])
 def test_benchmark_device_auto_adds_gpu_rows_where_a_driver_is_present(monkeypatch, driver, expected):
-    from skinscan_edge import benchmarking as bm
+    from skinscan_edge.core import config_stages
+    from skinscan_edge.core.config_stages import BenchmarkConfig
 
-    monkeypatch.setattr(bm, "cuda_unavailable_reason", lambda: None if driver else "no CUDA device: test")
-    assert bm.BenchmarkConfig().device == "auto"
-    assert bm.BenchmarkConfig(device="auto").devices() == expected
-    assert bm.BenchmarkConfig(device="cpu").devices() == ["cpu"]
+    monkeypatch.setattr(config_stages, "cuda_unavailable_reason", lambda: None if driver else "no CUDA device: test")
+    assert BenchmarkConfig().device == "auto"
+    assert BenchmarkConfig(device="auto").devices() == expected
+    assert BenchmarkConfig(device="cpu").devices() == ["cpu"]

@@ -27,8 +27,9 @@ IMG = 75
 def tiny_run(tmp_path_factory):
     from PIL import Image
 
-    from skinscan_edge.model import build_model
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.training.model import build_model
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     root = tmp_path_factory.mktemp("xla") / "run"
     data = root.parent / "data"
@@ -57,8 +58,8 @@ def tiny_run(tmp_path_factory):
 
 def test_the_xla_bundle_computes_what_keras_computes(tiny_run, tmp_path):
     """export -> the bundle the GPU machine gets -> loaded and run as it is there (on the CPU)."""
-    from skinscan_edge.bench_worker import sample_images
-    from skinscan_edge.runtimes import KerasRuntime
+    from skinscan_edge.benchmark.worker import sample_images
+    from skinscan_edge.runtimes.interface import KerasRuntime
 
     bundle = tmp_path / "bundle"
     manifest = gpu_xla.export_bundle(tiny_run.root, bundle, ["run"], images=6, variants=("fp32",), batches=(1, 8))
@@ -83,8 +84,8 @@ def test_the_xla_bundle_computes_what_keras_computes(tiny_run, tmp_path):
 def test_recorded_gpu_rows_join_the_runs_benchmark(tiny_run, tmp_path):
     """`record` appends the GPU rows to RUN/reports/benchmark.json (a real one: the demo run's
     committed copy), replaces them on a second record, and re-renders benchmark.md from them."""
-    from skinscan_edge.benchmarking import write_results
-    from skinscan_edge.errors import SkinscanError
+    from skinscan_edge.benchmark.harness import write_results
+    from skinscan_edge.core.errors import SkinscanError
 
     results = tmp_path / "gpu_xla_results.json"
     with pytest.raises(SkinscanError, match="benchmark.json is missing; write it again"):

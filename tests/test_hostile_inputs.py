@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from skinscan_edge.data import load_label_map, make_dataset, scan
-from skinscan_edge.errors import BadImage, SkinscanError
-from skinscan_edge.imageio import REASONS, load_rgb
-from skinscan_edge.names import NAME_REASONS
-from skinscan_edge.rundir import RunDir
+from skinscan_edge.data.folder import load_label_map, make_dataset, scan
+from skinscan_edge.core.errors import BadImage, SkinscanError
+from skinscan_edge.data.imageio import REASONS, load_rgb
+from skinscan_edge.core.names import NAME_REASONS
+from skinscan_edge.core.rundir import RunDir
 
 
 def _encode(fmt: str) -> bytes:

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from skinscan_edge import metrics
-from skinscan_edge.config import GateConfig
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.core import metrics
+from skinscan_edge.core.config import GateConfig
+from skinscan_edge.core.errors import SkinscanError
 
 P = np.array  # probabilities, one row per image
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from skinscan_edge.model_card import per_class_intervals, render_model_card, wilson_interval, write_model_card
-from skinscan_edge.rundir import RunDir, write_json
+from skinscan_edge.release.model_card import per_class_intervals, render_model_card, wilson_interval, write_model_card
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import write_json
 
 DEMO = Path(__file__).resolve().parents[1] / "docs" / "demo-run"
 
@@ -98,7 +99,7 @@ def test_card_figures_come_from_the_run_files(demo_run):
         assert f"| {m['top1_agreement']:.4f} |" in line
         assert line.endswith("| fail |") == any(f["model"] == m["name"] for f in evaluation["gate"]["failures"])
     assert "**The gate: FAILED.**" in text
-    from skinscan_edge.metrics import failure_text
+    from skinscan_edge.core.metrics import failure_text
 
     for failure in evaluation["gate"]["failures"]:
         assert f"- {failure_text(failure)}" in text

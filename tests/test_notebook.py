@@ -67,7 +67,7 @@ def test_notebook_runs_end_to_end_on_synthetic_data(tmp_path):
     params = _tagged(nb, "parameters")[0]
     params.source += "\n# the test's settings\n" + tiny_parameters(tmp_path)
     # The kernel's own peak memory over the whole flow (the conversions run in worker processes).
-    nb.cells.append(nbformat.v4.new_code_cell("from skinscan_edge.workers import peak_rss_bytes\n"
+    nb.cells.append(nbformat.v4.new_code_cell("from skinscan_edge.core.workers import peak_rss_bytes\n"
                                               "print('kernel peak RSS MiB', peak_rss_bytes() // 2**20)"))
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
@@ -135,7 +135,7 @@ def test_library_logging_is_captured_in_a_kernel(monkeypatch):
     import io
     import logging
 
-    from skinscan_edge._tf import quiet_stderr
+    from skinscan_edge.core.tf import quiet_stderr
 
     kernel = io.StringIO()
     monkeypatch.setattr(sys, "stderr", kernel)
@@ -154,7 +154,7 @@ def test_library_logging_is_captured_in_a_kernel(monkeypatch):
 
 
 def test_plain_progress_in_a_notebook_without_ipywidgets(capsys):
-    from skinscan_edge.progress import PlainReporter
+    from skinscan_edge.core.progress import PlainReporter
 
     say = PlainReporter(every_s=3600)
     say.message("[bold]onnx-fp32[/] converting…")

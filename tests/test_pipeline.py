@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import invoke, pipeline_args
-from skinscan_edge.imageio import REASONS
+from skinscan_edge.data.imageio import REASONS
 
 def stages(run: Path) -> dict:
     return {k: v["state"] for k, v in json.loads((run / "pipeline.json").read_text())["stages"].items()}
@@ -59,8 +59,9 @@ def test_rerun_skips_every_finished_stage(piped, demo_data):
 
 def _piped_config(run):
     """The PipelineConfig that `piped` ran with (conftest's TRAIN_ARGS, EXPORT_ARGS, PIPELINE_ARGS)."""
-    from skinscan_edge.config import BenchmarkConfig, EvaluateConfig, ExportConfig, TrainConfig
-    from skinscan_edge.formats import EVERY_PRECISION
+    from skinscan_edge.core.config import ExportConfig, TrainConfig
+    from skinscan_edge.core.config_stages import BenchmarkConfig, EvaluateConfig
+    from skinscan_edge.core.formats import EVERY_PRECISION
     from skinscan_edge.stages import PipelineConfig
 
     train = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
@@ -101,7 +102,7 @@ STAGE_CASES = [
 @pytest.mark.parametrize("case", STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
 def test_a_stage_is_due_exactly_when_its_inputs_changed(piped, tmp_path, case):
     from skinscan_edge.stages import stage_is_current
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     _, change, stage, current = case
     run, _ = piped
@@ -111,10 +112,10 @@ def test_a_stage_is_due_exactly_when_its_inputs_changed(piped, tmp_path, case):
 
 
 def test_a_finished_run_with_other_training_settings_is_refused(piped):
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.errors import SkinscanError
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.core.errors import SkinscanError
     from skinscan_edge.stages import PipelineConfig, stage_is_current
-    from skinscan_edge.rundir import RunDir
+    from skinscan_edge.core.rundir import RunDir
 
     run, _ = piped
     other = TrainConfig.from_dict({**_piped_config(run).train.to_dict(), "seed": 8})
@@ -141,7 +142,7 @@ def test_report_recommends_the_fastest_export_that_passed_the_gate(piped):
 
 
 def test_report_without_evaluate_or_benchmark_names_the_missing_commands(run_copy):
-    from skinscan_edge.reporting import build_report
+    from skinscan_edge.report.page import build_report
 
     for name in ("evaluate.json", "benchmark.json"):
         (run_copy.reports / name).unlink(missing_ok=True)
@@ -184,8 +185,8 @@ def test_report_renders_in_headless_chromium_with_every_image(piped, tmp_path):
 
 # --- predict ----------------------------------------------------------------------------------
 def test_predict_json_matches_the_runtime_and_is_sorted(exported_run):
-    from skinscan_edge.imageio import load_rgb
-    from skinscan_edge.models import open_model
+    from skinscan_edge.data.imageio import load_rgb
+    from skinscan_edge.runtimes.models import open_model
 
     paths = [p for p, _ in exported_run.split_items("test")[:3]]
     result = invoke(["predict", exported_run.root, *paths, "--model", "tflite-fp32", "--top-k", 3, "--json"])

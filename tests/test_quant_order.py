@@ -3,7 +3,7 @@ with the likely reason read from the row."""
 
 from __future__ import annotations
 
-from skinscan_edge.quant_order import slower_quantized
+from skinscan_edge.benchmark.quant_order import slower_quantized
 
 
 def _row(model, fmt, precision, p50, threads=2, **kw):
@@ -46,7 +46,7 @@ def test_faster_noise_other_runtime_and_other_threads_are_not_flagged():
 
 
 def test_int8_floor_target_depends_on_the_cpu():
-    from skinscan_edge.quant_order import int8_target
+    from skinscan_edge.benchmark.quant_order import int8_target
 
     assert int8_target({"cpu_flags": {"avx2": True, "avx512f": True}}) == 3.0
     assert int8_target({"cpu_flags": {"avx2": True, "amx_int8": True}}) == 3.0

@@ -1,6 +1,6 @@
 """A quiet terminal: TensorFlow's native start-up lines never reach stderr unless --verbose.
 
-The lines are written by C++ straight to file descriptor 2 (see skinscan_edge/_tf.py), so the
+The lines are written by C++ straight to file descriptor 2 (see skinscan_edge/core/tf.py), so the
 checks run real processes and read what reached their stderr.
 """
 
@@ -24,7 +24,7 @@ NATIVE_LINES = ("oneDNN custom operations", "Could not find cuda drivers", "fail
 NO_DRIVER = not (Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists())
 
 #: Imports TensorFlow and tf-keras the package's way, looks for devices, runs one op.
-SNIPPET = ("import sys; from skinscan_edge._tf import keras, tf; keras(); tf().constant(1.0) + 1; "
+SNIPPET = ("import sys; from skinscan_edge.core.tf import keras, tf; keras(); tf().constant(1.0) + 1; "
            "print('python stderr still works', file=sys.stderr)")
 
 
@@ -50,7 +50,7 @@ def test_tensorflow_start_up_is_quiet_by_default_and_shown_with_verbose():
 
 
 def test_the_capture_is_replayed_when_the_block_fails(capfd):
-    from skinscan_edge._tf import quiet_stderr
+    from skinscan_edge.core.tf import quiet_stderr
 
     os.environ.pop("SKINSCAN_VERBOSE", None)
     with quiet_stderr():
@@ -75,8 +75,8 @@ def test_cli_verbose_reaches_worker_processes_through_the_environment(monkeypatc
 
 
 def test_tf_keras_minor_must_match_tensorflow():
-    from skinscan_edge._tf import check_keras_matches
-    from skinscan_edge.errors import SkinscanError
+    from skinscan_edge.core.tf import check_keras_matches
+    from skinscan_edge.core.errors import SkinscanError
 
     check_keras_matches("2.20.0", "2.20.1")
     check_keras_matches("2.21.0", "2.21.0")
@@ -91,3 +91,21 @@ def test_train_export_and_pipeline_print_no_native_lines(jobs, train_result, exp
     for _, result in (train_result, export_result, jobs["piped"].result()):
         assert result.exit_code == 0, result.output
         assert native_lines(result.stderr) == [], native_lines(result.stderr)
+
+
+def test_the_api_is_silent_without_a_reporter(tmp_path, capfd):
+    """API train and export with ``reporter=None``: nothing on stdout or stderr (file descriptors
+    1 and 2, so the conversion workers' output counts too). Keras' epoch lines come through the
+    reporter like every other progress line, so with none there are none."""
+    import skinscan_edge as se
+    from skinscan_edge.data.demo import write_demo_dataset
+
+    write_demo_dataset(tmp_path / "data", per_class=10, size=80, seed=1)
+    capfd.readouterr()
+    config = se.TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), img_size=75, epochs=1,
+                            fine_tune_epochs=1, unfreeze_from="mixed10", weights="none", batch_size=16, augment=False)
+    trained = se.train(config, reporter=None)
+    exported = se.export(trained.run, se.ExportConfig(precisions=["fp32"], jobs=1), reporter=None)
+    out, err = capfd.readouterr()
+    assert {e["name"] for e in exported.exports} == {"tflite-fp32", "onnx-fp32"}
+    assert (out, err) == ("", ""), (out[-2000:], err[-2000:])

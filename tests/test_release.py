@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import cli
-from skinscan_edge import runfiles
-from skinscan_edge.errors import SkinscanError
+from skinscan_edge.core import runfiles
+from skinscan_edge.core.errors import SkinscanError
 from skinscan_edge.release.choose import choose
-from skinscan_edge.rundir import RunDir, sha256_file, write_json
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import sha256_file, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["a", "b"]

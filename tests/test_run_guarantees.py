@@ -27,12 +27,13 @@ import pytest
 from PIL import Image
 
 from conftest import ENV, cli, invoke, pipeline_args
-from skinscan_edge.config import TrainConfig
-from skinscan_edge.errors import SkinscanError
-from skinscan_edge.fingerprint import FILES_NAME, data_change, data_fingerprint, diff, save_file_list
+from skinscan_edge.core.config import TrainConfig
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.data.fingerprint import FILES_NAME, data_change, data_fingerprint, diff, save_file_list
 from skinscan_edge.stages import KEPT, PipelineConfig, stage_is_current
-from skinscan_edge.rundir import RunDir, sha256_file, write_json
-from skinscan_edge.runlock import LOCK_NAME, run_lock
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.files import sha256_file, write_json
+from skinscan_edge.core.runlock import LOCK_NAME, run_lock
 
 REFUSAL = re.compile(r"^error: (?P<run>.+) is in use by pid (?P<pid>\d+) \(skinscan-edge (?P<cmd>[a-z]+), "
                      r"started \d\d:\d\d\); wait for it or pick another --out$")
@@ -90,7 +91,7 @@ def test_files_the_scan_does_not_read_are_not_part_of_the_fingerprint(data, chan
 
 def test_the_listing_keeps_pathlib_order_the_split_depends_on(tmp_path):
     """list_files replaced sorted(rglob) for speed; the order decides the seeded split, so it must not move."""
-    from skinscan_edge.data import _class_dirs, list_files
+    from skinscan_edge.data.folder import _class_dirs, list_files
 
     for rel in ("a/x.png", "a/a-b/y.png", "a/a/z.png", "a/a.b/w.png", "a/B.png", "a/.h/v.png", "b/sub/deep/u.png",
                 "b/10.png", "b/9.png"):
@@ -175,7 +176,7 @@ def test_keep_model_keeps_the_model_and_says_so_in_the_summary_the_report_and_ev
 HOLDER = """
 import json, sys
 from pathlib import Path
-from skinscan_edge.runlock import run_lock
+from skinscan_edge.core.runlock import run_lock
 run, data = Path(sys.argv[1]), sys.argv[2]
 with run_lock(run, "train", create=True):  # what `train` holds; then a run in the middle of training
     (run / "config.json").write_text(json.dumps({"train": {"data": data, "out": str(run), "weights": "none",
@@ -219,11 +220,11 @@ def test_a_second_writer_is_refused_with_one_line_and_the_first_finishes_intact(
 
 
 def test_every_writing_command_takes_the_lock(tmp_path, data):
-    from skinscan_edge.benchmarking import BenchmarkConfig, run_benchmark
-    from skinscan_edge.evaluation import EvaluateConfig, evaluate_run
+    from skinscan_edge.benchmark.harness import BenchmarkConfig, run_benchmark
+    from skinscan_edge.evaluation.evaluate import EvaluateConfig, evaluate_run
     from skinscan_edge.exporters.run import ExportConfig, export_run
     from skinscan_edge.stages import run_pipeline
-    from skinscan_edge.reporting import build_report
+    from skinscan_edge.report.page import build_report
 
     run = tmp_path / "run"
     calls = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +34,8 @@ def jpegs(tmp_path) -> list[str]:
 
 
 def test_cache_reads_back_the_decoded_pixels_and_is_rebuilt_for_another_split_or_size(tmp_path, jpegs):
-    from skinscan_edge.imageio import load_batch
-    from skinscan_edge.imagecache import build_cache, cache_path, digest_path, open_cache
+    from skinscan_edge.data.imageio import load_batch
+    from skinscan_edge.data.imagecache import build_cache, cache_path, digest_path, open_cache
 
     d = tmp_path / "cache"
     cache = build_cache(d, "train", SHA, 24, jpegs)
@@ -52,9 +53,9 @@ def test_cache_reads_back_the_decoded_pixels_and_is_rebuilt_for_another_split_or
 
 def test_disk_cached_batches_hold_the_right_pixels_while_later_batches_are_read(tmp_path, jpegs):
     """Reads reuse buffers (imagecache._Buffers): never one that a batch, tensor or view still uses."""
-    from skinscan_edge.data import image_batches
-    from skinscan_edge.imageio import load_batch
-    from skinscan_edge.imagecache import build_cache
+    from skinscan_edge.data.folder import image_batches
+    from skinscan_edge.data.imageio import load_batch
+    from skinscan_edge.data.imagecache import build_cache
 
     cache = build_cache(tmp_path / "cache", "train", SHA, 24, jpegs)
     expected = load_batch(jpegs, 24)
@@ -72,7 +73,7 @@ def test_disk_cached_batches_hold_the_right_pixels_while_later_batches_are_read(
 
 
 def test_a_truncated_cache_is_not_trusted(tmp_path, jpegs):
-    from skinscan_edge.imagecache import build_cache, open_cache
+    from skinscan_edge.data.imagecache import build_cache, open_cache
 
     cache = build_cache(tmp_path, "val", SHA, 24, jpegs)
     with open(cache.path, "r+b") as f:
@@ -83,7 +84,7 @@ def test_a_truncated_cache_is_not_trusted(tmp_path, jpegs):
 KILLED_BUILD = """
 import sys, time
 from pathlib import Path
-import skinscan_edge.imagecache as ic
+import skinscan_edge.data.imagecache as ic
 real = ic._decode
 ic._decode = lambda p, s: (time.sleep(0.05), real(p, s))[1]
 ic._CHUNK = 2
@@ -92,7 +93,7 @@ ic.build_cache(Path(sys.argv[1]), "train", sys.argv[2], 24, sys.argv[3:] * 20)
 
 
 def test_a_killed_build_leaves_nothing_that_is_trusted(tmp_path, jpegs):
-    from skinscan_edge.imagecache import build_cache, cache_path, digest_path, open_cache
+    from skinscan_edge.data.imagecache import build_cache, cache_path, digest_path, open_cache
 
     d = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(d), SHA, *jpegs], env=ENV)
@@ -105,14 +106,14 @@ def test_a_killed_build_leaves_nothing_that_is_trusted(tmp_path, jpegs):
     assert not cache_path(d, "train", SHA, 24).exists()
     assert open_cache(d, "train", SHA, 24, len(jpegs) * 20) is None
     build_cache(d, "train", SHA, 24, jpegs * 20)  # the next build starts over and clears the leftover
-    from skinscan_edge.imagecache import digest_path
+    from skinscan_edge.data.imagecache import digest_path
 
     built = cache_path(d, "train", SHA, 24)
     assert sorted(p.name for p in d.iterdir()) == sorted([built.name, digest_path(built).name])
 
 
 def test_an_interrupted_build_removes_its_temporary_file(tmp_path, jpegs, monkeypatch):
-    import skinscan_edge.imagecache as ic
+    import skinscan_edge.data.imagecache as ic
 
     monkeypatch.setattr(ic, "_decode", lambda p, s: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
@@ -122,8 +123,9 @@ def test_an_interrupted_build_removes_its_temporary_file(tmp_path, jpegs, monkey
 
 def test_the_loader_reads_the_cache_when_the_run_has_one(tmp_path, jpegs):
     """evaluate, benchmark and export calibration read through these two functions."""
-    from skinscan_edge.imagecache import CACHE_DIR, build_cache, load_split_images, split_image_loader
-    from skinscan_edge.rundir import RunDir, write_json
+    from skinscan_edge.data.imagecache import CACHE_DIR, build_cache, load_split_images, split_image_loader
+    from skinscan_edge.core.rundir import RunDir
+    from skinscan_edge.core.files import write_json
 
     run = RunDir(tmp_path / "run")
     split = {"root": str(Path(jpegs[0]).parent), "sha256": SHA,
@@ -137,7 +139,7 @@ def test_the_loader_reads_the_cache_when_the_run_has_one(tmp_path, jpegs):
     np.save(cache.path, marked)
     import xxhash
 
-    from skinscan_edge.imagecache import digest_path  # the marked row with its own digest: a cache, not damage
+    from skinscan_edge.data.imagecache import digest_path  # the marked row with its own digest: a cache, not damage
     digests = np.fromfile(digest_path(cache.path), dtype="<u8")
     digests[3] = xxhash.xxh3_64_intdigest(marked[3])
     digests.tofile(digest_path(cache.path))
@@ -150,7 +152,7 @@ def test_the_loader_reads_the_cache_when_the_run_has_one(tmp_path, jpegs):
 
 
 def test_train_refuses_in_one_line_when_the_disk_cannot_hold_the_cache(demo_data, tmp_path, monkeypatch):
-    import skinscan_edge.imagecache as ic
+    import skinscan_edge.data.imagecache as ic
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(ic.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 5 * 10**6, 5 * 10**6))
@@ -168,10 +170,10 @@ def test_train_refuses_in_one_line_when_the_disk_cannot_hold_the_cache(demo_data
 def test_phase1_on_cached_features_trains_the_full_models_head(tmp_path):
     """The full Keras model, after phase 1 on features, predicts what its head predicts from the
     cached features: the head's weights are the model's, and the features are the base's output."""
-    from skinscan_edge._tf import keras, tf
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.features import extract_features, fit_head_on_features, head_model
-    from skinscan_edge.model import build_model, freeze_base
+    from skinscan_edge.core.tf import keras, tf
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.training.features import extract_features, fit_head_on_features, head_model
+    from skinscan_edge.training.model import build_model, freeze_base
 
     k = keras()
     k.utils.set_random_seed(0)
@@ -199,14 +201,14 @@ def test_phase1_on_cached_features_trains_the_full_models_head(tmp_path):
 #: (0-based): after epoch KILL_AT - 1 was saved and logged, as a crash or ``kill -9`` would.
 KILLED_IN_PHASE1 = """
 import os, runpy, signal, sys
-import skinscan_edge.training as training
-from skinscan_edge._tf import keras
-real = training._callbacks
+import skinscan_edge.training.fine_tune as training
+from skinscan_edge.core.tf import keras
+real = training.callbacks_for
 class Kill(keras().callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == int(os.environ["KILL_AT"]):
             os.kill(os.getpid(), signal.SIGKILL)
-training._callbacks = lambda run, cfg, phase, chief=True: real(run, cfg, phase, chief) + [Kill()]
+training.callbacks_for = lambda *args, **kwargs: real(*args, **kwargs) + [Kill()]
 sys.argv = ["skinscan-edge", *sys.argv[1:]]
 runpy.run_module("skinscan_edge", run_name="__main__")
 """
@@ -228,8 +230,8 @@ def test_resume_after_a_kill_in_phase1_on_cached_features_continues_at_the_next_
                              capture_output=True, text=True, timeout=300, env=ENV)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "on cached base features" in resumed.stderr, resumed.stderr
-    epochs_run = [ln.split()[1] for ln in resumed.stdout.splitlines() if ln.startswith("Epoch ")]
-    assert epochs_run == ["3/4", "4/4"], resumed.stdout  # from the epoch after the last saved one
+    epochs_run = re.findall(r"\bepoch (\d+/\d+)$", resumed.stderr, re.M)  # as each epoch begins
+    assert epochs_run == ["3/4", "4/4"], resumed.stderr  # from the epoch after the last saved one
     with open(out / "history_head.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1", "2", "3"]
     with open(out / "history.csv", newline="") as f:
@@ -241,10 +243,10 @@ def test_resume_after_a_kill_in_phase1_on_cached_features_continues_at_the_next_
 def test_phase2_on_the_cached_stem_trains_the_full_models_layers_above_it(tmp_path):
     """After phase 2 on the stem's cached output, the full model predicts what the layers above
     ``mixed7`` predict from the stem's output: they are the model's own layers; the stem stayed frozen."""
-    from skinscan_edge._tf import keras, tf
-    from skinscan_edge.config import TrainConfig
-    from skinscan_edge.features import fit_top_on_stem, stem_function, top_model
-    from skinscan_edge.model import build_model, unfreeze_from
+    from skinscan_edge.core.tf import keras, tf
+    from skinscan_edge.core.config import TrainConfig
+    from skinscan_edge.training.features import fit_top_on_stem, stem_function, top_model
+    from skinscan_edge.training.model import build_model, unfreeze_from
 
     k = keras()
     k.utils.set_random_seed(0)

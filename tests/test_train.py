@@ -39,7 +39,7 @@ def test_train_writes_every_artifact(train_result):
 
 def test_reported_accuracy_equals_an_independent_computation(trained_run, train_result):
     """Recompute the test accuracy from the saved model and the persisted split."""
-    from skinscan_edge.imageio import load_batch
+    from skinscan_edge.data.imageio import load_batch
 
     items = trained_run.split_items("test")
     model = trained_run.load_model()
@@ -54,7 +54,7 @@ def test_reported_accuracy_equals_an_independent_computation(trained_run, train_
 
 
 def test_same_seed_same_split(trained_run, demo_data):
-    from skinscan_edge.data import scan, split_items
+    from skinscan_edge.data.folder import scan, split_items
 
     again = split_items(scan(demo_data), seed=7, val_fraction=0.15, test_fraction=0.15)
     assert again["sha256"] == trained_run.split()["sha256"]
@@ -63,7 +63,7 @@ def test_same_seed_same_split(trained_run, demo_data):
 def test_weights_path_loads_a_saved_weights_file(tmp_path):
     import tf_keras as k
 
-    from skinscan_edge.model import build_model
+    from skinscan_edge.training.model import build_model
 
     base = k.applications.InceptionV3(include_top=False, weights=None, input_shape=(IMG, IMG, 3))
     kernel = [l for l in base.layers if isinstance(l, k.layers.Conv2D)][0].kernel

@@ -1,4 +1,4 @@
-"""Worker processes (skinscan_edge/workers.py): results and errors come back, and no worker
+"""Worker processes (skinscan_edge/core/workers.py): results and errors come back, and no worker
 outlives its parent, whether that parent is a small script or `export` killed during QAT."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from conftest import ENV
-from skinscan_edge.workers import Worker, WorkerDied, call
+from skinscan_edge.core.workers import Worker, WorkerDied, call
 
 
 def test_result_error_and_death_come_back():
@@ -47,7 +47,7 @@ def _rss_over_400_mib(proc: psutil.Process) -> bool:
 
 PARENT = """
 import sys, time
-from skinscan_edge.workers import Worker
+from skinscan_edge.core.workers import Worker
 w = Worker(time.sleep, 600)
 print(w.pid, flush=True)
 w.result()

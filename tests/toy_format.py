@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from skinscan_edge.exporters.converters import Converter
-from skinscan_edge.formats import ExportSpec, Quantization, register_export
-from skinscan_edge.runtimes import Runtime, register_runtime
+from skinscan_edge.core.formats import ExportSpec, Quantization, register_export
+from skinscan_edge.runtimes.interface import Runtime, register_runtime
 
 
 class H5Converter(Converter):
@@ -33,7 +33,7 @@ class H5Runtime(Runtime):
     library = "tensorflow"
 
     def __init__(self, path: Path, *, name: str, num_threads: int | None = None, device: str = "cpu"):
-        from skinscan_edge._tf import keras
+        from skinscan_edge.core.tf import keras
 
         self.name, self.accelerator = name, "TensorFlow /CPU:0"
         self.model = keras().models.load_model(str(path), compile=False)

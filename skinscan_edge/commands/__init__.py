@@ -6,6 +6,9 @@ from __future__ import annotations
 import functools
 
 import typer
+from skinscan_edge.core.errors import as_user_error, SkinscanError
+from skinscan_edge.core.progress import RichReporter
+from skinscan_edge.core.tf import verbose
 
 
 def user_errors(fn):
@@ -18,15 +21,12 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         import subprocess
 
-        from ..errors import SkinscanError, as_user_error
-
         try:
             return fn(*args, **kwargs)
         except (SkinscanError, OSError, ValueError, subprocess.SubprocessError) as e:
             user = as_user_error(e)
             if user is None:
                 raise
-            from .._tf import verbose
 
             if verbose():
                 import traceback
@@ -43,8 +43,6 @@ def user_errors(fn):
 
 
 def parse_csv_ints(text: str, flag: str) -> list[int]:
-    from ..errors import SkinscanError
-
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -56,8 +54,6 @@ def parse_csv_ints(text: str, flag: str) -> list[int]:
 
 def reporter():
     """The CLI's progress display: rich, on stderr."""
-    from ..progress import RichReporter
-
     return RichReporter()
 
 

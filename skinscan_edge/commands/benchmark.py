@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 
-from . import options, reporter, user_errors
-from ..config import BenchmarkConfig
+from skinscan_edge.api import benchmark
+from skinscan_edge.commands import options, reporter, user_errors
+from skinscan_edge.core.config_stages import BenchmarkConfig
 
 
 @user_errors
@@ -19,8 +20,6 @@ def command(
     bench_opts: dict = None,
 ) -> None:
     """Measure the Keras baseline and every export with one harness; write RUN/reports/benchmark.*"""
-    from ..api import benchmark
-
     names = options.csv_names(models)
     result = benchmark(run, BenchmarkConfig(models=tuple(names) if names else None, **bench_opts), reporter=reporter())
     typer.echo(f"host: {result.results['host_line']}")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from . import options, user_errors
-from ..config import BundleConfig
+from skinscan_edge.api import bundle
+from skinscan_edge.commands import options, user_errors
+from skinscan_edge.core.config_stages import BundleConfig
 
 
 @user_errors
@@ -20,8 +21,6 @@ def command(
 
     By default it bundles the file the report recommends. A file that failed the gate, or was never evaluated, is refused unless --allow-failed. Exit codes: 0 written; 2 refused, or a problem with the run.
     """
-    from ..api import bundle
-
     result = bundle(run, BundleConfig(**bundle_opts))
     typer.echo(f"bundled {result['source_export']} (gate {result['verdict']}): {result['why']}")
     typer.echo(f"android bundle: {Path(result['model_path']).parent} ({Path(result['zip_path']).name})")

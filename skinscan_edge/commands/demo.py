@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import reporter, user_errors
+from skinscan_edge.commands import reporter, user_errors
+from skinscan_edge.api import DEFAULT_PER_CLASS, DEFAULT_SIZE, demo_data
 
 
 @user_errors
@@ -16,8 +17,8 @@ def command(
         help="Folder to create. Gets one sub-folder per class (ImageFolder layout) and a README.txt.",
         show_default=False)],
     per_class: Annotated[int, typer.Option(
-        "--per-class", help="Images per class (at least 5, so every class can be split).")] = 80,
-    size: Annotated[int, typer.Option("--size", help="Side of each square JPEG, in pixels (32-1024).")] = 128,
+        "--per-class", help="Images per class (at least 5, so every class can be split).")] = DEFAULT_PER_CLASS,
+    size: Annotated[int, typer.Option("--size", help="Side of each square JPEG, in pixels (32-1024).")] = DEFAULT_SIZE,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes the same bytes.")] = 0,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Write into a non-empty OUT, replacing only the 10 class folders and "
@@ -29,9 +30,7 @@ def command(
 
     OUT/README.txt and every JPEG (EXIF ImageDescription, JPEG comment) say so.
     """
-    from ..demo_data import write_demo_dataset
-
-    summary = write_demo_dataset(out, per_class=per_class, size=size, seed=seed, reporter=reporter(),
+    summary = demo_data(out, per_class=per_class, size=size, seed=seed, reporter=reporter(),
                                  overwrite=overwrite)
     typer.echo(
         f"wrote {summary['n_images']} SYNTHETIC demo images ({len(summary['classes'])} classes x "

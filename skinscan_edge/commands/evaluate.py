@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from . import options, reporter, user_errors
-from ..config import EvaluateConfig
+from skinscan_edge.api import evaluate
+from skinscan_edge.commands import options, reporter, user_errors
+from skinscan_edge.core.config_stages import EvaluateConfig
 
 
 @user_errors
@@ -24,17 +25,8 @@ def command(
 
     Exit codes: 0 gate passed; 1 gate failed (one line per failure); 2 a problem with the run.
     """
-    from ..api import evaluate
-
-    from ..fingerprint import data_change
-    from ..rundir import RunDir
-
-    if change := data_change(RunDir.open(run)):  # still the saved split: the warning says the data moved on
-        typer.echo(f"warning: {change.warning()}; evaluating the split saved at training", err=True)
     result = evaluate(run, EvaluateConfig(**eval_opts, **gate_opts), reporter=reporter())
-    if result.results.get("leak_warning"):
-        typer.echo(f"warning: {result.results['leak_warning']}", err=True)
-    print_table(result.results)
+    print_table(result)
     typer.echo(f"report: {result.run / 'reports' / 'evaluate.md'}")
     for line in result.failures:
         typer.echo(f"gate failed: {line}", err=True)
@@ -43,16 +35,14 @@ def command(
         raise typer.Exit(1)
 
 
-def print_table(results: dict) -> None:
+def print_table(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..render import TABLE_COLUMNS, comparison_rows
-
-    rows = comparison_rows(results)
+    results, (columns, rows) = result.results, result.table
     table = Table(title=f"{results['split']} split: {results['num_images']} images "
                         f"({results['num_skipped']} skipped)")
-    for i, col in enumerate(TABLE_COLUMNS):
+    for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i < 3 else "right", no_wrap=i == 0,
                          min_width=max(len(r[0]) for r in rows) if i == 0 else None)
     for row in rows:
@@ -61,9 +51,8 @@ def print_table(results: dict) -> None:
     if not console.is_terminal:  # CI logs and pipes: the whole table, not 80 columns of ellipses
         console = Console(width=160)
     console.print(table)
-    from ..render import twin_rows
 
-    for name, _, twin_acc, twin_agree, agree, delta, drop in twin_rows(results):
+    for name, _, twin_acc, twin_agree, agree, delta, drop in result.twin_rows:
         console.print(f"{name} against its float twin (quantization alone; not gated): agreement {agree}, "
                       f"Δaccuracy {delta} pp, worst recall drop {drop}; the twin agrees with Keras {twin_agree}",
                       highlight=False)

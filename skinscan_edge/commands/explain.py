@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from . import options, reporter, user_errors
-from ..config import ExplainConfig
+from skinscan_edge.api import explain
+from skinscan_edge.commands import options, reporter, user_errors
+from skinscan_edge.core.config_stages import ExplainConfig
 
 
 @user_errors
@@ -20,8 +21,6 @@ def command(
 
     TFLite through LiteRT's QuantizationDebugger, ONNX through onnxruntime's qdq_loss_debug, on the calibration images and on the test images whose top-1 flipped. Writes RUN/reports/quant_debug.json, quant_debug.md and a plot per export; `export --keep-float auto` keeps the worst layers in float. Exit codes: 0 done; 2 a problem with the run.
     """
-    from ..api import explain
-
     result = explain(run, ExplainConfig(**explain_opts), reporter=reporter())
     for m in result.models:
         worst = ", ".join(f"{w['keras_layer'] or w['layer']} ({w['value']:.3f})" for w in m["worst"][:5])

@@ -8,7 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from . import options, reporter, user_errors
+from skinscan_edge.api import export
+from skinscan_edge.commands import options, reporter, user_errors
+from skinscan_edge.core.config import ExportConfig
+from skinscan_edge.core.config import GateConfig
 
 
 @user_errors
@@ -29,9 +32,6 @@ def command(
 
     Files already made from this model with the same settings are kept (SHA-256 verified), so running an interrupted export again finishes only what is missing. Exit codes: 0 done; 1 a conversion failed; 2 a problem with the run; 130 interrupted. The gate options matter only to --keep-float auto: the limits its file must meet on the validation split.
     """
-    from ..api import export
-    from ..config import ExportConfig, GateConfig
-
     wanted = list(precision or [])
     wanted += [p for p, on in (("fp16", fp16), ("dynamic", dynamic), ("int8", int8), ("qat", qat)) if on]
     cfg = ExportConfig(precisions=["fp32", *dict.fromkeys(wanted)], seed=seed, gate=GateConfig(**gate_opts), **export_opts)

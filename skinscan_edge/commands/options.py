@@ -17,7 +17,8 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from .. import config as C
+from skinscan_edge.commands import parse_csv_ints
+from skinscan_edge.core import config as C
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,6 @@ def default_of(cls, name: str):
 
 def csv_ints(flag: str) -> Callable[[str], tuple]:
     def parse(text):
-        from . import parse_csv_ints
-
         return tuple(parse_csv_ints(text, flag)) if isinstance(text, str) else tuple(text)
     return parse
 

@@ -7,9 +7,12 @@ from typing import Optional
 
 import typer
 
-from . import options, user_errors
-from ..config import BenchmarkConfig, BundleConfig
-from ..progress import RichReporter
+from skinscan_edge.api import EVERY_PRECISION, EvaluateResult, pipeline, PipelineConfig, STAGES
+from skinscan_edge.commands import options, user_errors
+from skinscan_edge.commands.evaluate import print_table
+from skinscan_edge.core.config import ExportConfig, GateConfig, TrainConfig
+from skinscan_edge.core.config_stages import BenchmarkConfig, BundleConfig, EvaluateConfig
+from skinscan_edge.core.progress import RichReporter
 
 
 @user_errors
@@ -35,11 +38,6 @@ def command(
 
     Each stage's settings and input hashes are kept in RUN/pipeline.json; running the same command again skips the stages that are finished and valid, resumes an interrupted training, and redoes what changed. Exit codes: 0 done and the gate passed; 1 done, but an export failed, the gate failed or a benchmark row failed; 2 a problem with the input; 130 interrupted.
     """
-    from ..api import pipeline
-    from ..config import EvaluateConfig, ExportConfig, GateConfig, TrainConfig
-    from ..formats import EVERY_PRECISION
-    from ..stages import PipelineConfig
-
     out = out or Path("runs") / data.resolve().name
     cfg = PipelineConfig(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
@@ -64,18 +62,14 @@ class PipelineReporter(RichReporter):
         if kind == "stage":
             how = f"skipped ({row.get('why')})" if row["state"] == "skipped" else f"done in {row['seconds']:.0f} s"
             self.message(f"{row['stage']}: {how}: {row.get('summary', '')}")
-        elif kind == "evaluate":
-            from .evaluate import print_table
-
-            print_table(row)
+        elif kind == "evaluate":  # the pipeline sends evaluate.json as it is written
+            print_table(EvaluateResult(run=Path(), results=row))
         else:
             super().row(kind, row)
 
 
 def _summary_table(stages: dict, console) -> None:
     from rich.table import Table
-
-    from ..stages import STAGES
 
     table = Table(title="pipeline")
     for col in ("stage", "state", "seconds", "peak RSS MiB (this process / largest worker)", "result"):

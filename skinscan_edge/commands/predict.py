@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from . import user_errors
+from skinscan_edge.api import predict
+from skinscan_edge.commands import user_errors
 
 
 @user_errors
@@ -26,8 +27,6 @@ def command(
 
     An image that cannot be used (missing, empty, truncated, not an image, too large) is reported with its reason, like the scanner reports it, and the others are still predicted. Exit codes: 0 every image predicted; 2 an image or the run could not be used.
     """
-    from ..api import predict
-
     results = predict(run, list(images), model=model, top_k=top_k, num_threads=threads)
     if as_json:
         rows = [{"path": r.path, "top_k": [{"label": lb, "score": s} for lb, s in r.top_k]} if not r.skipped

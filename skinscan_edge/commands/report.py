@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from . import user_errors
+from skinscan_edge.api import report
+from skinscan_edge.commands import user_errors
 
 
 @user_errors
@@ -17,6 +18,4 @@ def command(
 
     The page embeds its images, so it can be sent on its own. Sections whose stage has not run yet name the command that fills them in. Nothing is measured here.
     """
-    from ..api import report
-
     typer.echo(f"report: {report(run)}")

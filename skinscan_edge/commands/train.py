@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
-from . import options, reporter, user_errors
+from skinscan_edge.api import train
+from skinscan_edge.commands import options, reporter, user_errors
+from skinscan_edge.core.config import TrainConfig
+from skinscan_edge.core.errors import SkinscanError
 
 
 @user_errors
@@ -23,13 +26,8 @@ def command(
 
     Ctrl-C stops cleanly (exit 130) and says what was saved; --resume continues from the last completed epoch, after a Ctrl-C or a crash.
     """
-    from ..api import train
-    from ..config import TrainConfig
-
     if out is None:
         if resume:
-            from ..errors import SkinscanError
-
             raise SkinscanError("--resume needs --out RUN (the run to continue)")
         out = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     result = train(TrainConfig(data=str(data), out=str(out), resume=resume, **train_opts), reporter=reporter())

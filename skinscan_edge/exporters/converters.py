@@ -1,7 +1,7 @@
 """The converters: one class per kind of file a run can be exported to.
 
 Which export uses which converter, and everything else about a format, is declared once in
-``skinscan_edge.formats`` (``ExportSpec``). A new format is one converter class here (or in a
+``skinscan_edge.core.formats`` (``ExportSpec``). A new format is one converter class here (or in a
 plugin) plus one ``formats.register_export`` call, and one runtime in ``runtimes.py``.
 """
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import SkinscanError
-from ..formats import spec
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import atomic_write_bytes
+from skinscan_edge.core.formats import spec
+from skinscan_edge.exporters import onnx as onnx_export, tflite
+from skinscan_edge.exporters.qat import export_qat, TWIN_FILE
 
 
 class Context:
@@ -28,8 +31,6 @@ class Context:
 
     def serving(self, rewrite_pools: bool = False) -> Path:
         """The serving SavedModel of the model, or of its export graph (``graph.export_model``)."""
-        from . import tflite
-
         path = self.tmp / f"serving{int(rewrite_pools)}"
         if rewrite_pools not in self._serving:  # or saved by an earlier worker process (saved_model.pb comes last)
             self._serving[rewrite_pools] = (path if (path / "saved_model.pb").is_file()
@@ -66,9 +67,6 @@ class TFLitePreset(Converter):
         self.calibrated = precision == "int8"
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
-        from ..rundir import atomic_write_bytes
-        from . import tflite
-
         calib = (lambda: iter(ctx.calib)) if self.calibrated else None
         serving = ctx.serving(self.precision in tflite.EXPORT_GRAPH_PRECISIONS)  # int8: pools rewritten
         atomic_write_bytes(path, tflite.convert(serving, self.precision, calib))
@@ -83,10 +81,6 @@ class QatTFLite(Converter):
     float_twin = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
-        from ..rundir import atomic_write_bytes
-        from . import tflite
-        from .qat import TWIN_FILE, export_qat
-
         data, notes, twin = export_qat(ctx.run, ctx.model, ctx.cfg, ctx.calib, ctx.tmp, ctx.say,
                                        twin_path=path.with_name(TWIN_FILE))
         atomic_write_bytes(path, data)
@@ -99,19 +93,15 @@ class OnnxFp32(Converter):
 
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
-        from . import onnx as onnx_export
-
         onnx_export.export_fp32(ctx.model, path, ctx.cfg.opset)
         return onnx_export.describe(path), ""
 
 
 class OnnxInt8(Converter):
-    """onnxruntime static quantization of onnx-fp32 for a target CPU (``onnx.INT8_TARGETS``)."""
+    """onnxruntime static quantization of onnx-fp32 for a target CPU (``core.formats.INT8_TARGETS``)."""
 
     calibrated = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
-        from . import onnx as onnx_export
-
         onnx_export.quantize_int8(ctx.written("onnx-fp32"), path, list(ctx.calib), ctx.onnx_target)
         return onnx_export.describe(path), onnx_export.int8_notes(ctx.onnx_target)

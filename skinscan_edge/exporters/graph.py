@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from skinscan_edge.core.tf import keras, tf
 
 
 def same_pool_multiplier(height: int, width: int, pool: tuple[int, int]) -> np.ndarray:
@@ -41,8 +42,6 @@ def same_pool_multiplier(height: int, width: int, pool: tuple[int, int]) -> np.n
 
 def is_rewritable_pool(layer) -> bool:
     """A 2-D average pool with stride 1, "same" padding and channels-last data."""
-    from .._tf import keras
-
     k = keras()
     return (isinstance(layer, k.layers.AveragePooling2D) and tuple(layer.strides) == (1, 1)
             and layer.padding == "same" and layer.data_format == "channels_last")
@@ -51,8 +50,6 @@ def is_rewritable_pool(layer) -> bool:
 @functools.lru_cache(maxsize=None)  # one class per process: tfmot's scope and clones look it up by name
 def pool_as_conv_class():
     """The Keras layer class of the rewritten pool (made on first use: TensorFlow is imported lazily)."""
-    from .._tf import keras, tf
-
     k, tf_ = keras(), tf()
 
     class PoolAsDepthwiseConv(k.layers.Layer):
@@ -87,8 +84,6 @@ def export_model(model):
 
     >>> # exported = export_model(run.load_model())   # then save_serving_model(exported, ...)
     """
-    from .._tf import keras
-
     if not any(is_rewritable_pool(layer) for layer in model.layers):
         return model
     cls = pool_as_conv_class()

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .converters import Context, Converter
+from skinscan_edge.core.config_stages import EvaluateConfig
+from skinscan_edge.core.errors import did_you_mean, SkinscanError
+from skinscan_edge.core.files import atomic_write_bytes
+from skinscan_edge.core.metrics import check_gate, score_against_baseline
+from skinscan_edge.data.imageio import load_batch
+from skinscan_edge.exporters import onnx as onnx_export, quant_debug as qd, tflite
+from skinscan_edge.exporters.converters import Context, Converter
+from skinscan_edge.runtimes.interface import KerasRuntime, open_runtime
 
 #: Layers added to the float set per ``auto`` step.
 AUTO_STEP = 2
@@ -37,10 +44,6 @@ class MixedTFLite(Converter):
     calibrated = True
 
     def convert(self, ctx: Context, path: Path) -> tuple[dict, str]:
-        from .. import quant_debug as qd
-        from ..rundir import atomic_write_bytes
-        from . import tflite
-
         dbg = qd.TFLiteDebug(ctx.model, ctx.calib, ctx.tmp / "mixed_tflite")
         rows = _named(ctx, dbg.layer_errors(ctx.calib))
 
@@ -62,9 +65,6 @@ class MixedOnnx(Converter):
         import onnx
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        from .. import quant_debug as qd
-        from . import onnx as onnx_export
-
         tmp = ctx.tmp / "mixed_onnx"
         tmp.mkdir(parents=True, exist_ok=True)
         fp32, prep = ctx.written("onnx-fp32"), tmp / "prep.onnx"
@@ -84,8 +84,6 @@ class MixedOnnx(Converter):
 
 def _named(ctx: Context, rows: list[dict]) -> list[dict]:
     """Rows with their Keras layer and its MACs (cached per export)."""
-    from .. import quant_debug as qd
-
     if "macs" not in ctx.cache:
         ctx.cache["macs"] = qd.layer_macs(ctx.model)
         ctx.cache["known"] = {ly.name for ly in ctx.model.layers}
@@ -122,15 +120,10 @@ def plan(requested: list[str], ranked: list[str], macs: dict[str, int], budget_p
 def search(ctx: Context, fmt: str, rows: list[dict], build, path: Path,
            readers: dict[str, list[str]] | None = None) -> dict:
     """Build and score each planned step; keep the first passing file (else the last built)."""
-    from .. import quant_debug as qd
-    from ..errors import SkinscanError
-
     cfg, macs = ctx.cfg, ctx.cache["macs"]
     known = {r["keras_layer"] for r in rows if r["keras_layer"]}
     unknown = [name for name in cfg.keep_float if name != "auto" and name not in known]
     if unknown:
-        from ..errors import did_you_mean
-
         raise SkinscanError("--keep-float: " + did_you_mean(unknown[0], sorted(known), "quantized layer"))
     ranked = qd.worst_layers(rows, len(rows))
     steps_todo = plan(cfg.keep_float, ranked, macs, cfg.keep_float_budget_pct, readers)
@@ -165,13 +158,8 @@ def search(ctx: Context, fmt: str, rows: list[dict], build, path: Path,
 def _validation(ctx: Context) -> dict:
     """The validation images, their labels and Keras' probabilities (once per export)."""
     if "val" not in ctx.cache:
-        from ..imageio import load_batch
-        from ..runtimes import KerasRuntime
-
         items = ctx.run.split_items("val")
         if not items:
-            from ..errors import SkinscanError
-
             raise SkinscanError(f"--keep-float needs validation images, and the split in {ctx.run.root} has none")
         x = load_batch([p for p, _ in items], ctx.run.img_size())
         keras = KerasRuntime(ctx.run.model_path, model=ctx.model)
@@ -183,11 +171,6 @@ def _validation(ctx: Context) -> dict:
 
 def _score(path: Path, fmt: str, val: dict, gate) -> dict:
     """One trial file on the validation split: deltas against Keras, the gate, quick latency."""
-    from ..config import EvaluateConfig
-    from ..metrics import score_against_baseline
-    from ..metrics import check_gate
-    from ..runtimes import open_runtime
-
     rt = open_runtime(path, fmt, name=path.stem)
     probs = np.concatenate([rt.predict(val["x"][i:i + 1]) for i in range(len(val["x"]))])
     s = score_against_baseline(val["y"], val["keras"], probs, val["labels"], val["paths"], EvaluateConfig(n_bootstrap=200))

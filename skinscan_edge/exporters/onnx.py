@@ -24,48 +24,17 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import INPUT_NAME, OUTPUT_NAME
+from skinscan_edge.core.contract import INPUT_NAME, OUTPUT_NAME
+from skinscan_edge.core.formats import int8_settings
+from skinscan_edge.core.tf import quiet_stderr, tf
 
 ONNX_OPSET = 17
-#: Settings every target shares: QDQ (portable; ORT fuses it into the same QLinearConv kernels
-#: as QOperator), per-channel weights, MinMax calibration.
-INT8_COMMON = {"quant_format": "QDQ", "per_channel": True, "calibrate_method": "MinMax"}
-#: --onnx-target -> (activation type, weight type, reduce_range, why).
-INT8_TARGETS = {
-    "x86-avx2": ("QUInt8", "QInt8", True, "x86 without VNNI: U8S8 saturates in vpmaddubsw, 7-bit weights cannot"),
-    "x86-vnni": ("QUInt8", "QInt8", False, "x86 with VNNI/AMX: U8S8 is the native int8 dot product, no saturation"),
-    "arm": ("QInt8", "QInt8", False, "ARM64: S8S8, the onnxruntime default (signed dot product), no saturation"),
-}
-#: CPU flags (as /proc/cpuinfo spells them) that give x86 a non-saturating u8 x s8 dot product.
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def choose_target(machine: str, flags) -> str:
-    """The INT8_TARGETS name for a CPU: ``machine`` as platform.machine(), ``flags`` as in cpuinfo."""
-    if machine.lower() in ("aarch64", "arm64") or machine.lower().startswith("arm"):
-        return "arm"
-    return "x86-vnni" if any(f in set(flags) for f in VNNI_FLAGS) else "x86-avx2"
 
 
-def resolve_target(name: str) -> str:
-    """``auto`` -> this host's target (choose_target); a target name -> itself; else an error."""
-    if name == "auto":
-        from ..hostinfo import host_info
-
-        info = host_info()
-        return choose_target(info["machine"], [f for f, on in info["cpu_flags"].items() if on])
-    if name not in INT8_TARGETS:
-        from ..errors import SkinscanError, did_you_mean
-
-        raise SkinscanError("--onnx-target: " + did_you_mean(name, ["auto", *INT8_TARGETS]))
-    return name
 
 
-def int8_settings(target: str) -> dict:
-    """The quantize_static settings of one target, as names (what the manifest records)."""
-    act, weight, reduce_range, why = INT8_TARGETS[target]
-    return {"target": target, **INT8_COMMON, "activation_type": act, "weight_type": weight,
-            "reduce_range": reduce_range, "why": why}
 
 
 def int8_notes(target: str) -> str:
@@ -83,16 +52,12 @@ def export_fp32(model, path: Path, opset: int = ONNX_OPSET) -> Path:
     import onnx
     import tf2onnx
 
-    from .._tf import tf
-
     tf_ = tf()
     spec = [tf_.TensorSpec([None, *model.input_shape[1:]], tf_.float32, name=INPUT_NAME)]
 
     @tf_.function(input_signature=spec)
     def serve(image):
         return {OUTPUT_NAME: model(image, training=False)}
-
-    from .._tf import quiet_stderr
 
     with quiet_stderr():  # TF 2.20's grappler logs "Starting new session" lines here (--verbose shows them)
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
@@ -137,7 +102,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, images: list[np.ndarray], tar
     tmp = out_path.with_suffix(".tmp.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
-        from .._tf import quiet_stderr
 
         s = int8_settings(target)
         # Per channel, it logs "Axis 1 is out-of-range for weight ..." to the root logger for each

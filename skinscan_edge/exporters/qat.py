@@ -14,6 +14,13 @@ does, instead of ten cut at the builtin AVERAGE_POOL_2D kernels.
 from __future__ import annotations
 
 import contextlib
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import atomic_write_bytes, sha256_file
+from skinscan_edge.core.tf import keras, tf
+from skinscan_edge.data.folder import make_dataset
+from skinscan_edge.data.imagecache import run_cache
+from skinscan_edge.exporters import tflite
+from skinscan_edge.exporters.graph import is_rewritable_pool, pool_as_conv_class
 
 
 def annotate(model, rewrite_pools: bool = True) -> tuple[object, list[str]]:
@@ -25,9 +32,6 @@ def annotate(model, rewrite_pools: bool = True) -> tuple[object, list[str]]:
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry as registry_mod,
     )
-
-    from .._tf import keras
-    from .graph import is_rewritable_pool, pool_as_conv_class
 
     k = keras()
     registry = registry_mod.Default8BitQuantizeRegistry()
@@ -125,8 +129,6 @@ def freeze_batch_norm(qat_model) -> int:
     """
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
 
-    from .._tf import keras
-
     bn = keras().layers.BatchNormalization
     frozen = 0
     for layer in qat_model.layers:
@@ -141,16 +143,12 @@ def calibrate_ranges(qat_model, images) -> None:
     """Start every activation range at one batch's min/max instead of tfmot's [-6, 6]."""
     import numpy as np
 
-    from .._tf import tf
-
     with _range_ema_decay(0.0):
         qat_model(tf().constant(np.asarray(images, dtype=np.float32)), training=True)
 
 
 def fine_tune(qat_model, train_ds, epochs: int, learning_rate: float) -> dict:
     """Briefly fine-tune the QAT model so weights and activation ranges adapt to fake-quant."""
-    from .._tf import keras
-
     k = keras()
     qat_model.compile(k.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
     with _range_ema_decay(RANGE_EMA_DECAY):
@@ -177,9 +175,6 @@ def float_twin(model, qat_model):
     name and weight name, so a missing or extra one is an error, not a silent shift.
     """
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
-
-    from .._tf import keras
-    from ..errors import SkinscanError
 
     def leaf(var) -> str:
         return var.name.split("/")[-1]
@@ -229,9 +224,6 @@ def check_twin(twin, qat_model, images) -> dict:
     """
     import numpy as np
 
-    from .._tf import tf
-    from ..errors import SkinscanError
-
     x = tf().constant(np.asarray(images, dtype=np.float32))
     p_twin = np.asarray(twin(x, training=False))
     with _fake_quant_off():
@@ -252,11 +244,6 @@ def export_qat(run, model, cfg, calib, tmp, say, twin_path=None) -> tuple[bytes,
     ``check_twin``) and return its manifest record; otherwise the third value is None.
     """
     from pathlib import Path
-
-    from ..data import make_dataset
-    from ..imagecache import run_cache
-    from ..rundir import atomic_write_bytes, sha256_file
-    from . import tflite
 
     qat_model, skipped = annotate(model)
     if skipped:

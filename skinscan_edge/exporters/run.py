@@ -16,16 +16,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runfiles
-from ..config import ExportConfig
-from ..errors import SkinscanError
-from ..progress import Reporter, reporter_or_silent
-from ..rundir import RunDir, read_json, sha256_file, timestamp
-from ..runlock import holds_run_lock
-from ..formats import spec
-from ..workers import Worker, tell
-from .converters import Context
-from .manifest import COMPLETE, write_manifest
+from skinscan_edge.core import runfiles
+from skinscan_edge.core.config import ExportConfig
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import read_json, sha256_file, timestamp
+from skinscan_edge.core.formats import int8_settings, spec
+from skinscan_edge.core.host import resolve_target, tool_versions
+from skinscan_edge.core.manifest import COMPLETE, verify_entry, verify_float_twin, write_manifest
+from skinscan_edge.core.plugins import load_plugins
+from skinscan_edge.core.progress import Reporter, reporter_or_silent
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.runlock import holds_run_lock
+from skinscan_edge.core.tf import quiet_stderr
+from skinscan_edge.core.workers import tell, Worker
+from skinscan_edge.data.imagecache import load_split_images
+from skinscan_edge.exporters.calibration import per_class, stratified_pick
+from skinscan_edge.exporters.converters import Context
 
 __all__ = ["ExportConfig", "export_run", "calibration_set", "reusable_entries"]
 
@@ -33,9 +39,6 @@ __all__ = ["ExportConfig", "export_run", "calibration_set", "reusable_entries"]
 def calibration_set(run: RunDir, n: int, seed: int, class_floor: int = 0) -> tuple[list[str], np.ndarray]:
     """A seeded sample of the train split, decoded once and shared by every int8 export;
     stratified with ``class_floor`` images per class at least (exporters/calibration.py)."""
-    from ..imagecache import load_split_images
-    from .calibration import stratified_pick
-
     items = run.split_items("train")
     if not items:
         raise SkinscanError(f"--int8/--qat need train images to calibrate on, and the split in {run.root} has none")
@@ -63,8 +66,6 @@ def pin_input_range(calib: np.ndarray) -> np.ndarray:
 def reusable_entries(run: RunDir, manifest: dict | None, cfg: ExportConfig) -> dict[str, dict]:
     """The exports of ``manifest`` that need no new conversion: made from the run's current model
     with the same recipe, and still matching their SHA-256."""
-    from .manifest import verify_entry, verify_float_twin
-
     if not manifest or cfg.force or manifest.get("model_sha256") != sha256_file(run.model_path):
         return {}
     made = manifest.get("config", {})
@@ -103,10 +104,6 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
 
     >>> # export_run(RunDir.open("runs/demo"), ExportConfig(precisions=["fp32", "int8"]))
     """
-    from ..hostinfo import tool_versions
-
-    from .onnx import int8_settings, resolve_target
-
     say = reporter_or_silent(reporter)
     cfg.validate()
     onnx_target = resolve_target(cfg.onnx_target)
@@ -120,8 +117,6 @@ def export_run(run: RunDir, cfg: ExportConfig, reporter: Reporter | None = None)
     if not needs_calib and old:  # every calibrated file is reused: so is the record of its calibration
         calibration = old.get("calibration")
     else:
-        from .calibration import per_class
-
         calibration = {"split": "train", "seed": cfg.seed, "count": len(calib_files), "class_floor": cfg.calib_class_floor,
                        "per_class": per_class(run, calib_files), "files": calib_files}
     run.exports.mkdir(parents=True, exist_ok=True)
@@ -212,9 +207,6 @@ def _in_worker(name: str, run_root: str, cfg: dict, calib, tmp: str, onnx_target
                beside_others: bool = False) -> tuple[dict, str]:
     """One converter in a worker process (it loads the model itself). One that runs beside the
     others gets a temp dir of its own."""
-    from .._tf import quiet_stderr
-    from ..plugins import load_plugins
-
     load_plugins()
     run = RunDir(Path(run_root))
     with quiet_stderr():  # all of the converter's own output (shown if it fails); progress goes by tell()

@@ -22,7 +22,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .. import INPUT_NAME, OUTPUT_NAME
+from skinscan_edge.core.contract import INPUT_NAME, OUTPUT_NAME
+from skinscan_edge.core.tf import quiet_stderr, tf
+from skinscan_edge.exporters.graph import export_model
+from skinscan_edge.runtimes.xnnpack import describe_delegation
 
 #: Precisions converted from the export graph (pools rewritten). Only full integer: XNNPACK
 #: takes the float AVERAGE_POOL_2D as it is, and the dynamic-range converter turns the
@@ -35,9 +38,6 @@ def save_serving_model(model, export_dir: Path, rewrite_pools: bool = False) -> 
 
     With ``rewrite_pools`` it serves :func:`graph.export_model` of ``model``.
     """
-    from .._tf import tf
-    from .graph import export_model
-
     tf_ = tf()
     if rewrite_pools:
         model = export_model(model)
@@ -57,8 +57,6 @@ def save_serving_model(model, export_dir: Path, rewrite_pools: bool = False) -> 
 def convert(saved_model_dir: Path, precision: str,
             representative: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
     """Convert the serving SavedModel at one precision preset; returns the .tflite bytes."""
-    from .._tf import quiet_stderr, tf
-
     tf_ = tf()
     conv = tf_.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if precision == "fp16":
@@ -84,8 +82,6 @@ def describe(path: Path) -> dict:
     """Input/output names, shapes, dtypes and quantization, read back through LiteRT, and
     XNNPACK's share of the graph (``xnnpack_partitions``, ``builtin_ops``...)."""
     from ai_edge_litert.interpreter import Interpreter
-
-    from ..xnnpack import describe_delegation
 
     interp = Interpreter(model_path=str(path))
 

@@ -20,15 +20,19 @@ import re
 import shutil
 from pathlib import Path
 
-from .. import INPUT_NAME, OUTPUT_NAME, __version__
-from ..errors import SkinscanError
-from ..exporters.manifest import entries, verify_entry
-from ..rundir import RunDir, atomic_write_bytes, atomic_write_text, read_json_or_none, write_json
-from ..tflite_metadata import (LABELS_FILE, METADATA_NAME, MIN_PARSER_VERSION, MODEL_AUTHOR, MODEL_LICENSE,
-                               NORM_MEAN, NORM_STD, write_metadata)
-from . import guide
-from .choose import PASSED, Choice
-from .golden import GOLDEN_IMAGE, golden_tolerance, kernel_scores, output_quantization, write_golden_image
+from skinscan_edge.core.contract import __version__, INPUT_NAME, OUTPUT_NAME
+from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import atomic_write_bytes, atomic_write_text, read_json_or_none, sha256_file, write_json
+from skinscan_edge.core.manifest import entries, verify_entry
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.data.demo import is_synthetic
+from skinscan_edge.exporters.metadata import (LABELS_FILE, METADATA_NAME, MIN_PARSER_VERSION, MODEL_AUTHOR,
+    MODEL_LICENSE, NORM_MEAN, NORM_STD, write_metadata)
+from skinscan_edge.release import guide
+from skinscan_edge.release.choose import Choice, PASSED
+from skinscan_edge.release.golden import (GOLDEN_IMAGE, golden_tolerance, kernel_scores, output_quantization,
+    write_golden_image)
+from skinscan_edge.runtimes.interface import TFLiteRuntime
 
 SIDECAR = "metadata.json"
 #: Written into every bundle folder: the mark that skinscan-edge made it, so replacing it is safe.
@@ -60,9 +64,6 @@ def write_bundle(run: RunDir, out_dir: Path, choice: Choice) -> dict:
 
 
 def _fill(run: RunDir, out_dir: Path, choice: Choice) -> dict:
-    from ..reporting import is_synthetic
-    from ..runtimes import TFLiteRuntime
-
     (entry,) = entries(run, [choice.name])
     source = verify_entry(run, entry)
     labels, img_size = run.labels(), run.img_size()
@@ -141,8 +142,6 @@ def _stamp_card(text: str, sidecar: dict) -> str:
 def bundle_is_current(run: RunDir, out_dir: Path, choice: Choice) -> bool:
     """Whether ``out_dir`` already holds a whole bundle of ``choice``'s file, unchanged, with its
     current verdict (the pipeline then skips the stage)."""
-    from ..rundir import sha256_file
-
     out_dir = Path(out_dir)
     sidecar = read_json_or_none(out_dir / SIDECAR) or {}
     manifest = {e["name"]: e["sha256"] for e in entries(run)}

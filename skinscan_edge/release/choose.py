@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import runfiles
-from ..errors import SkinscanError, did_you_mean
-from ..formats import spec
-from ..quant_order import MARGIN
-from ..rundir import RunDir, sha256_file
+from skinscan_edge.benchmark.quant_order import MARGIN
+from skinscan_edge.core import runfiles
+from skinscan_edge.core.config import REQUIREMENTS
+from skinscan_edge.core.errors import did_you_mean, SkinscanError
+from skinscan_edge.core.files import sha256_file
+from skinscan_edge.core.formats import spec
+from skinscan_edge.core.manifest import check_complete
+from skinscan_edge.core.rundir import RunDir
 
-#: ``--require`` values: what the bundle's file must be.
-REQUIREMENTS = ("full-integer",)
 PASSED, FAILED, NOT_EVALUATED = "passed", "failed", "not evaluated"
 
 
@@ -104,7 +105,6 @@ def choose(run: RunDir, model: str | None = None, require: str | None = None, al
     to ship, or when ``model`` failed the gate (or was never evaluated) without ``allow_failed``."""
     if require is not None and require not in REQUIREMENTS:
         raise SkinscanError("--require: " + did_you_mean(require, list(REQUIREMENTS), "requirement"))
-    from ..exporters.manifest import check_complete
 
     manifest = runfiles.load(runfiles.Manifest, run.manifest_path)
     check_complete(run, manifest.model_dump(mode="json"))

@@ -1,7 +1,7 @@
 """The Android bundle's golden vector: one test image, stored losslessly, its expected scores, and
 the tolerance a test on another decoder and device should allow.
 
->>> # from skinscan_edge.runtimes import TFLiteRuntime
+>>> # from skinscan_edge.runtimes.interface import TFLiteRuntime
 >>> # golden_tolerance(output_quantization(TFLiteRuntime(Path("skinscan_int8.tflite"))))["tolerance"]
 >>> # 0.00390625
 """
@@ -13,8 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SkinscanError
-from ..rundir import RunDir, atomic_write_bytes
+from skinscan_edge.core.errors import BadImage, SkinscanError
+from skinscan_edge.core.files import atomic_write_bytes
+from skinscan_edge.core.rundir import RunDir
+from skinscan_edge.core.tf import quiet_stderr
+from skinscan_edge.data.imageio import load_rgb
+from skinscan_edge.evaluation import arm64 as a64
+from skinscan_edge.evaluation.arm64_worker import run_tflite
+from skinscan_edge.evaluation.client import classify_files, ready_reader
+from skinscan_edge.exporters.metadata import MEDIAPIPE_PYTHON
 
 GOLDEN_IMAGE = "golden_image.png"
 #: Bundles before the lossless golden image had this JPEG; a rebuild removes it.
@@ -75,12 +82,6 @@ def kernel_scores(model_path: Path, pixels: np.ndarray, arm64: bool = True, imag
     probabilities, rounded to 6 digits) and ``not_measured`` (why not)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from .. import arm64 as a64
-    from .._tf import quiet_stderr
-    from ..arm64_worker import run_tflite
-    from ..client import classify_files, ready_reader
-    from ..tflite_metadata import MEDIAPIPE_PYTHON
-
     scores = {}
     for family, kind in (("x86 XNNPACK", OpResolverType.AUTO),
                          ("x86 builtin", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
@@ -121,9 +122,6 @@ def write_golden_image(run: RunDir, path: Path, img_size: int) -> dict:
     several output steps. Pillow writes no colour-profile or gamma chunk, so nothing colour-converts
     it."""
     from PIL import Image
-
-    from ..errors import BadImage
-    from ..imageio import load_rgb
 
     items = run.split_items("test")
     for src, label in items:

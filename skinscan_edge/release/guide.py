@@ -1,7 +1,7 @@
 """The Android bundle's written parts and its hand-over zip.
 
 The guide (``README.md``) and ``ImageClassifierExample.kt`` are jinja2 templates shipped as package
-data (``skinscan_edge/templates/android/``), rendered for each bundle from its ``metadata.json``, so
+data (``skinscan_edge/release/templates/android/``), rendered for each bundle from its ``metadata.json``, so
 an installed package writes the same whole bundle as a clone of the repository, into any folder.
 :func:`write_bundle_zip` packs the bundle deterministically: the same files give the same bytes.
 
@@ -14,10 +14,12 @@ import io
 import zipfile
 from pathlib import Path
 
-from .. import __version__
-from ..model_card import CARD_NAME
-from ..rundir import atomic_write_bytes
-from ..tflite_metadata import MEDIAPIPE_PYTHON
+from skinscan_edge.core.contract import __version__
+from skinscan_edge.core.files import atomic_write_bytes
+from skinscan_edge.core.metrics import failure_text
+from skinscan_edge.exporters.metadata import LABELS_FILE, MEDIAPIPE_PYTHON
+from skinscan_edge.release.golden import GOLDEN_IMAGE
+from skinscan_edge.release.model_card import CARD_NAME
 
 README = "README.md"
 KOTLIN = "ImageClassifierExample.kt"
@@ -55,7 +57,7 @@ def _env():
     import jinja2
 
     # Markdown and Kotlin, not HTML: no autoescape; every variable must exist (StrictUndefined).
-    env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge", "templates/android"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("skinscan_edge.release", "templates/android"),
                              autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["kt"] = _kotlin_string
@@ -64,8 +66,6 @@ def _env():
 
 
 def _context(sidecar: dict, *, synthetic: bool, model_card: bool) -> dict:
-    from ..metrics import failure_text
-
     gate = sidecar.get("gate") or {"verdict": "not evaluated"}
     return {"md": sidecar, "golden": sidecar["golden"], "labels": sidecar["labels"], "gate": gate,
             "failure_texts": [failure_text(f) for f in gate.get("failures", [])],
@@ -96,9 +96,6 @@ def golden_section(readme_text: str) -> str:
 def bundle_is_whole(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds every file a bundle always has (the model is named in metadata.json;
     the pipeline checks it by SHA-256). A bundle from an older skinscan-edge lacks some."""
-    from ..tflite_metadata import LABELS_FILE
-    from .golden import GOLDEN_IMAGE
-
     names = (README, KOTLIN, BUNDLE_ZIP, "metadata.json", LABELS_FILE, GOLDEN_IMAGE)
     return all((Path(out_dir) / name).is_file() for name in names)
 
