@@ -71,7 +71,9 @@ def toy_format(exported: Path, root: Path, image: Path) -> dict:
 #: What the tables derived from the format specs say of the toy format, in a process that loaded it.
 TOY_TABLES = """
 import json, sys
-from skinscan_edge import formats, model_card, quant_order
+from skinscan_edge.benchmark import quant_order
+from skinscan_edge.core import formats
+from skinscan_edge.release import model_card
 from skinscan_edge.core.host import floor_ms
 from skinscan_edge.core.plots import latency_plot_rows
 from skinscan_edge.core.rundir import RunDir
