@@ -36,9 +36,15 @@ demo: install
 	@# lost overall (2 pp), none of Melanoma's (2 pp of 12 images). --no-client: this weak synthetic
 	@# model flips 5-15% of its answers on the Android guide's resize (< 1 level of 255 on average),
 	@# so no file would pass the MediaPipe check and the demo would bundle nothing (docs/android.md).
+	@# The int8 files (the bundle's candidates) also run on a phone's arm64 kernels under QEMU, on both
+	@# emulated CPUs, 60 sampled test images each (docs/arm64.md; about 5 min). Setting that up needs
+	@# root for apt-get: where it cannot be, the demo says so in one line and runs without those rows.
+	@$(MAKE) --no-print-directory -s arm64-env >/dev/null 2>.arm64-env.err \
+	    || echo "note: no arm64 rows in this demo: $$(tail -n 1 .arm64-env.err) (docs/arm64.md)"; rm -f .arm64-env.err
 	$(BIN)/skinscan-edge pipeline --data $(DEMO_DATA) --out $(DEMO_RUN) --weights none --img-size $(DEMO_SIZE) \
 	    --epochs 0 --fine-tune-epochs $(DEMO_EPOCHS) --unfreeze-from input --fine-tune-lr 1e-3 --batch-size 16 \
-	    --android --no-client --critical-class Melanoma --max-accuracy-drop 2 --bench-threads 2 --bench-batch 1,8 --bench-min-time 0.5; \
+	    --android --no-client --critical-class Melanoma --max-accuracy-drop 2 --bench-threads 2 --bench-batch 1,8 --bench-min-time 0.5 \
+	    $$(test -f .arm64/site/.complete && echo --arm64 --arm64-limit 60 --arm64-models tflite-int8,tflite-qat-int8); \
 	    rc=$$?; [ $$rc -le 1 ] || exit $$rc
 	@echo "demo finished (SYNTHETIC data, not medical): open $(DEMO_RUN)/reports/index.html"
 

@@ -66,4 +66,4 @@ if [ ! -f "$SITE/.complete" ] || ! cmp -s "$REQ" "$SITE/.complete"; then
 fi
 
 # The proof that it runs: both runtimes import in the arm64 Python on each default emulated CPU.
-SKINSCAN_ARM64_DIR="$(cd "$DIR" && pwd)" "$HOST_PY" -m skinscan_edge.evaluation.arm64
+SKINSCAN_ARM64_DIR="$(cd "$DIR" && pwd)" "$HOST_PY" -c "import sys; from skinscan_edge.evaluation.arm64 import main; sys.exit(main())"

@@ -126,12 +126,15 @@ def same_end(name: str, got: dict, ref: dict) -> list[str]:
     return why
 
 
-def recovery(name: str, args: list, run_dir: Path) -> list:
-    """--resume once training wrote its config.json and has not finished; else the same command."""
+def recovery(name: str, args: list, run_dir: Path) -> list | None:
+    """--resume once training wrote its config.json and has not finished; nothing when the kill came
+    after training's last write (the run says it is complete: `train --resume` rightly answers
+    "already complete", and the run must already end as the uninterrupted one); else the same command."""
     if name == "train" and (run_dir / "config.json").exists():
         status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
-        if status.get("state") != "complete":
-            return [*args, "--resume"]
+        if status.get("state") == "complete":
+            return None
+        return [*args, "--resume"]
     return args
 
 
@@ -199,7 +202,9 @@ def sweep(out: Path, points: int, seed: int, only: list[str] | None = None) -> d
             row = {"kind": kind, "at": at, "killed_rc": killed["rc"]}
             row["torn_json"] = torn_json(run_dir) if run_dir.exists() else []
             if killed["rc"] == -signal.SIGKILL:
-                again = run(recovery(name, make_args(run_dir), run_dir), _env(hook, out / name / f"point{i}.rec"))
+                args = recovery(name, make_args(run_dir), run_dir)
+                again = (run(args, _env(hook, out / name / f"point{i}.rec")) if args is not None
+                         else {"rc": 0, "stderr": "complete before the kill: nothing to recover"})
                 row["recovery_rc"] = again["rc"]
                 row["recovery_tail"] = again["stderr"].strip().splitlines()[-3:]
                 row["differs"] = same_end(name, outcome(name, run_dir), ref) if again["rc"] in (0, 1) else ["recovery failed"]

@@ -284,3 +284,33 @@ def test_a_failed_first_command_leaves_no_run_folder_behind(tmp_path):
         with run_lock(run, "train", create=True):
             raise RuntimeError("bad data")
     assert not run.exists()
+
+
+def test_what_a_killed_writer_left_half_written_goes_when_the_next_writer_takes_the_lock(tmp_path, data):
+    """A SIGKILL runs no cleanup: the kill sweep (tests/kill_points.py, seed 11) killed `train` just
+    before split.json's rename, and the same `train` again was refused ("already holds a run")
+    because of the orphan `.split.json.*.tmp`. The next holder of the lock removes such leftovers."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").mkdir()
+    dead = [run / ".split.json.4lvfrebw.tmp", run / "checkpoints" / ".phase1_end.77.tmp.weights.h5",
+            run / ".model.tmp.keras", run / "model_int8.tmp.onnx"]
+    for p in dead:
+        p.write_bytes(b"half")
+    (run / "skipped.json").write_text("[]")
+    (run / "notes.tmp").write_text("a user's file: no leading dot, not ours")
+    with run_lock(run, "train"):
+        pass
+    assert not [p for p in dead if p.exists()]
+    assert (run / "skipped.json").exists() and (run / "notes.tmp").exists()
+    # before the lock, train's own check reads the folder: a leftover is not "a run" either
+    from skinscan_edge.training.fine_tune import _refuse_a_finished_out
+
+    killed = tmp_path / "killed"  # what the kill before split.json's rename left
+    killed.mkdir()
+    for name in (LOCK_NAME, "skipped.json", "duplicates.json", ".split.json.x.tmp"):
+        (killed / name).write_bytes(b"{}")
+    _refuse_a_finished_out(TrainConfig(data=str(data), out=str(killed)), RunDir(killed), True, False)
+    (killed / "model.keras").write_bytes(b"a model")
+    with pytest.raises(SkinscanError, match="already holds a run"):
+        _refuse_a_finished_out(TrainConfig(data=str(data), out=str(killed)), RunDir(killed), True, False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,23 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_temporary(name: str) -> bool:
+    """A name that only this project's writers give a file (or the bundle's folder) before renaming
+    it into place: ``atomic_write_bytes``, the checkpoints, the model, the image cache and the bundle
+    (``.NAME...tmp...``), and the ONNX writer (``NAME.tmp.onnx``)."""
+    return (name.startswith(".") and ".tmp" in name) or name.endswith(".tmp.onnx")
+
+
+def remove_dead_temporaries(root: Path) -> int:
+    """Remove what a killed writer left under ``root`` before its rename (a SIGKILL or a power cut
+    runs no cleanup). Only for a caller that holds the run's lock: then no live writer owns them.
+    Returns how many were removed."""
+    found = [p for p in Path(root).rglob("*") if is_temporary(p.name)]
+    for p in sorted(found, key=lambda p: len(p.parts), reverse=True):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(found)

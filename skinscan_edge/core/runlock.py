@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from skinscan_edge.core.errors import SkinscanError
+from skinscan_edge.core.files import remove_dead_temporaries
 
 LOCK_NAME = ".lock"
 _BUSY = {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}
@@ -134,6 +135,8 @@ def run_lock(root: str | Path, command: str, create: bool = False) -> Iterator[N
         entry = _held.get(key)
         if entry is None:
             entry = _held[key] = [_acquire(root, command), 0]
+            if entry[0] is not None:  # the one writer now: what a killed one left half-written goes
+                remove_dead_temporaries(root)
         entry[1] += 1
     try:
         yield

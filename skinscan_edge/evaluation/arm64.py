@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -328,11 +329,11 @@ def check() -> str:
     return f"arm64 environment ready: {env_dir()} ({qemu_version(env)}; {', '.join(f'{k} {v}' for k, v in _wheels(env).items())})"
 
 
-if __name__ == "__main__":
-    import sys
-
+def main() -> int:
+    """`make arm64-env`'s last step (scripts/arm64_env.sh): one line, exit 2 with the reason."""
     try:
         print(check())
     except SkinscanError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0

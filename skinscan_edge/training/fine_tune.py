@@ -21,7 +21,7 @@ import numpy as np
 from skinscan_edge.core import runfiles
 from skinscan_edge.core.config import TrainConfig
 from skinscan_edge.core.errors import as_user_error, SkinscanError
-from skinscan_edge.core.files import atomic_write_text, read_json_or_none, timestamp, write_json
+from skinscan_edge.core.files import atomic_write_text, is_temporary, read_json_or_none, timestamp, write_json
 from skinscan_edge.core.host import tool_versions
 from skinscan_edge.core.plots import plot_confusion, plot_history
 from skinscan_edge.core.progress import Reporter, reporter_or_silent, SILENT
@@ -201,7 +201,7 @@ _BEFORE_CONFIG = {LOCK_NAME, runfiles.Duplicates.FILE, "skipped.json", "split.js
 
 def _refuse_a_finished_out(cfg: TrainConfig, run: RunDir, chief: bool, replace: bool) -> None:
     if chief and not cfg.resume and not replace and run.root.is_dir() \
-            and any(p.name not in _BEFORE_CONFIG for p in run.root.iterdir()):
+            and any(p.name not in _BEFORE_CONFIG and not is_temporary(p.name) for p in run.root.iterdir()):
         raise SkinscanError(f"--out {run.root} already holds a run; use --resume to continue it or pick a new folder")
 
 
