@@ -2,7 +2,7 @@
 
 Run by ``make test-faults`` (tests/test_fault_injection.py), never by plain ``make test``: it takes
 minutes, and needs root (it mounts a tmpfs). For each command of a tiny run (train with its image
-cache, export, evaluate, report, predict) it first runs the command unfaulted on a tmpfs and notes
+cache, export, evaluate, report, predict, bundle) it first runs the command unfaulted on a tmpfs and notes
 how many bytes it wrote. Then, for a seeded sample of sizes, it runs the command again on a fresh
 copy of its input with the disk filled so that only that many bytes are free (the command's own
 temporary folder included: TMPDIR is on the same tmpfs), so the write that crosses the limit fails
@@ -138,7 +138,18 @@ def result_of(name: str, run: Path, res: dict):
         return res["code"], (run / "reports" / "index.html").is_file()
     if name == "predict":
         return res["code"], res["stdout"]
+    if name == "bundle":
+        bundle = run.parent / "bundle"
+        files = sorted(p.name for p in bundle.iterdir()) if bundle.is_dir() else None
+        shipped = sorted(bundle.glob("*.tflite")) if bundle.is_dir() else []
+        return res["code"], files, [sha256_of(p) for p in shipped]
     raise ValueError(name)
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def prepare(base: Path, data: Path, export: bool = True) -> dict:
@@ -170,12 +181,16 @@ def prepare(base: Path, data: Path, export: bool = True) -> dict:
         cli("evaluate", evaluated, "--bootstrap", 20)
     states["report"] = evaluated.parent
     states["predict"] = evaluated.parent
+    states["bundle"] = evaluated.parent
     commands = {
         "train": ["train", "--out", "{run}", *train_args],
         "export": ["export", "{run}", "--jobs", 1, "--calib-samples", 8],
         "evaluate": ["evaluate", "{run}", "--bootstrap", 20],
         "report": ["report", "{run}"],
         "predict": ["predict", "{run}", str(next(p for p in sorted(Path(data).rglob("*.jpg"))))],
+        # The tiny run's fp32 file fails the gate (an untrained model): --allow-failed bundles it
+        # stamped FAILED, through the same writes (staging folder, golden image, zip, rename).
+        "bundle": ["bundle", "{run}", "--out", "{run}/../bundle", "--model", "tflite-fp32", "--allow-failed"],
     }
     return {name: (states[name], commands[name]) for name in commands}
 
@@ -188,7 +203,7 @@ def sweep(out: Path, points: dict[str, int], seed: int, only: list[str] | None =
     rng = np.random.default_rng(seed)
     data = out / "data"
     write_demo_dataset(data, per_class=10, size=80, seed=0)
-    plan = prepare(out / "states", data, export=not only or "export" in only or "evaluate" in only)
+    plan = prepare(out / "states", data, export=not only or bool({"export", "evaluate", "bundle"} & set(only)))
     report: dict = {"seed": seed, "commands": {}}
     for name, (state, template) in plan.items():
         if only and name not in only:
@@ -270,7 +285,7 @@ def main() -> None:
     # themselves must meet the limit, on a tmpfs of a few hundred MB.
     imagecache.DISK_MARGIN_BYTES = 0
 
-    points = {n: a.points for n in ("export", "evaluate", "report", "predict")}
+    points = {n: a.points for n in ("export", "evaluate", "report", "predict", "bundle")}
     points["train"] = a.points if a.train_points is None else a.train_points
     points["export"] = a.points if a.export_points is None else a.export_points
     print(f"fault injection: seed {a.seed} (FAULT_SEED={a.seed} repeats this sample)", file=sys.stderr, flush=True)
