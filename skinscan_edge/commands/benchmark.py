@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,12 +15,10 @@ from skinscan_edge.core.config_stages import BenchmarkConfig
 @options.group(BenchmarkConfig, options.BENCHMARK, "bench_opts")
 def command(
     run: Path = typer.Argument(..., help="Run directory written by `skinscan-edge train` (and `export`)."),
-    models: Optional[str] = typer.Option(None, "--model", "--models", metavar="NAMES", help="Only these models, comma-separated (keras and manifest names); default: all."),
     bench_opts: dict = None,
 ) -> None:
     """Measure the Keras baseline and every export with one harness; write RUN/reports/benchmark.*"""
-    names = options.csv_names(models)
-    result = benchmark(run, BenchmarkConfig(models=tuple(names) if names else None, **bench_opts), reporter=reporter())
+    result = benchmark(run, BenchmarkConfig(**bench_opts), reporter=reporter())
     typer.echo(f"host: {result.results['host_line']}")
     typer.echo(f"wrote {result.json_path} (+ .md, .csv, .png)")
     if result.errors:

@@ -141,7 +141,9 @@ BUNDLE = (
 
 BENCHMARK = (
     Opt("device", ("--device",), "auto (cpu, plus gpu where an NVIDIA driver is present), cpu, gpu or all. GPU rows are skipped, with the reason, where there is no CUDA device.", str),
-    Opt("threads", ("--threads",), "Intra-op thread counts, comma-separated.", str, parse=csv_ints("--threads")),
+    Opt("models", ("--model", "--models"), "Only these models, comma-separated (keras and export names from the manifest). Default: the Keras baseline and every export.",
+        Optional[str], parse=csv_names, metavar="NAMES"),
+    Opt("threads", ("--threads",), "Intra-op thread counts to measure, comma-separated: each count is a row (evaluate and predict take one count).", str, parse=csv_ints("--threads")),
     Opt("batches", ("--batch",), "Batch sizes for throughput, comma-separated.", str, parse=csv_ints("--batch")),
     Opt("min_time_s", ("--min-time",), "Seconds each measurement runs for, at least.", float),
     Opt("warmup", ("--warmup",), "Untimed runs before timing.", int),
