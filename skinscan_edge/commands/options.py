@@ -161,6 +161,8 @@ EXPLAIN = (
     Opt("max_flipped", ("--max-flipped",), "Measure at most this many flipped test images.", int),
 )
 
+#: The evaluate options pipeline exposes (its split, models and client are the pipeline's own).
+PIPELINE_EVALUATE = ("arm64", "arm64_limit", "arm64_cpus", "arm64_models")
 #: The benchmark options pipeline exposes (with --bench- in front); the others keep their defaults.
 PIPELINE_BENCHMARK = ("device", "threads", "batches", "min_time_s")
 

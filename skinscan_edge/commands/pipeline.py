@@ -19,6 +19,7 @@ from skinscan_edge.core.progress import RichReporter
 @options.train_group
 @options.export_group
 @options.gate_group
+@options.group(EvaluateConfig, options.EVALUATE, "eval_opts", only=options.PIPELINE_EVALUATE)
 @options.group(BenchmarkConfig, options.BENCHMARK, "bench_opts", prefix="bench", only=options.PIPELINE_BENCHMARK)
 @options.group(BundleConfig, options.BUNDLE, "bundle_opts", only=("out", "require"), rename={"out": ("--android-dir",)})
 def command(
@@ -31,6 +32,7 @@ def command(
     train_opts: dict = None,
     export_opts: dict = None,
     gate_opts: dict = None,
+    eval_opts: dict = None,
     bench_opts: dict = None,
     bundle_opts: dict = None,
 ) -> None:
@@ -43,7 +45,7 @@ def command(
         train=TrainConfig(data=str(data), out=str(out), **train_opts),
         export=ExportConfig(precisions=[p for p in EVERY_PRECISION if qat or p != "qat"],
                             gate=GateConfig(**gate_opts), **export_opts),
-        evaluate=EvaluateConfig(**gate_opts, client="mediapipe" if android and client else None),  # what the phone sees
+        evaluate=EvaluateConfig(**gate_opts, **eval_opts, client="mediapipe" if android and client else None),  # what the phone sees
         benchmark=BenchmarkConfig(**bench_opts),
         bundle=BundleConfig(**bundle_opts) if android else None, keep_model=keep_model,
     )
