@@ -226,11 +226,19 @@ def _run_evaluate(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str,
     results = evaluate_run(RunDir.open(run.root), cfg.evaluate, reporter=say)
     gate = results["gate"]
     say.row("evaluate", results)
+    return evaluate_summary(results), gate["passed"]
+
+
+def evaluate_summary(results: dict) -> str:
+    """The evaluate stage's line: images, exports, the extra rows by kind, the gate's verdict."""
+    gate = results["gate"]
     verdict = "gate passed" if gate["passed"] else f"gate failed: {'; '.join(map(failure_text, gate['failures']))}"
-    exports = [m for m in results["models"] if m["name"] != "keras" and not m.get("client")]
-    clients = len(results["models"]) - 1 - len(exports)
-    client = f" + {clients} MediaPipe client row(s)" if clients else ""
-    return f"{results['num_images']} images, {len(exports)} exports{client}; {verdict}", gate["passed"]
+    models = [m for m in results["models"] if m["name"] != "keras"]
+    exports = [m for m in models if not m.get("client")]
+    arm64 = sum(1 for m in models if m.get("arm64"))
+    clients = len(models) - len(exports) - arm64
+    extra = (f" + {clients} MediaPipe client row(s)" if clients else "") + (f" + {arm64} arm64 row(s)" if arm64 else "")
+    return f"{results['num_images']} images, {len(exports)} exports{extra}; {verdict}"
 
 
 def _run_benchmark(cfg: PipelineConfig, run: RunDir, say: Reporter) -> tuple[str, bool]:

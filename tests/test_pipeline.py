@@ -212,3 +212,23 @@ def test_predict_text_reports_a_bad_image_and_still_predicts_the_rest(exported_r
     lines = result.output.strip().splitlines()
     assert lines[0].startswith(f"{good}: ") and lines[0].count(",") == 2  # top-3, keras by default
     assert lines[1].startswith(f"error: {bad}: ") and lines[1].split(": ")[2].split(" ")[0] in REASONS
+
+
+def test_the_evaluate_stage_line_counts_each_kind_of_extra_row_by_its_name():
+    """The demo's evaluate stage has 7 exports and 4 arm64 rows (2 files x 2 emulated CPUs); its line
+    once called those "MediaPipe client row(s)" because both kinds carry a ``client`` field."""
+    from skinscan_edge.stages import evaluate_summary
+
+    def row(name, **extra):
+        return {"name": name, **extra}
+
+    exports = [row(n) for n in ("tflite-fp32", "tflite-int8", "onnx-int8")]
+    arm64 = [row(f"tflite-int8 @arm64 {cpu}", client="arm64 kernels under QEMU", arm64={"cpu": cpu})
+             for cpu in ("max", "cortex-a53")]
+    mediapipe = [row("tflite-int8 (mediapipe)", client="mediapipe")]
+    results = {"num_images": 120, "gate": {"passed": True, "failures": []},
+               "models": [row("keras"), *exports, *arm64, *mediapipe]}
+    assert evaluate_summary(results) == ("120 images, 3 exports + 1 MediaPipe client row(s) + 2 arm64 row(s); "
+                                         "gate passed")
+    results["models"] = [row("keras"), *exports, *arm64]
+    assert evaluate_summary(results) == "120 images, 3 exports + 2 arm64 row(s); gate passed"

@@ -71,8 +71,11 @@ class PipelineReporter(RichReporter):
 
 
 def _summary_table(stages: dict, console) -> None:
+    from rich.console import Console
     from rich.table import Table
 
+    if not console.is_terminal:  # CI logs and pipes: whole cells, as evaluate's table does
+        console = Console(stderr=console.stderr, width=160)
     table = Table(title="pipeline")
     for col in ("stage", "state", "seconds", "peak RSS MiB (this process / largest worker)", "result"):
         table.add_column(col)
