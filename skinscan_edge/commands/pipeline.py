@@ -63,7 +63,7 @@ class PipelineReporter(RichReporter):
     def row(self, kind: str, row: dict) -> None:
         if kind == "stage":
             how = f"skipped ({row.get('why')})" if row["state"] == "skipped" else f"done in {row['seconds']:.0f} s"
-            self.message(f"{row['stage']}: {how}: {row.get('summary', '')}")
+            self.message(f"{row['stage']}: {how}" + (f": {row['summary']}" if row.get("summary") else ""))
         elif kind == "evaluate":  # the pipeline sends evaluate.json as it is written
             print_table(EvaluateResult(run=Path(), results=row))
         else:
