@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,13 +51,49 @@ def invoke(args: list):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def scaled_timeout(base_s: float) -> float:
+    """A wall-clock limit that grows with the host's load: ``base_s`` on an idle machine, k times
+    it when the 1-minute load average is k times the CPU count (a shared CI host or dev box)."""
+    return base_s * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 def cli(args: list, timeout: float = 900, env: dict | None = None, python: bool = False) -> SimpleNamespace:
     """The CLI as a separate ``skinscan-edge`` process (``python=True``: ``args`` is a whole
-    command line instead): exit_code and output (stdout + stderr)."""
+    command line instead): exit_code and output (stdout + stderr).
+
+    ``timeout`` bounds the CPU seconds the command and its children use, not wall time: a busy
+    host (CI shares its machine) slows a command down without making it use more CPU, so a fixed
+    wall limit fails healthy commands there (the session export once ran past 900 s beside
+    ``stress-ng --cpu 4``), while a command that really runs away is still stopped. A command
+    that hangs without using CPU is stopped at four times ``timeout`` of wall time, scaled by
+    the load. A stopped command returns exit code 124 and says why on stderr."""
+    import psutil
+
     argv = list(map(str, args)) if python else [sys.executable, "-m", "skinscan_edge", *map(str, args)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})})
-    return SimpleNamespace(exit_code=proc.returncode, output=proc.stdout + proc.stderr, stdout=proc.stdout,
-                           stderr=proc.stderr)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, **(env or {})})
+    ps, start, used, out = psutil.Process(proc.pid), time.monotonic(), {}, {}
+    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
+    reader.start()
+    while reader.is_alive():
+        reader.join(2)
+        try:
+            for p in [ps, *ps.children(recursive=True)]:
+                t = p.cpu_times()
+                used[p.pid] = t.user + t.system  # the last sample of each, exited ones included
+        except psutil.Error:
+            pass
+        wall_cap = scaled_timeout(4 * timeout)
+        if reader.is_alive() and (sum(used.values()) > timeout or time.monotonic() - start > wall_cap):
+            for p in [ps, *ps.children(recursive=True)] if ps.is_running() else []:
+                p.kill()
+            reader.join()
+            out["stderr"] = out.get("stderr", "") + (f"\nstopped by the test: used more than {timeout:.0f} CPU s "
+                                                     f"(or {wall_cap:.0f} s of wall time)")
+            return SimpleNamespace(exit_code=124, output=out.get("stdout", "") + out["stderr"],
+                                   stdout=out.get("stdout", ""), stderr=out["stderr"])
+    return SimpleNamespace(exit_code=proc.returncode, output=out["stdout"] + out["stderr"], stdout=out["stdout"],
+                           stderr=out["stderr"])
 
 
 class Job:
@@ -75,10 +112,10 @@ class Job:
         except BaseException as e:  # noqa: BLE001  (handed to the waiting test)
             self._error = e
 
-    def result(self, timeout: float = 1500):
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError("background job still running")
+    def result(self):
+        """The job's value. No wall limit of its own: each command a job runs is bounded by the
+        CPU time it uses (``cli``), so waiting ends however busy the host is."""
+        self._thread.join()
         if self._error is not None:
             raise self._error
         return self._value
@@ -220,3 +257,13 @@ def _not_verbose(monkeypatch):
     from skinscan_edge.core.tf import VERBOSE_ENV
 
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """pytest-timeout's wall limit (pyproject's ``--timeout``, or a test's mark) scaled by the
+    host's load when the test starts (``scaled_timeout``): on a shared CI host a healthy test must
+    not be cut off, and a hung one is still stopped. Handed to pytest-timeout's own timer."""
+    import pytest_timeout
+
+    return pytest_timeout.pytest_timeout_set_timer(item, settings._replace(timeout=scaled_timeout(settings.timeout)))

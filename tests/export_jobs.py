@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import EXPORT_ARGS, cli
+from conftest import EXPORT_ARGS, cli, scaled_timeout
 from reliability_jobs import AS_IN_A_TERMINAL, start
 
 TESTS = Path(__file__).resolve().parent
@@ -35,7 +35,7 @@ def interrupted_export(trained: Path, root: Path, image: Path) -> dict:
             proc.send_signal(signal.SIGINT)
             break
         time.sleep(0.1)
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=scaled_timeout(300))
     steps = {"rc": proc.returncode, "stderr": err, "manifest": json.loads(manifest.read_text())}
     steps["refused"] = {cmd: cli([cmd, run], timeout=300) for cmd in ("evaluate", "benchmark", "report")}
     steps["predict"] = cli(["predict", run, image, "--model", "tflite-fp32"], timeout=300)

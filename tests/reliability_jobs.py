@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ENV, IMG, Job, cli
+from conftest import ENV, IMG, Job, cli, scaled_timeout
 
 HEAD_EPOCHS = 2
 
@@ -50,7 +50,7 @@ def start_reliability_jobs(demo_data: Path, run: Path, train: Job, tmp_path_fact
 def extract_base_weights(run: Path, out: Path) -> Path:
     """The trained model's InceptionV3 layers as a no-top weights file (what --weights takes)."""
     proc = subprocess.run([sys.executable, "-c", EXTRACT, str(run), str(out), str(IMG)], capture_output=True,
-                          text=True, timeout=600, env=ENV)
+                          text=True, timeout=scaled_timeout(600), env=ENV)
     if proc.returncode != 0:
         raise RuntimeError(f"could not extract the base weights: {proc.stderr[-2000:]}")
     return out
@@ -92,7 +92,7 @@ def interrupt_in_epoch(proc: subprocess.Popen, run: Path, epoch: int, sig: int) 
             time.sleep(1.0)
             proc.send_signal(sig)
             break
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=scaled_timeout(300))
     return {"rc": proc.returncode, "stdout": out, "stderr": "".join(seen) + err,
             "status": json.loads((run / "status.json").read_text()),
             "model_exists": (run / "model.keras").exists(), "epochs_logged": epochs_logged(run)}
@@ -119,49 +119,6 @@ def interrupt_kill_resume(data: Path, run: Path, weights: Path) -> dict:
                            timeout=scaled_timeout(900), env=ENV)
     steps["final"] = {"rc": final.returncode, "stdout": final.stdout, "stderr": final.stderr}
     return steps
-
-
-def scaled_timeout(base_s: float) -> float:
-    """A wall-clock limit that grows with the host's load: ``base_s`` on an idle machine, k times
-    it when the 1-minute load average is k times the CPU count (a shared CI host or dev box)."""
-    import os
-
-    return base_s * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-
-
-def cli_cpu_deadline(args: list, cpu_s: float, wall_cap_s: float = 4 * 3600):
-    """``conftest.cli`` with a deadline on the CPU time the command (and its children) used, not on
-    wall time: a busy host slows a command down but does not make it use more CPU, so only a
-    command that really runs away is stopped. Returns what ``cli`` returns (exit code 124 when stopped)."""
-    import threading
-    from types import SimpleNamespace
-
-    import psutil
-
-    argv = [sys.executable, "-m", "skinscan_edge", *map(str, args)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    ps, start, used = psutil.Process(proc.pid), time.time(), {}
-    out: dict = {}
-    reader = threading.Thread(target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate())))
-    reader.start()
-    while reader.is_alive():
-        reader.join(5)
-        try:
-            for p in [ps, *ps.children(recursive=True)]:
-                t = p.cpu_times()
-                used[p.pid] = t.user + t.system
-        except psutil.Error:
-            pass
-        if sum(used.values()) > cpu_s or time.time() - start > wall_cap_s:
-            for p in [ps, *ps.children(recursive=True)] if ps.is_running() else []:
-                p.kill()
-            reader.join()
-            out["stderr"] = out.get("stderr", "") + (f"\nstopped: used more than {cpu_s:.0f} CPU s "
-                                                     f"(or {wall_cap_s:.0f} s wall)")
-            return SimpleNamespace(exit_code=124, output=out.get("stdout", "") + out["stderr"],
-                                   stdout=out.get("stdout", ""), stderr=out["stderr"])
-    return SimpleNamespace(exit_code=proc.returncode, output=out["stdout"] + out["stderr"], stdout=out["stdout"],
-                           stderr=out["stderr"])
 
 
 def _free_ports(n: int) -> list[int]:

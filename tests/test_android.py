@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import scaled_timeout
+
 import skinscan_edge  # sets TF_USE_LEGACY_KERAS before TensorFlow is imported
 from skinscan_edge.core.errors import SkinscanError
 from skinscan_edge.exporters import metadata as android
@@ -470,7 +472,7 @@ def _classify(reader_python: Path, model: Path, tmp_path: Path, pixels: np.ndarr
     np.save(tmp_path / "pixels.npy", pixels)
     cmd = [str(reader_python), str(READER_DIR / "classify.py"), str(model), "--array", str(tmp_path / "pixels.npy")]
     cmd += ["--image", str(image)] if image else []
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled_timeout(300))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

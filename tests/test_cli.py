@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import scaled_timeout
+
 
 COMMANDS = ["demo-data", "train", "export", "evaluate", "benchmark", "bundle", "pipeline", "predict", "report", "explain"]
 
@@ -18,7 +20,7 @@ def test_help_does_not_import_tensorflow():
             "assert r.exit_code == 0; "
             "heavy = [m for m in ('tensorflow', 'tf_keras', 'onnxruntime', 'tf2onnx') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled_timeout(60))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -14,6 +14,8 @@ import markdown
 import pytest
 import yaml
 
+from conftest import scaled_timeout
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MKDOCS_YML = ROOT / "mkdocs.yml"
@@ -21,7 +23,7 @@ MKDOCS_YML = ROOT / "mkdocs.yml"
 
 def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], cwd=config.parent, capture_output=True, text=True, timeout=300)
+                           "--site-dir", str(site)], cwd=config.parent, capture_output=True, text=True, timeout=scaled_timeout(300))
 
 
 def _nav_pages(nav) -> list[str]:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import IMG, cli
-from reliability_jobs import scaled_timeout
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -28,7 +27,7 @@ def _one_line_error(result) -> str:
 
 
 # --- D12: a torn phase-1 checkpoint ---------------------------------------------------------------
-@pytest.mark.timeout(scaled_timeout(900))
+@pytest.mark.timeout(900)  # scaled by the load (conftest)
 def test_d12_resume_after_a_torn_phase1_checkpoint_trains_phase1_again_and_completes(tmp_path):
     """Needs no session fixture: a tiny run of its own (untrained base, phase 1 on features)."""
     from test_faults import _images
@@ -37,13 +36,13 @@ def test_d12_resume_after_a_torn_phase1_checkpoint_trains_phase1_again_and_compl
     _images(data, 24)
     args = ["train", "--data", data, "--out", out, "--img-size", IMG, "--weights", "none", "--epochs", 1,
             "--fine-tune-epochs", 1, "--unfreeze-from", "mixed10", "--batch-size", 8, "--no-augment"]
-    first = cli(args, timeout=scaled_timeout(900))
+    first = cli(args, timeout=900)
     assert first.exit_code == 0, first.output
     ckpt = out / "checkpoints" / "phase1_end.weights.h5"
     data_bytes = ckpt.read_bytes()
     ckpt.write_bytes(data_bytes[: len(data_bytes) // 3])  # what a kill -9 during an in-place write left
     (out / "status.json").write_text('{"state": "incomplete", "phase": "fine_tune"}\n')
-    resumed = cli([*args, "--resume"], timeout=scaled_timeout(900))
+    resumed = cli([*args, "--resume"], timeout=900)
     assert resumed.exit_code == 0, resumed.output
     assert TRACEBACK not in resumed.output
     assert "phase1_end.weights.h5 cannot be read" in resumed.output

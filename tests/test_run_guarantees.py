@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ENV, cli, invoke, pipeline_args
+from conftest import ENV, cli, invoke, pipeline_args, scaled_timeout
 from skinscan_edge.core.config import TrainConfig
 from skinscan_edge.core.errors import SkinscanError
 from skinscan_edge.data.fingerprint import FILES_NAME, data_change, data_fingerprint, diff, save_file_list
@@ -213,7 +213,7 @@ def test_a_second_writer_is_refused_with_one_line_and_the_first_finishes_intact(
         report = invoke(["report", run])  # a reader is told the run is being written, not "interrupted"
         assert report.exit_code == 2 and REFUSAL.match(report.output.strip()), report.output
     finally:
-        first.communicate("go\n", timeout=60)
+        first.communicate("go\n", timeout=scaled_timeout(60))
     assert first.returncode == 0
     assert (run / "first.txt").read_text() == "finished" and (run / "config.json").read_bytes() == config
     assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, "config.json", "first.txt", "status.json"]
@@ -242,14 +242,14 @@ def test_every_writing_command_takes_the_lock(tmp_path, data):
                 call()
             assert REFUSAL.match(f"error: {e.value}") and f"pid {first.pid} " in str(e.value), (name, str(e.value))
     finally:
-        first.communicate("go\n", timeout=60)
+        first.communicate("go\n", timeout=scaled_timeout(60))
 
 
 def test_kill_9_of_the_holder_lets_the_next_command_run_at_once(tmp_path, data):
     run = tmp_path / "run"
     first = _hold(run, data)
     os.kill(first.pid, signal.SIGKILL)
-    first.wait(timeout=30)
+    first.wait(timeout=scaled_timeout(30))
     for name in ("first.txt", "config.json", "status.json"):  # what it wrote; the lock file stays, as after a real kill
         (run / name).unlink()
     t0 = time.monotonic()
@@ -269,7 +269,7 @@ def test_the_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp
 
     def seen_from_outside() -> str:
         return subprocess.run([sys.executable, "-c", probe, str(tmp_path / LOCK_NAME)], capture_output=True,
-                              text=True, timeout=60).stdout.strip()
+                              text=True, timeout=scaled_timeout(60)).stdout.strip()
 
     with run_lock(tmp_path, "pipeline"):
         with run_lock(tmp_path, "train"):  # the pipeline's stages take it again

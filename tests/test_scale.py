@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ENV, IMG, invoke
+from conftest import ENV, IMG, invoke, scaled_timeout
 
 SHA = "ab" * 32
 
@@ -221,13 +221,13 @@ def test_resume_after_a_kill_in_phase1_on_cached_features_continues_at_the_next_
     args = ["train", "--data", demo_data, "--out", out, "--img-size", IMG, "--weights", "none", "--epochs", 4,
             "--fine-tune-epochs", 0, "--batch-size", 16, "--seed", 3]
     killed = subprocess.run([sys.executable, "-c", KILLED_IN_PHASE1, *map(str, args)], capture_output=True,
-                            text=True, timeout=300, env={**ENV, "KILL_AT": "2"})
+                            text=True, timeout=scaled_timeout(300), env={**ENV, "KILL_AT": "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert "on cached base features" in killed.stderr, killed.stderr  # the path under test
     with open(out / "history_head.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
     resumed = subprocess.run([sys.executable, "-m", "skinscan_edge", *map(str, args), "--resume"],
-                             capture_output=True, text=True, timeout=300, env=ENV)
+                             capture_output=True, text=True, timeout=scaled_timeout(300), env=ENV)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "on cached base features" in resumed.stderr, resumed.stderr
     epochs_run = re.findall(r"\bepoch (\d+/\d+)$", resumed.stderr, re.M)  # as each epoch begins
