@@ -71,7 +71,7 @@ def test_notebook_runs_end_to_end_on_synthetic_data(tmp_path):
     # The kernel's own peak memory over the whole flow (the conversions run in worker processes).
     nb.cells.append(nbformat.v4.new_code_cell("from skinscan_edge.core.workers import peak_rss_bytes\n"
                                               "print('kernel peak RSS MiB', peak_rss_bytes() // 2**20)"))
-    client = nbclient.NotebookClient(nb, timeout=scaled_timeout(900), kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=int(scaled_timeout(900)), kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
 
