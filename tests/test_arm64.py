@@ -98,8 +98,9 @@ def test_evaluate_arm64_on_the_suite_run(exported_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(exported_run.root, run, ignore=shutil.ignore_patterns(
         "tensorboard", "backup", "checkpoints", "reports", "cache"))
+    # QEMU's emulation is all CPU, on both cores at once: a CPU-time bound of its own.
     result = cli(["evaluate", run, "--models", "tflite-int8", "--arm64", "--arm64-limit", 6,
-                  "--max-accuracy-drop", 100, "--max-recall-drop", 100])
+                  "--max-accuracy-drop", 100, "--max-recall-drop", 100], timeout=2400)
     assert result.exit_code == 0, result.output
     results = json.loads((run / "reports" / "evaluate.json").read_text())
     rows = {m["name"]: m for m in results["models"]}
