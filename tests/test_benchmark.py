@@ -357,6 +357,6 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this (the parent) process
     code = "from skinscan_edge.benchmark.worker import peak_rss_mb; print(peak_rss_mb())"
-    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled_timeout(120),
-                                 check=True).stdout)
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 timeout=scaled_timeout(120), check=True).stdout)
     assert ballast.sum() > 0 and child < 300, f"child reported {child:.0f} MB"

@@ -23,7 +23,8 @@ MKDOCS_YML = ROOT / "mkdocs.yml"
 
 def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], cwd=config.parent, capture_output=True, text=True, timeout=scaled_timeout(300))
+                           "--site-dir", str(site)], cwd=config.parent, capture_output=True, text=True,
+                          timeout=scaled_timeout(300))
 
 
 def _nav_pages(nav) -> list[str]:

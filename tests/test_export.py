@@ -14,13 +14,13 @@ from skinscan_edge.core.files import sha256_file
 ALL = ["tflite-fp32", "onnx-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-int8", "tflite-qat-int8"]
 #: Stated minimum top-1 agreement with Keras on the test split, per quantized export, counted on
 #: the images Keras decides: where its top class leads the second by at least DECIDED. The 75 px
-#: fixture model is weak (test accuracy 0.39-0.7 depending on the host's kernels: bfloat16 training
-#: on AVX512_BF16/AMX hosts), so many of its answers are near-ties that any rounding flips. On a
-#: Xeon with AMX its median lead was 0.036; every image the int8 files flipped led by 0.038 or less,
-#: and the raw agreement (onnx-int8 0.778, tflite-int8 0.806 of 36) said more about the host than
-#: about the export. Among the 21 images leading by 0.02 or more both int8 files agreed 0.952.
-#: QAT is further training, not a conversion; its defaults (lr 1e-7, BatchNorm frozen: issue 12)
-#: keep it as close to Keras as the int8 file.
+#: fixture model is weak, and which weak model depends on the host's kernels (bfloat16 training on
+#: AVX512_BF16/AMX hosts): many of its answers are near-ties that any rounding flips. On a Xeon
+#: with AMX it scored 0.39 on the test split and its median lead was 0.036; every image the int8
+#: files flipped led by 0.038 or less, and the raw agreement (onnx-int8 0.778, tflite-int8 0.806
+#: of 36) said more about the host than about the export. Among the 21 images leading by 0.02 or
+#: more both int8 files agreed 0.952. QAT is further training, not a conversion; its defaults
+#: (lr 1e-7, BatchNorm frozen: issue 12) keep it as close to Keras as the int8 file.
 MIN_AGREEMENT = {"tflite-fp16": 0.97, "tflite-dynamic": 0.85, "tflite-int8": 0.80, "onnx-int8": 0.80,
                  "tflite-qat-int8": 0.80}
 DECIDED = 0.02

@@ -185,7 +185,8 @@ def test_d2_efbig_while_building_the_image_cache_is_one_line_and_leaves_no_tempo
     done = subprocess.run([sys.executable, "-m", "skinscan_edge", "train", "--data", str(data), "--out", str(out),
                            "--img-size", str(SIZE), "--weights", "none", "--epochs", "1", "--fine-tune-epochs", "0",
                            "--image-cache", "disk", "--batch-size", "4"],
-                          capture_output=True, text=True, timeout=scaled_timeout(900), env=env, preexec_fn=_limited(100_000))
+                          capture_output=True, text=True, timeout=scaled_timeout(900), env=env,
+                          preexec_fn=_limited(100_000))
     assert done.returncode == 2, done.stderr
     assert TRACEBACK not in done.stderr, done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
@@ -386,7 +387,8 @@ def test_worker_timeout_sets_the_coordination_heartbeat_and_barriers():
             "c = context.context().coordination_service; "
             "print(c.heartbeat_timeout_in_ms, c.cluster_register_timeout_in_ms, c.shutdown_barrier_timeout_in_ms)")
     tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled_timeout(600),
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=scaled_timeout(600),
                           env={**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-3:] == ["7500", "7500", "7500"], done.stdout

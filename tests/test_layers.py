@@ -28,8 +28,8 @@ def _modules() -> list[str]:
 
 
 def _lint(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=scaled_timeout(300),
-                          env={**os.environ, **(env or {})})
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=cwd, capture_output=True, text=True,
+                          timeout=scaled_timeout(300), env={**os.environ, **(env or {})})
 
 
 def test_the_layer_contract_is_kept():
@@ -108,8 +108,8 @@ def test_every_module_imports_on_its_own():
     module), so an import that works only after another module was loaded fails here."""
     modules = [m for m in _modules() if m != "skinscan_edge.__main__"]  # __main__ runs the CLI
     code = CHILDREN.format(preload=PRELOAD, modules=modules)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled_timeout(600), cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          timeout=scaled_timeout(600), env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0 and "FAILED []" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     assert len(modules) > 80
 

@@ -30,7 +30,8 @@ SNIPPET = ("import sys; from skinscan_edge.core.tf import keras, tf; keras(); tf
 
 def _run(env_extra: dict) -> subprocess.CompletedProcess:
     env = {**ENV, "TF_CPP_MIN_LOG_LEVEL": "2", **env_extra}  # level 2: the issue's setting, not enough alone
-    return subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env, timeout=scaled_timeout(300))
+    return subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env,
+                          timeout=scaled_timeout(300))
 
 
 def native_lines(text: str) -> list[str]:
