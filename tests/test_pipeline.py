@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import invoke, pipeline_args
+from skinscan_edge.benchmark.quant_order import MARGIN
+from skinscan_edge.core.formats import spec
 from skinscan_edge.data.imageio import REASONS
 
 def stages(run: Path) -> dict:
@@ -131,10 +133,18 @@ def test_report_recommends_the_fastest_export_that_passed_the_gate(piped):
     failed = {f["model"] for f in evaluation["gate"]["failures"]}
     passed = [m["name"] for m in evaluation["models"]
               if m["name"] != "keras" and m["name"] not in failed and m["format"] == "tflite"]  # phones run TFLite
-    p50 = {r["model"]: r["latency_p50_ms"] for r in bench["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"}
-    expected = min(passed, key=lambda n: p50[n])
+    # The stated rule (bundle --help): batch-1 p50 on the CPU at the most threads measured; files
+    # within the benchmark's noise margin of the fastest are a tie, broken toward full integer.
+    cpu = [r for r in bench["rows"] if r.get("latency_p50_ms") and r["device"] == "cpu"]
+    most = max(r.get("threads") or 0 for r in cpu)
+    p50 = {r["model"]: r["latency_p50_ms"] for r in cpu if (r.get("threads") or 0) == most}
+    fastest = min(passed, key=lambda n: p50[n])
+    tie = [n for n in passed if p50[n] <= p50[fastest] * (1 + MARGIN)]
+    expected = min(tie, key=lambda n: (not spec(n).full_integer, p50[n]))
     html = (run / "reports/index.html").read_text()
-    assert f"Ship <code>{expected}</code>" in html
+    assert f"Ship <code>{expected}</code>" in html, (p50, passed)
+    if expected != fastest:  # a tie broken toward the full-integer file says so
+        assert "noise margin" in html
     assert "SYNTHETIC DEMO DATA" in html
     for m in evaluation["models"]:
         assert f"<code>{m['name']}</code>" in html
