@@ -198,88 +198,113 @@ def prepare(base: Path, data: Path, export: bool = True) -> dict:
     return {name: (states[name], commands[name]) for name in commands}
 
 
-def sweep(out: Path, points: dict[str, int], seed: int, only: list[str] | None = None) -> dict:
-    import numpy as np
+COMMANDS = ("train", "export", "evaluate", "report", "predict", "bundle")
+# Longest first, so that with --jobs 2 the slow commands start at once and the short ones fill in.
+BY_COST = ("bundle", "evaluate", "export", "report", "train", "predict")
 
+
+def sweep(out: Path, points: dict[str, int], seed: int, only: list[str] | None = None, jobs: int = 1) -> dict:
     from skinscan_edge.data.demo import write_demo_dataset
 
-    rng = np.random.default_rng(seed)
     data = out / "data"
     write_demo_dataset(data, per_class=10, size=80, seed=0)
     plan = prepare(out / "states", data, export=not only or bool({"export", "evaluate", "bundle"} & set(only)))
-    report: dict = {"seed": seed, "commands": {}}
-    for name, (state, template) in plan.items():
-        if only and name not in only:
-            continue
-        t0 = time.time()
-        state_mb = sum(p.stat().st_size for p in state.rglob("*") if p.is_file()) / 2**20
-        disk = Tmpfs(out / f"disk-{name}", int(2 * state_mb + 400))
-        try:
-            def fresh() -> Path:
-                for child in disk.path.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-                shutil.copytree(state, disk.path / "w")
-                (disk.path / "tmp").mkdir()
-                return disk.path / "w"
+    names = [n for n in BY_COST if n in plan and (not only or n in only)]
+    report: dict = {"seed": seed, "jobs": jobs, "commands": {}}
+    if jobs <= 1:
+        for name in names:
+            report["commands"][name] = sweep_command(out, name, *plan[name], points.get(name, 0), seed)
+    else:
+        # Each command on its own tmpfs in its own process: a point costs mostly one core (loading
+        # the models, Python), so two commands at once use both cores of a 2-core host.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            def args(work: Path) -> list:
-                return [a.replace("{run}", str(work / "run")) if isinstance(a, str) else a for a in template]
-
-            work = fresh()
-            before = disk.free()
-            ref = run_cli(args(work), disk.path / "tmp")
-            assert ref["code"] in (0, 1), f"{name} unfaulted: {ref['code']}\n{ref['stderr'][-3000:]}"
-            expected = result_of(name, work / "run", ref)
-            written = max(PAGE, before - disk.free())  # what stays; temporary files come on top
-            sizes = sorted({int(x) // PAGE * PAGE for x in rng.uniform(0, 1.5 * written, points.get(name, 0))})
-            failures, faulted = [], 0
-            for leave in sizes:
-                work = fresh()
-                disk.fill(leave)
-                got = run_cli(args(work), disk.path / "tmp")
-                (disk.path / "filler").unlink()
-                hit = got["code"] != ref["code"] or "ENOSPC" in got["stderr"] or "No space" in got["stderr"]
-                faulted += hit
-                problems = []
-                if got["code"] not in OK_CODES:
-                    problems.append(f"exit {got['code']}")
-                if TRACEBACK in got["stderr"]:
-                    problems.append("traceback: " + got["stderr"][got["stderr"].index(TRACEBACK):][-800:])
-                elif got["code"] == 2 and not _one_error_line(got["stderr"]):
-                    problems.append(f"not one error line: {got['stderr'][-400:]}")
-                damaged = damaged_json(work / "run") if (work / "run").exists() else []
-                # The re-run a user makes: the same command, or the one the line names (train --resume).
-                told = "--resume" in got["stderr"] and "--resume" not in args(work)
-                again = run_cli(args(work) + (["--resume"] if told else []), disk.path / "tmp")
-                if damaged and TRACEBACK in again["stderr"]:
-                    problems.append(f"damaged {damaged}, and the next run did not refuse them in one line")
-                if result_of(name, work / "run", again) != expected:
-                    problems.append(f"re-run differs: exit {again['code']}; {again['stderr'][-400:]}")
-                if problems:
-                    failures.append({"free_bytes": leave, "code": got["code"], "problems": problems,
-                                     "first_line": (got["stderr"].strip().splitlines() or [""])[-1][:300]})
-        finally:
-            disk.close()
-        entry = {"bytes_written": written, "tried": len(sizes), "ran_out_of_disk": faulted,
-                 "survived": len(sizes) - len(failures), "failures": failures, "seconds": round(time.time() - t0, 1)}
-        report["commands"][name] = entry
-        print(f"{name}: {entry['survived']}/{entry['tried']} injection points survived ({faulted} ran out of "
-              f"disk; {written / 1e6:.1f} MB written; {entry['seconds']:.0f} s)", file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_setup) as pool:
+            futures = {pool.submit(sweep_command, out, name, *plan[name], points.get(name, 0), seed): name
+                       for name in names}
+            for future in as_completed(futures):
+                report["commands"][futures[future]] = future.result()
+    report["commands"] = {n: report["commands"][n] for n in COMMANDS if n in report["commands"]}
     report["tried"] = sum(c["tried"] for c in report["commands"].values())
     report["survived"] = sum(c["survived"] for c in report["commands"].values())
     report["ran_out_of_disk"] = sum(c["ran_out_of_disk"] for c in report["commands"].values())
     return report
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--points", type=int, default=40, help="disk sizes tried per command")
-    ap.add_argument("--train-points", type=int, default=None, help="train's (slow) points; default --points")
-    ap.add_argument("--export-points", type=int, default=None, help="export's (slowest) points; default --points")
-    ap.add_argument("--seed", type=int, default=int(os.environ.get("FAULT_SEED", "0")))
-    ap.add_argument("--only", default="", help="comma-separated commands")
-    a = ap.parse_args()
+def sample_sizes(name: str, written: int, n: int, seed: int) -> list[int]:
+    """``n`` free-space sizes (whole pages) drawn without repeats from 0 to 1.5x what ``name`` writes.
+
+    Its own generator per command (the seed and the command's place in COMMANDS), so the sample
+    does not depend on which commands run, or in which order.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, COMMANDS.index(name)])
+    pages = int(1.5 * written) // PAGE + 1
+    return sorted(int(p) * PAGE for p in rng.choice(pages, size=min(n, pages), replace=False))
+
+
+def sweep_command(out: Path, name: str, state: Path, template: list, n_points: int, seed: int) -> dict:
+    t0 = time.time()
+    state_mb = sum(p.stat().st_size for p in state.rglob("*") if p.is_file()) / 2**20
+    disk = Tmpfs(out / f"disk-{name}", int(2 * state_mb + 400))
+    try:
+        def fresh() -> Path:
+            for child in disk.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.copytree(state, disk.path / "w")
+            (disk.path / "tmp").mkdir()
+            return disk.path / "w"
+
+        def args(work: Path) -> list:
+            return [a.replace("{run}", str(work / "run")) if isinstance(a, str) else a for a in template]
+
+        work = fresh()
+        before = disk.free()
+        ref = run_cli(args(work), disk.path / "tmp")
+        assert ref["code"] in (0, 1), f"{name} unfaulted: {ref['code']}\n{ref['stderr'][-3000:]}"
+        expected = result_of(name, work / "run", ref)
+        written = max(PAGE, before - disk.free())  # what stays; temporary files come on top
+        sizes = sample_sizes(name, written, n_points, seed)
+        failures, faulted = [], 0
+        for leave in sizes:
+            work = fresh()
+            disk.fill(leave)
+            got = run_cli(args(work), disk.path / "tmp")
+            (disk.path / "filler").unlink()
+            hit = got["code"] != ref["code"] or "ENOSPC" in got["stderr"] or "No space" in got["stderr"]
+            faulted += hit
+            problems = []
+            if got["code"] not in OK_CODES:
+                problems.append(f"exit {got['code']}")
+            if TRACEBACK in got["stderr"]:
+                problems.append("traceback: " + got["stderr"][got["stderr"].index(TRACEBACK):][-800:])
+            elif got["code"] == 2 and not _one_error_line(got["stderr"]):
+                problems.append(f"not one error line: {got['stderr'][-400:]}")
+            damaged = damaged_json(work / "run") if (work / "run").exists() else []
+            # The re-run a user makes: the same command, or the one the line names (train --resume).
+            told = "--resume" in got["stderr"] and "--resume" not in args(work)
+            again = run_cli(args(work) + (["--resume"] if told else []), disk.path / "tmp")
+            if damaged and TRACEBACK in again["stderr"]:
+                problems.append(f"damaged {damaged}, and the next run did not refuse them in one line")
+            if result_of(name, work / "run", again) != expected:
+                problems.append(f"re-run differs: exit {again['code']}; {again['stderr'][-400:]}")
+            if problems:
+                failures.append({"free_bytes": leave, "code": got["code"], "problems": problems,
+                                 "first_line": (got["stderr"].strip().splitlines() or [""])[-1][:300]})
+    finally:
+        disk.close()
+    entry = {"bytes_written": written, "tried": len(sizes), "ran_out_of_disk": faulted,
+             "survived": len(sizes) - len(failures), "failures": failures, "seconds": round(time.time() - t0, 1)}
+    print(f"fault injection: {name}: {entry['survived']}/{entry['tried']} injection points survived ({faulted} ran "
+          f"out of disk; {written / 1e6:.1f} MB written; {entry['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return entry
+
+
+def _setup() -> None:
+    """This process as the sweep needs it (the main one, and each --jobs worker)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import skinscan_edge  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
     from skinscan_edge.data import imagecache
@@ -288,12 +313,23 @@ def main() -> None:
     # themselves must meet the limit, on a tmpfs of a few hundred MB.
     imagecache.DISK_MARGIN_BYTES = 0
 
-    points = {n: a.points for n in ("export", "evaluate", "report", "predict", "bundle")}
-    points["train"] = a.points if a.train_points is None else a.train_points
-    points["export"] = a.points if a.export_points is None else a.export_points
-    print(f"fault injection: seed {a.seed} (FAULT_SEED={a.seed} repeats this sample)", file=sys.stderr, flush=True)
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--points", type=int, default=40, help="disk sizes tried per command")
+    for name in COMMANDS:
+        ap.add_argument(f"--{name}-points", type=int, default=None, help=f"{name}'s points; default --points")
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("FAULT_SEED", "0")))
+    ap.add_argument("--only", default="", help="comma-separated commands")
+    ap.add_argument("--jobs", type=int, default=1, help="commands swept at once, each in its own process")
+    a = ap.parse_args()
+    _setup()
+    points = {n: a.points if getattr(a, f"{n}_points") is None else getattr(a, f"{n}_points") for n in COMMANDS}
+    print(f"fault injection: seed {a.seed} (FAULT_SEED={a.seed} repeats this sample), points asked: "
+          + ", ".join(f"{n} {k}" for n, k in points.items()) + f"; {a.jobs} at once", file=sys.stderr, flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
-    report = sweep(a.out, points, a.seed, [x for x in a.only.split(",") if x] or None)
+    report = sweep(a.out, points, a.seed, [x for x in a.only.split(",") if x] or None, a.jobs)
     (a.out / "fault_points.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"fault injection: {report['survived']}/{report['tried']} injection points survived, "
           f"{report['ran_out_of_disk']} of them ran out of disk (seed {a.seed})", file=sys.stderr, flush=True)
