@@ -213,7 +213,7 @@ def sweep(out: Path, points: int, seed: int, only: list[str] | None = None) -> d
                 row["not_killed"] = True
             row["survived"] = not row["torn_json"] and not row["differs"]
             rows.append(row)
-            print(f"{name} point {i}: killed {at}: {'survived' if row['survived'] else 'FAILED ' + str(row)}",
+            print(f"kill sweep: {name} point {i}: killed {at}: {'survived' if row['survived'] else 'FAILED ' + str(row)}",
                   flush=True)
         report["commands"][name] = {"writes_traced": len(writes), "uninterrupted_s": round(ref_run["seconds"], 1),
                                     "reference": ref, "points": rows, "seconds": round(time.time() - t0, 1)}
