@@ -213,8 +213,8 @@ def sweep(out: Path, points: int, seed: int, only: list[str] | None = None) -> d
                 row["not_killed"] = True
             row["survived"] = not row["torn_json"] and not row["differs"]
             rows.append(row)
-            print(f"kill sweep: {name} point {i}: killed {at}: {'survived' if row['survived'] else 'FAILED ' + str(row)}",
-                  flush=True)
+            verdict = "survived" if row["survived"] else f"FAILED {row}"
+            print(f"kill sweep: {name} point {i}: killed {at}: {verdict}", flush=True)
         report["commands"][name] = {"writes_traced": len(writes), "uninterrupted_s": round(ref_run["seconds"], 1),
                                     "reference": ref, "points": rows, "seconds": round(time.time() - t0, 1)}
     return report

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fault_points import COMMANDS
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,7 +32,7 @@ def test_every_injection_point_exits_cleanly_keeps_run_files_readable_and_reruns
     points = ["--points", os.environ.get("FAULT_POINTS", "30")]
     # FAULT_TRAIN_POINTS, FAULT_EXPORT_POINTS, ...: one command's number (the slow ones want fewer).
     defaults = {"train": "8", "export": "6"}
-    for name in ("train", "export", "evaluate", "report", "predict", "bundle"):
+    for name in COMMANDS:
         n = os.environ.get(f"FAULT_{name.upper()}_POINTS", defaults.get(name))
         if n:
             points += [f"--{name}-points", n]
